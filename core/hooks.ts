@@ -1,0 +1,190 @@
+/**
+ * The hooks a plugin may serve, the context each one receives and the answers
+ * each one may give. These are the public types plugin authors write against.
+ */
+import type { Readable } from 'node:stream';
+import type { Accept, Continue, Defer, Discard, Disconnect, Reject } from './answers.js';
+
+/**
+ * Typed state on a connection, shared between plugins the way tcprules passed
+ * environment variables to the programs after it. Plugins add their own
+ * fields with declaration merging:
+ *
+ *     declare module 'yubin' { interface ConnectionState { myFlag?: boolean } }
+ */
+export interface ConnectionState {
+  /** tcprules RELAYCLIENT: present (even empty) means this client may relay. */
+  relayClient?: string;
+  /** tcprules RBLSMTPD: unset = look up DNSBLs, '' = skip them, text = refuse with it. */
+  rblsmtpd?: string;
+  /** Whitelisted client: anti-spam plugins skip it. */
+  trusted?: boolean;
+  /** Every variable a tcprules rule set, as tcpserver put them into the environment. */
+  env: Record<string, string>;
+}
+
+/** Typed state on one mail transaction (MAIL to the end of DATA); same merging rules. */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface TransactionState {}
+
+export interface Connection {
+  /** Connection id, also in every log line about it. */
+  readonly id: string;
+  /** Name of the listener that accepted it. */
+  readonly listener: string;
+  readonly remoteIp: string;
+  readonly remotePort: number;
+  readonly localIp: string;
+  readonly localPort: number;
+  /** TLS is active (implicit TLS, or after STARTTLS). */
+  readonly secure: boolean;
+  /** Name given with HELO/EHLO, once accepted. */
+  readonly heloName: string | undefined;
+  /** The authenticated user, once AUTH succeeded. */
+  readonly authUser: string | undefined;
+  /** Verified reverse DNS name of the client, when a plugin looked it up. */
+  remoteHost: string | undefined;
+  /** RELAYCLIENT was set or the client authenticated: recipients anywhere are allowed. */
+  readonly relayAllowed: boolean;
+  readonly state: ConnectionState;
+  /** Runs once when the connection ends, however it ends. */
+  onClose(callback: () => void): void;
+}
+
+export interface Address {
+  /** The whole address as given, without angle brackets. */
+  readonly address: string;
+  /** Part before the last '@' (empty for the null sender). */
+  readonly local: string;
+  /** Lower-cased part after the last '@'. */
+  readonly domain: string;
+}
+
+export type SmtpParams = Readonly<Record<string, string | true>>;
+
+export interface Recipient extends Address {
+  readonly params: SmtpParams;
+  /** The domain is one of ours (config localDomains and mailbox plugins). */
+  readonly localDomain: boolean;
+}
+
+export interface Transaction {
+  /** Queue id the message will carry. */
+  readonly id: string;
+  /** Envelope sender; null for the null sender `<>`. */
+  readonly sender: Address | null;
+  readonly senderParams: SmtpParams;
+  /** Recipients accepted so far (discarded ones are not listed). */
+  readonly recipients: readonly Recipient[];
+  readonly state: TransactionState;
+}
+
+/** A header as received: `name` as written, `value` unfolded and trimmed. */
+export interface Header {
+  readonly name: string;
+  readonly value: string;
+}
+
+export interface Message {
+  /** Size in octets as received (CRLF line ends, before dot-unstuffing is undone). */
+  readonly size: number;
+  /** The header section as received, in order. */
+  readonly headers: readonly Header[];
+  /** Values of every header with this name (case-insensitive), in order. */
+  header(name: string): string[];
+  /** Adds a header on top of the message, above the ones received. */
+  addHeader(name: string, value: string): void;
+  /** The message as it will be queued (added headers, then what was received). */
+  stream(): Readable;
+}
+
+export interface ConnectContext {
+  readonly connection: Connection;
+}
+
+export interface HeloContext {
+  readonly connection: Connection;
+  readonly verb: 'HELO' | 'EHLO';
+  readonly hostname: string;
+}
+
+export interface AuthContext {
+  readonly connection: Connection;
+  readonly method: string;
+  readonly username: string;
+  /** The clear password (PLAIN, LOGIN); undefined for challenge-response methods. */
+  readonly password: string | undefined;
+  /** For challenge-response methods (CRAM-MD5): checks a stored clear secret. */
+  verify(secret: string): boolean;
+}
+
+export interface MailContext {
+  readonly connection: Connection;
+  readonly transaction: Transaction;
+  readonly sender: Address | null;
+  readonly params: SmtpParams;
+}
+
+export interface RcptContext {
+  readonly connection: Connection;
+  readonly transaction: Transaction;
+  readonly recipient: Recipient;
+  /**
+   * Lets this recipient through the core's relay guard although its domain is
+   * not local (rcpthosts does this for the domains it lists, e.g. backup MX).
+   */
+  permitRelay(): void;
+}
+
+export interface DataContext {
+  readonly connection: Connection;
+  readonly transaction: Transaction;
+  readonly message: Message;
+}
+
+export type QueueContext = DataContext;
+
+export interface Delivery {
+  readonly queueId: string;
+  readonly sender: Address | null;
+  readonly recipient: Address;
+  readonly attempt: number;
+  readonly message: Pick<Message, 'size' | 'stream'>;
+}
+
+export interface DeliverContext {
+  readonly delivery: Delivery;
+}
+
+export interface HookContexts {
+  connect: ConnectContext;
+  helo: HeloContext;
+  auth: AuthContext;
+  mail: MailContext;
+  rcpt: RcptContext;
+  data: DataContext;
+  queue: QueueContext;
+  deliver: DeliverContext;
+}
+
+export type HookName = keyof HookContexts;
+export const HOOK_NAMES: readonly HookName[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'deliver'];
+
+type SessionAnswer = Continue | Accept | Reject | Defer | Disconnect;
+type TransactionAnswer = SessionAnswer | Discard;
+
+/** What each hook may answer. `discard` only makes sense once there is a message or recipient to drop. */
+export interface HookAnswers {
+  connect: SessionAnswer;
+  helo: SessionAnswer;
+  auth: SessionAnswer;
+  mail: SessionAnswer;
+  rcpt: TransactionAnswer;
+  data: TransactionAnswer;
+  queue: TransactionAnswer;
+  /** accept = delivered, defer = try again later, reject = bounce. */
+  deliver: Continue | Accept | Reject | Defer;
+}
+
+export type HookFunction<K extends HookName> = (context: HookContexts[K]) => HookAnswers[K] | Promise<HookAnswers[K]>;
+export type Hooks = { [K in HookName]?: HookFunction<K> };

@@ -1,0 +1,41 @@
+/**
+ * yubin's public API: what plugin authors import.
+ *
+ *     import { definePlugin, answer } from 'yubin';
+ */
+export { answer, formatReply, type Accept, type Action, type Answer, type Continue, type Defer, type Discard, type Disconnect, type EnhancedCode, type FinalAnswer, type PermanentCode, type Reject, type Reply, type SuccessCode, type TemporaryCode } from './answers.js';
+export type {
+  Address,
+  AuthContext,
+  Connection,
+  ConnectContext,
+  ConnectionState,
+  DataContext,
+  DeliverContext,
+  Delivery,
+  Header,
+  HeloContext,
+  HookAnswers,
+  HookContexts,
+  HookFunction,
+  HookName,
+  Hooks,
+  MailContext,
+  Message,
+  QueueContext,
+  RcptContext,
+  Recipient,
+  SmtpParams,
+  Transaction,
+  TransactionState,
+} from './hooks.js';
+export { HOOK_NAMES } from './hooks.js';
+export { definePlugin, type OptionsIssue, type OptionsSchema, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
+export { LocalDomains, ManualClock, SystemClock, Tokens, type Clock, type Services } from './services/index.js';
+export { domainMatches, hasSenderRouting, splitAddress } from './address.js';
+export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './config/load.js';
+export type { Config, Limits, ListenerConfig } from './config/schema.js';
+export { YubinServer, type StartOptions } from './server.js';
+export { createLogger, type Logger, type LoggerOptions } from './logger.js';
+export { ipMatcher, normalizeIp, type IpMatcher } from './ip.js';
+export { controlLines, WatchedFile, type WatchedFileOptions } from './watched-file.js';

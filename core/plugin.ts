@@ -1,0 +1,50 @@
+/**
+ * What a plugin module exports: one definition with a name, an options schema
+ * and a setup function that returns the hooks it serves.
+ */
+import type { Logger } from 'pino';
+import type { Hooks } from './hooks.js';
+import type { Services } from './services/index.js';
+
+export interface OptionsIssue {
+  readonly path: ReadonlyArray<PropertyKey>;
+  readonly message: string;
+}
+
+/**
+ * Anything with zod's `safeParse` shape: a zod schema (v3 or v4) fits as is,
+ * and a hand-written validator only needs this one method.
+ */
+export interface OptionsSchema<T> {
+  safeParse(input: unknown): { success: true; data: T } | { success: false; error: { issues: ReadonlyArray<OptionsIssue> } };
+}
+
+export interface PluginEnv<O> {
+  /** The plugin's options block, validated by its schema. */
+  readonly options: O;
+  /** Logger whose lines name the plugin. */
+  readonly log: Logger;
+  readonly services: Services;
+  readonly hostname: string;
+  readonly dataDir: string;
+  /** Resolves a path from the options against the config file's directory. */
+  resolvePath(path: string): string;
+}
+
+export interface PluginInstance {
+  readonly hooks: Hooks;
+  /** Called when the plugin is replaced (reload) or the server stops. */
+  close?(): void | Promise<void>;
+}
+
+export interface PluginDefinition<O = unknown> {
+  /** Name used in logs; built-ins are named after the program they replace. */
+  readonly name: string;
+  readonly options?: OptionsSchema<O>;
+  setup(env: PluginEnv<O>): PluginInstance | Promise<PluginInstance>;
+}
+
+/** Identity function that lets TypeScript infer the options type from the schema. */
+export function definePlugin<O>(definition: PluginDefinition<O>): PluginDefinition<O> {
+  return definition;
+}

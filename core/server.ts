@@ -1,0 +1,192 @@
+/**
+ * The running server: config, services, plugins and listeners, with reload
+ * (SIGHUP) and drain (SIGTERM). One process, several listeners, each with its
+ * own ordered plugin list.
+ */
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { DependencyContainer } from 'tsyringe';
+import type { Logger } from 'pino';
+import { loadConfig, type LoadedConfig } from './config/load.js';
+import type { ListenerConfig } from './config/schema.js';
+import { Pipeline } from './pipeline.js';
+import { closePlugins, startPlugins, unusedOptionBlocks, type ActivePlugin } from './plugin-loader.js';
+import type { PluginDefinition } from './plugin.js';
+import { createServiceContainer, servicesFrom, type Services } from './services/index.js';
+import { Spool } from './spool.js';
+import { SmtpListener, type ListenerTls } from './smtp/listener.js';
+import type { ListenerRuntime, SessionEnv } from './smtp/session.js';
+import { loadKeyPair, selfSignedKeyPair } from './tls.js';
+
+export interface StartOptions {
+  readonly log: Logger;
+  /** Registers replacement services (a test's clock or DNS resolver) before anything starts. */
+  readonly configure?: (container: DependencyContainer) => void;
+  /** Plugins given as objects rather than module names, keyed as the listeners name them. */
+  readonly inlinePlugins?: ReadonlyMap<string, PluginDefinition<unknown>>;
+}
+
+/** Plugins of one config load; closed once no connection uses them any more. */
+class Generation {
+  private users = 0;
+  private retired = false;
+  constructor(
+    readonly plugins: Map<string, ActivePlugin>,
+    private readonly log: Logger,
+  ) {}
+  acquire(): void {
+    this.users++;
+  }
+  release(): void {
+    this.users--;
+    this.maybeClose();
+  }
+  retire(): void {
+    this.retired = true;
+    this.maybeClose();
+  }
+  private maybeClose(): void {
+    if (this.retired && this.users === 0) void closePlugins(this.plugins.values(), this.log);
+  }
+}
+
+export class YubinServer {
+  private readonly listeners = new Map<string, SmtpListener>();
+  private generation!: Generation;
+  private reloading: Promise<void> | undefined;
+
+  private constructor(
+    private loaded: LoadedConfig,
+    private readonly options: StartOptions,
+    private readonly container: DependencyContainer,
+    readonly services: Services,
+    private readonly env: SessionEnv,
+  ) {}
+
+  static async start(loaded: LoadedConfig, options: StartOptions): Promise<YubinServer> {
+    const { config } = loaded;
+    const log = options.log;
+    const container = createServiceContainer(log, config.localDomains, options.configure);
+    const services = servicesFrom(container);
+    const spool = new Spool(path.join(config.dataDir, 'queue'));
+    await spool.init();
+    const env: SessionEnv = { hostname: config.hostname, spool, services, log };
+    const server = new YubinServer(loaded, options, container, services, env);
+    for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which no listener uses`);
+    server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
+    try {
+      for (const lc of config.listeners) await server.startListener(lc);
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+    return server;
+  }
+
+  get config() {
+    return this.loaded.config;
+  }
+
+  get configFile(): string {
+    return this.loaded.file;
+  }
+
+  get spool(): Spool {
+    return this.env.spool;
+  }
+
+  /** Bound address of each listener (the real port when the config said 0). */
+  addresses(): Record<string, AddressInfo> {
+    return Object.fromEntries([...this.listeners].map(([name, l]) => [name, l.address()]));
+  }
+
+  /**
+   * SIGHUP: reads the config and the files plugins use again. New connections get
+   * the new plugins and limits; connections in progress finish with what they
+   * started with. A listener whose address or TLS changed is replaced. A config
+   * that does not validate is reported and the running one kept.
+   */
+  async reload(): Promise<boolean> {
+    while (this.reloading) await this.reloading;
+    let done!: () => void;
+    this.reloading = new Promise<void>((r) => (done = r));
+    const log = this.options.log;
+    try {
+      const loaded = await loadConfig(this.loaded.file);
+      const plugins = await startPlugins(loaded, { services: this.services, log }, this.options.inlinePlugins);
+      const old = this.generation;
+      this.loaded = loaded;
+      this.generation = new Generation(plugins, log);
+      const wanted = new Map(loaded.config.listeners.map((l) => [l.name, l]));
+      for (const [name, listener] of this.listeners) {
+        const next = wanted.get(name);
+        if (next && sameSocket(listener.runtime.config, next)) {
+          listener.runtime = this.runtime(next);
+          listener.applyLimits();
+        } else {
+          this.listeners.delete(name);
+          void listener.drain(loaded.config.shutdownTimeout);
+        }
+      }
+      for (const lc of loaded.config.listeners) if (!this.listeners.has(lc.name)) await this.startListener(lc);
+      for (const d of loaded.config.localDomains) this.services.localDomains.add(d);
+      old.retire();
+      log.info({ event: 'reload', file: loaded.file }, 'configuration reloaded');
+      return true;
+    } catch (err) {
+      log.error({ event: 'reload', err: (err as Error).message }, 'reload failed, keeping the running configuration');
+      return false;
+    } finally {
+      this.reloading = undefined;
+      done();
+    }
+  }
+
+  /** SIGTERM: stop accepting, let transactions in progress finish, then close. */
+  async stop(timeoutMs = this.loaded.config.shutdownTimeout): Promise<void> {
+    await Promise.all([...this.listeners.values()].map((l) => l.drain(timeoutMs)));
+    this.listeners.clear();
+    this.generation.retire();
+  }
+
+  /** Closes everything at once. */
+  async close(): Promise<void> {
+    await this.stop(0);
+  }
+
+  private runtime(lc: ListenerConfig): ListenerRuntime {
+    const generation = this.generation;
+    const plugins = lc.plugins.map((ref) => {
+      const p = generation.plugins.get(ref)!;
+      return { name: p.definition.name, hooks: p.instance.hooks };
+    });
+    return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log), lease: generation };
+  }
+
+  private async startListener(lc: ListenerConfig): Promise<void> {
+    const log = this.options.log;
+    let keyPair: ListenerTls['keyPair'];
+    if (lc.tls !== 'none') {
+      if (lc.cert && lc.key) {
+        keyPair = await loadKeyPair(this.loaded.resolvePath(lc.cert), this.loaded.resolvePath(lc.key)).catch((err: Error) => {
+          throw new Error(`listener ${lc.name}: cannot read certificate or key: ${err.message}`);
+        });
+      } else {
+        const pair = await selfSignedKeyPair(path.join(this.loaded.config.dataDir, 'tls'), this.loaded.config.hostname);
+        if (pair.created) log.warn({ listener: lc.name, dir: path.join(this.loaded.config.dataDir, 'tls') }, 'generated a self-signed certificate; name a real one with cert and key');
+        keyPair = pair;
+      }
+    }
+    const listener = new SmtpListener(this.runtime(lc), this.env, { mode: lc.tls, keyPair }, log);
+    const address = await listener.listen();
+    this.listeners.set(lc.name, listener);
+    log.info(
+      { event: 'listen', listener: lc.name, protocol: lc.protocol, address: address.address, port: address.port, tls: lc.tls, plugins: lc.plugins },
+      `listener ${lc.name} on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
+    );
+  }
+}
+
+function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
+  return a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.tls === b.tls && a.cert === b.cert && a.key === b.key;
+}

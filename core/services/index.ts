@@ -1,0 +1,43 @@
+/**
+ * Services shared by the core and plugins, resolved through tsyringe so a test
+ * (or a cluster) can swap one without the plugin changing.
+ */
+import 'reflect-metadata';
+import { container as rootContainer, type DependencyContainer, type InjectionToken } from 'tsyringe';
+import type { Logger } from 'pino';
+import { SystemClock, type Clock } from './clock.js';
+import { LocalDomains } from './local-domains.js';
+
+export { ManualClock, SystemClock, type Clock } from './clock.js';
+export { LocalDomains, normalizeDomain } from './local-domains.js';
+
+export const Tokens = {
+  Clock: Symbol.for('yubin.Clock') as InjectionToken<Clock>,
+  Logger: Symbol.for('yubin.Logger') as InjectionToken<Logger>,
+  LocalDomains: Symbol.for('yubin.LocalDomains') as InjectionToken<LocalDomains>,
+} as const;
+
+/** What plugins get: the common services by name, and the container for the rest. */
+export interface Services {
+  readonly clock: Clock;
+  readonly localDomains: LocalDomains;
+  resolve<T>(token: InjectionToken<T>): T;
+}
+
+/** A child container per server instance, so several servers can share one process (tests do). */
+export function createServiceContainer(logger: Logger, localDomains: Iterable<string>, configure?: (c: DependencyContainer) => void): DependencyContainer {
+  const c = rootContainer.createChildContainer();
+  c.register(Tokens.Logger, { useValue: logger });
+  c.register(Tokens.Clock, { useValue: new SystemClock() });
+  c.register(Tokens.LocalDomains, { useValue: new LocalDomains(localDomains) });
+  configure?.(c);
+  return c;
+}
+
+export function servicesFrom(c: DependencyContainer): Services {
+  return {
+    clock: c.resolve(Tokens.Clock),
+    localDomains: c.resolve(Tokens.LocalDomains),
+    resolve: <T>(token: InjectionToken<T>) => c.resolve(token),
+  };
+}

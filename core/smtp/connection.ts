@@ -1,0 +1,204 @@
+/**
+ * smtp-server's connection, extended where yubin needs the wire to behave
+ * differently: HELO/EHLO answered by the helo hook, strict DATA line ends,
+ * AUTH only where the listener offers it, plugin reply texts, silent drops.
+ * Everything that is policy lives in SmtpSession; this file only adapts.
+ */
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { SMTPServer } from 'smtp-server';
+import type { Reply } from '../answers.js';
+import { formatReply } from '../answers.js';
+import type { Outcome, SmtpSession } from './session.js';
+import { StrictSmtpStream, type DataViolation } from './strict-stream.js';
+
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+/** What the connection needs from the server that made it. */
+export interface SessionFactory {
+  createSession(connection: YubinConnection): SmtpSession;
+  readonly maxLineLength: number;
+}
+
+/** Domain name or address literal, printable ASCII: what a HELO argument may be. */
+const HELO_ARGUMENT = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,253})|\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9a-f:.]+)\])$/i;
+
+export class YubinConnection extends SMTPConnection {
+  readonly yubin: SmtpSession;
+  /** A successful MAIL/RCPT reply carrying the plugin's words instead of smtp-server's. */
+  private okReply: Reply | undefined;
+
+  constructor(server: SMTPServer & SessionFactory, socket: net.Socket | tls.TLSSocket, options?: SMTPConnectionOptions | null) {
+    super(server, socket, options);
+    this.yubin = server.createSession(this);
+  }
+
+  // ---- wire facts for the session ----
+
+  get heloName(): string | undefined {
+    return this.hostNameAppearsAs || undefined;
+  }
+
+  get authUser(): string | undefined {
+    const user: unknown = this.session.user;
+    return typeof user === 'string' ? user : undefined;
+  }
+
+  get esmtp(): boolean {
+    return this.openingCommand === 'EHLO';
+  }
+
+  // ---- replies ----
+
+  /** Replies that already start with an enhanced status code keep it; the rest get smtp-server's. */
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    if (code >= 200 && code < 300 && this.okReply && context !== false) {
+      const reply = this.okReply;
+      this.okReply = undefined;
+      return super.send(reply.code, formatReply(reply), false);
+    }
+    const first = Array.isArray(data) ? data[0] : data;
+    if (typeof first === 'string' && ENHANCED_PREFIX.test(first)) return super.send(code, data, false);
+    return super.send(code, data, context);
+  }
+
+  /** Sends an outcome; closes (or drops) the connection when it says so. */
+  answer(outcome: Outcome): void {
+    if (outcome.silent) return this.drop();
+    const { reply } = outcome;
+    if (reply.enhanced) this.send(reply.code, formatReply(reply), false);
+    else this.send(reply.code, reply.text, false);
+    if (outcome.close && reply.code !== 421) this.close(); // send() closes on 421 itself
+  }
+
+  /** Use the plugin's words for the next success reply smtp-server sends. */
+  useOkReply(reply: Reply): void {
+    this.okReply = reply;
+  }
+
+  /** Closes without a word, as tcpserver does for a denied client. */
+  drop(): void {
+    this._socket.destroy();
+    this.close();
+  }
+
+  /** The 220 line, decided by the connect hook before smtp-server sends it. */
+  greeting: Reply | undefined;
+
+  override _sendGreeting(): void {
+    if (this.greeting) this.send(this.greeting.code, this.greeting.text, false);
+  }
+
+  override _refuse(err: Error & { responseCode?: number; outcome?: Outcome }): void {
+    if (err.outcome) {
+      this.answer(err.outcome);
+      if (!err.outcome.close) this.close();
+      return;
+    }
+    super._refuse(err);
+  }
+
+  // ---- parser ----
+
+  override _createParser(): StrictSmtpStream {
+    const factory = this._server as SMTPServer & SessionFactory;
+    const parser = new StrictSmtpStream({
+      maxCommandLength: factory.maxLineLength,
+      maxLineLength: factory.maxLineLength,
+      onViolation: (kind) => this.onDataViolation(kind),
+    });
+    parser.oncommand = (command: Buffer, callback?: () => void) => this._onCommand(command, callback);
+    parser.on('error', (err: Error) => {
+      const text = /too long/i.test(err.message) ? '4.5.2 Line too long, closing connection' : `4.3.0 ${err.message}`;
+      this.yubin.log.info({ event: 'protocol', reason: err.message }, 'input error, closing');
+      this.send(421, text);
+    });
+    return parser;
+  }
+
+  /** qmail-smtpd's answer to a bare LF, bare CR or NUL in DATA: 451, then hang up. */
+  private onDataViolation(kind: DataViolation): void {
+    this.yubin.log.warn({ hook: 'data', plugin: 'core', action: 'disconnect', code: 451, reason: kind }, `${kind} in DATA, closing connection`);
+    const stream = this._dataStream;
+    if (stream && !stream.destroyed) {
+      const err = Object.assign(new Error(`${kind} in DATA`), { code: 'ECONNECTION' });
+      stream.destroy(err);
+    }
+    this.send(451, `4.5.0 ${kind} in message: only CRLF ends a line (see https://cr.yp.to/docs/smtplf.html)`);
+    this.close();
+  }
+
+  get lineTooLong(): boolean {
+    return this._parser instanceof StrictSmtpStream && this._parser.lineTooLong;
+  }
+
+  // ---- HELO / EHLO ----
+
+  override handler_HELO(command: Buffer, callback: () => void): void {
+    this.greet('HELO', command, callback);
+  }
+
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    this.greet('EHLO', command, callback);
+  }
+
+  private greet(verb: 'HELO' | 'EHLO', command: Buffer, callback: () => void): void {
+    const parts = command.toString().trim().split(/\s+/);
+    if (parts.length !== 2 || !HELO_ARGUMENT.test(parts[1]!)) {
+      this.send(501, `5.5.4 Syntax: ${verb} hostname`);
+      return callback();
+    }
+    const hostname = parts[1]!;
+    this.yubin.helo(verb, hostname).then(
+      (outcome) => {
+        if (!outcome.ok) {
+          this.answer(outcome);
+          return callback();
+        }
+        this.hostNameAppearsAs = hostname.toLowerCase();
+        this._resetSession(); // HELO/EHLO is an implicit RSET
+        const first = outcome.reply.text;
+        this.send(250, verb === 'EHLO' ? [first, ...this.extensions()] : first, false);
+        callback();
+      },
+      (err: unknown) => this.internalError(err, callback),
+    );
+  }
+
+  private extensions(): string[] {
+    const options = this._server.options;
+    const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
+    if (!this.secure && !this._isDisabled('STARTTLS')) out.push('STARTTLS');
+    if (this.yubin.authOffered) out.push(`AUTH ${options.authMethods.join(' ')}`);
+    return out;
+  }
+
+  // ---- AUTH ----
+
+  override handler_AUTH(command: Buffer, callback: () => void): void {
+    if (!this.yubin.authAvailable) {
+      this.send(502, '5.5.1 AUTH not available on this listener');
+      return callback();
+    }
+    if (this.authUser !== undefined) {
+      this.send(503, '5.5.1 Already authenticated');
+      return callback();
+    }
+    if (this.session.envelope.mailFrom) {
+      this.send(503, '5.5.1 No AUTH during a mail transaction');
+      return callback();
+    }
+    if (!this.yubin.authOffered) {
+      this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
+      return callback();
+    }
+    super.handler_AUTH(command, callback);
+  }
+
+  private internalError(err: unknown, callback: () => void): void {
+    this.yubin.log.error({ err }, 'internal error');
+    this.send(451, '4.3.0 Internal error, please try again later');
+    callback();
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * smtp-server's input parser, made strict about DATA the way qmail-smtpd is.
+ *
+ * smtp-server ends DATA only on CRLF.CRLF (good) but passes a bare LF or a
+ * bare CR into the message, and a server behind it or a client reading the
+ * spool later may take such a line end for a real one: the SMTP smuggling
+ * attacks of 2023. qmail's answer is the right one: any LF not preceded by
+ * CR, any CR not followed by LF (and NUL, which no 8BITMIME text may hold)
+ * ends the session with 451 before the message can be queued. The check runs
+ * on the raw bytes, before smtp-server removes dot-stuffing, and stops at the
+ * real terminator so that pipelined commands after it (which may end in a
+ * bare LF, RFC 5321 tolerates that for commands) are not judged as data.
+ */
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+
+export type DataViolation = 'bare LF' | 'bare CR' | 'NUL';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const NUL = 0x00;
+
+/** Where the scanner is within the current line. */
+const enum Pos {
+  LineStart,
+  Dot, // a line that so far is just "."
+  Inside,
+}
+
+export interface StrictStreamOptions {
+  maxCommandLength: number;
+  /** Longest DATA line, CRLF included; longer ones set `lineTooLong` and are kept. */
+  maxLineLength: number;
+  onViolation(kind: DataViolation): void;
+}
+
+export class StrictSmtpStream extends SMTPStream {
+  /** A line of the current message went over maxLineLength. */
+  lineTooLong = false;
+  private scanning = false;
+  private pos = Pos.LineStart;
+  private pendingCR = false;
+  private lineLength = 0;
+  private readonly maxLineLength: number;
+  private readonly onViolation: (kind: DataViolation) => void;
+
+  constructor(options: StrictStreamOptions) {
+    super({ maxCommandLength: options.maxCommandLength });
+    this.maxLineLength = options.maxLineLength;
+    this.onViolation = options.onViolation;
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void {
+    if (this._dataMode && !this.isClosed) {
+      if (!this.scanning) this.startScan();
+      const violation = this.scan(chunk);
+      if (violation) {
+        // Nothing of this chunk reaches the message: the connection is going away.
+        this.isClosed = true;
+        this.onViolation(violation);
+        next();
+        return;
+      }
+    }
+    super._write(chunk, encoding, next);
+  }
+
+  private startScan(): void {
+    this.scanning = true;
+    this.pos = Pos.LineStart;
+    this.pendingCR = false;
+    this.lineLength = 0;
+    this.lineTooLong = false;
+  }
+
+  /** Scans message bytes up to the terminator; returns the first violation found. */
+  private scan(chunk: Buffer): DataViolation | undefined {
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      if (this.pendingCR) {
+        if (b !== LF) return 'bare CR';
+        this.pendingCR = false;
+        if (this.pos === Pos.Dot) {
+          // CRLF "." CRLF: the end of the message. What follows is commands again.
+          this.scanning = false;
+          return undefined;
+        }
+        this.pos = Pos.LineStart;
+        this.lineLength = 0;
+        continue;
+      }
+      if (b === CR) {
+        this.pendingCR = true;
+      } else if (b === LF) {
+        return 'bare LF';
+      } else if (b === NUL) {
+        return 'NUL';
+      } else {
+        this.pos = this.pos === Pos.LineStart && b === DOT ? Pos.Dot : Pos.Inside;
+      }
+      // CRLF counts towards the line, as RFC 5321's 1000-octet text line limit does.
+      if (++this.lineLength > this.maxLineLength - 1) this.lineTooLong = true;
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * yubin/testing: start a real server on an ephemeral loopback port with the
+ * plugins you name, talk SMTP to it, look at what it queued.
+ *
+ *     import { startTestServer } from 'yubin/testing';
+ *     const server = await startTestServer({ plugins: [myPlugin, 'rcpthosts'] });
+ *     const client = await server.connect();
+ *     await client.ehlo();
+ *     const r = await client.mail({ from: 'a@example.net', to: 'postmaster@localhost', data: 'Subject: hi\n\nhello\n' });
+ *     await server.close();
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import type { DependencyContainer } from 'tsyringe';
+import { stringify } from 'yaml';
+import { parseConfig } from '../config/load.js';
+import { createLogger, type Logger } from '../logger.js';
+import type { PluginDefinition } from '../plugin.js';
+import { YubinServer } from '../server.js';
+import type { Envelope } from '../spool.js';
+import { SmtpTestClient, type ConnectOptions } from './smtp-client.js';
+
+export { SmtpTestClient, toWire, type ConnectOptions, type MailOptions, type MailResult, type SmtpReply } from './smtp-client.js';
+
+/** A plugin named in a listener: by reference (built-in name, path, package) or given as a definition. */
+export type PluginRef = string | PluginDefinition<never>;
+
+export interface TestListener {
+  readonly name?: string;
+  readonly plugins?: readonly PluginRef[];
+  /** Any other listener keys (tls, requireAuth, limits...) as in the config file. */
+  readonly [key: string]: unknown;
+}
+
+export interface TestServerOptions {
+  /** Plugins of the single listener (ignored when `listeners` is given). */
+  readonly plugins?: readonly PluginRef[];
+  /** Options blocks, keyed like the plugins are named (a definition by its name). */
+  readonly pluginOptions?: Readonly<Record<string, unknown>>;
+  /** Extra keys for the single listener (limits, tls, requireAuth...). */
+  readonly listener?: Omit<TestListener, 'plugins'>;
+  /** Several listeners; each gets an ephemeral port. */
+  readonly listeners?: readonly TestListener[];
+  /** Other top-level config keys (hostname, localDomains, hookTimeout...). */
+  readonly config?: Readonly<Record<string, unknown>>;
+  /** Where the config file is taken to live (relative plugin and file paths resolve from here). */
+  readonly configDir?: string;
+  /** Replace services (clock, DNS) before the server starts. */
+  readonly configure?: (container: DependencyContainer) => void;
+  /** Where logs go; by default nowhere, or stderr when YUBIN_TEST_LOG is set. */
+  readonly log?: Logger;
+}
+
+export interface QueuedMessage {
+  readonly envelope: Envelope;
+  /** The message as stored, with the headers the server added. */
+  readonly text: string;
+}
+
+export interface TestServer {
+  readonly server: YubinServer;
+  /** Port of the first listener. */
+  readonly port: number;
+  /** Port of every listener by name. */
+  readonly ports: Readonly<Record<string, number>>;
+  readonly dataDir: string;
+  /** The JSON log lines written so far. */
+  readonly logs: ReadonlyArray<Record<string, unknown>>;
+  connect(options?: ConnectOptions & { listener?: string }): Promise<SmtpTestClient>;
+  /** Committed messages, oldest first. */
+  queued(): Promise<QueuedMessage[]>;
+  close(): Promise<void>;
+}
+
+function refName(ref: PluginRef): string {
+  return typeof ref === 'string' ? ref : ref.name;
+}
+
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'yubin-test-'));
+  const listeners: TestListener[] = options.listeners ? [...options.listeners] : [{ name: 'smtp', ...options.listener, plugins: options.plugins ?? [] }];
+  const inline = new Map<string, PluginDefinition<unknown>>();
+  const rawListeners = listeners.map((l, i) => {
+    const { plugins = [], ...rest } = l;
+    for (const p of plugins) if (typeof p !== 'string') inline.set(p.name, p as PluginDefinition<unknown>);
+    return { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest, plugins: plugins.map(refName) };
+  });
+  const raw = {
+    hostname: 'mx.test',
+    localDomains: ['localhost', 'example.test'],
+    ...options.config,
+    dataDir,
+    plugins: options.pluginOptions ?? {},
+    listeners: rawListeners,
+  };
+  const configFile = path.join(options.configDir ?? dataDir, 'yubin.test.yaml');
+  const loaded = parseConfig(stringify(raw), configFile);
+
+  const logs: Array<Record<string, unknown>> = [];
+  const capture = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      if (process.env.YUBIN_TEST_LOG) process.stderr.write(chunk);
+      cb();
+    },
+  });
+  const log = options.log ?? createLogger({ level: 'debug', destination: capture, format: 'json' });
+  const server = await YubinServer.start(loaded, { log, configure: options.configure, inlinePlugins: inline });
+  const addresses = server.addresses();
+  const ports = Object.fromEntries(Object.entries(addresses).map(([n, a]) => [n, a.port]));
+  const first = rawListeners[0]!.name;
+  const clients = new Set<SmtpTestClient>();
+
+  return {
+    server,
+    port: ports[first]!,
+    ports,
+    dataDir,
+    logs,
+    async connect(opts = {}) {
+      const port = ports[opts.listener ?? first];
+      if (port === undefined) throw new Error(`no listener ${opts.listener}`);
+      const client = await SmtpTestClient.connect(port, opts);
+      clients.add(client);
+      return client;
+    },
+    async queued() {
+      const out: QueuedMessage[] = [];
+      for (const id of await server.spool.list()) {
+        const envelope = await server.spool.readEnvelope(id);
+        const chunks: Buffer[] = [];
+        for await (const c of await server.spool.openMessage(id)) chunks.push(c as Buffer);
+        out.push({ envelope, text: Buffer.concat(chunks).toString() });
+      }
+      return out;
+    },
+    async close() {
+      for (const c of clients) c.close();
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
