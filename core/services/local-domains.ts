@@ -22,8 +22,9 @@ export class LocalDomains {
     return this.domains.has(normalizeDomain(domain));
   }
 
+  /** In the order they were added (the config's order first). */
   list(): string[] {
-    return [...this.domains].sort();
+    return [...this.domains];
   }
 }
 

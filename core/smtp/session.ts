@@ -191,9 +191,9 @@ export class SmtpSession {
     const sender = address === '' ? null : splitAddress(address);
     const tx = new TransactionImpl(this.env.spool.newId(), sender, params);
     const result = await this.decide('mail', { connection: this.connection, transaction: tx, sender, params });
-    if (result) return result;
+    if (result && !result.ok) return result;
     this.tx = tx;
-    return ok({ code: 250, enhanced: '2.1.0', text: 'Sender OK' });
+    return result ?? ok({ code: 250, enhanced: '2.1.0', text: 'Sender OK' });
   }
 
   async rcpt(address: string, params: SmtpParams): Promise<Outcome> {
@@ -218,6 +218,9 @@ export class SmtpSession {
   }
 
   async data(stream: DataStream, lineTooLong: () => boolean): Promise<Outcome> {
+    // The wire layer destroys the stream with an error when the client breaks the
+    // protocol mid-message; that may happen before anything reads it.
+    stream.on('error', () => undefined);
     const tx = this.tx;
     this.tx = undefined; // whatever happens, this transaction ends with the reply
     if (!tx) {
@@ -272,6 +275,8 @@ export class SmtpSession {
         headers.push(chunk);
         await file.write(chunk);
       }
+      // A stream cut short (connection lost, bare LF) never makes a message.
+      if (stream.readableAborted) throw Object.assign(new Error('message not received in full'), { code: 'ECONNECTION' });
       headers.end();
       if (size > limits.maxMessageSize || stream.sizeExceeded) {
         return this.coreReject('data', answer.reject(552, '5.3.4', `Message size exceeds fixed limit of ${limits.maxMessageSize} bytes`));
@@ -315,7 +320,7 @@ export class SmtpSession {
       );
       return ok({ code: 250, enhanced: '2.0.0', text: `Ok: queued as ${tx.id}` });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ECONNECTION' || stream.destroyed) throw err;
+      if ((err as NodeJS.ErrnoException).code === 'ECONNECTION' || stream.readableAborted) throw err;
       this.log.error({ err, hook: 'queue', plugin: 'core', action: 'defer', code: 451 }, 'cannot write message to the queue');
       return this.outcome(answer.defer(451, '4.3.0', 'Error writing to the queue, please try again later'));
     } finally {

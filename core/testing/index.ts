@@ -25,7 +25,7 @@ import { SmtpTestClient, type ConnectOptions } from './smtp-client.js';
 export { SmtpTestClient, toWire, type ConnectOptions, type MailOptions, type MailResult, type SmtpReply } from './smtp-client.js';
 
 /** A plugin named in a listener: by reference (built-in name, path, package) or given as a definition. */
-export type PluginRef = string | PluginDefinition<never>;
+export type PluginRef = string | PluginDefinition<unknown>;
 
 export interface TestListener {
   readonly name?: string;
@@ -84,7 +84,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const inline = new Map<string, PluginDefinition<unknown>>();
   const rawListeners = listeners.map((l, i) => {
     const { plugins = [], ...rest } = l;
-    for (const p of plugins) if (typeof p !== 'string') inline.set(p.name, p as PluginDefinition<unknown>);
+    for (const p of plugins) if (typeof p !== 'string') inline.set(p.name, p);
     return { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest, plugins: plugins.map(refName) };
   });
   const raw = {

@@ -55,7 +55,8 @@ export class SmtpTestClient {
   private replies: SmtpReply[] = [];
   private waiters: Array<(r: SmtpReply | undefined) => void> = [];
   private ended = false;
-  private readonly endedPromise: Promise<void>;
+  private resolveEnded!: () => void;
+  private readonly endedPromise = new Promise<void>((resolve) => (this.resolveEnded = resolve));
   private readonly timeout: number;
   /** Every byte received, for tests that must show nothing came back. */
   received = '';
@@ -63,7 +64,7 @@ export class SmtpTestClient {
   private constructor(socket: net.Socket, timeout: number) {
     this.timeout = timeout;
     this.socket = socket;
-    this.endedPromise = new Promise((resolve) => this.attach(socket, resolve));
+    this.attach(socket);
   }
 
   static async connect(port: number, options: ConnectOptions = {}): Promise<SmtpTestClient> {
@@ -158,7 +159,7 @@ export class SmtpTestClient {
     });
     this.socket = secure;
     this.buffer = '';
-    void new Promise<void>((resolve) => this.attach(secure, resolve)).then(() => this.markEnded());
+    this.attach(secure);
   }
 
   async quit(): Promise<void> {
@@ -175,21 +176,18 @@ export class SmtpTestClient {
     this.socket.destroy();
   }
 
-  private attach(socket: net.Socket, onEnd: () => void): void {
+  private attach(socket: net.Socket): void {
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => this.onData(chunk));
-    const end = () => {
-      this.markEnded();
-      onEnd();
-    };
-    socket.on('close', end);
-    socket.on('end', end);
+    socket.on('close', () => this.markEnded());
+    socket.on('end', () => this.markEnded());
     socket.on('error', () => undefined);
   }
 
   private markEnded(): void {
     if (this.ended) return;
     this.ended = true;
+    this.resolveEnded();
     for (const w of this.waiters.splice(0)) w(undefined);
   }
 
