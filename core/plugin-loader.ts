@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
-import { ConfigError, formatKeyPath, type LoadedConfig } from './config/load.js';
+import { ConfigError, formatKeyPath, issuePath, type LoadedConfig } from './config/load.js';
 import type { HookName } from './hooks.js';
 import { HOOK_NAMES } from './hooks.js';
 import type { PluginDefinition, PluginInstance } from './plugin.js';
@@ -121,7 +121,7 @@ export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, in
       const result = definition.options.safeParse(raw);
       if (!result.success) {
         for (const issue of result.error.issues) {
-          const key = ['plugins', ref, ...issue.path];
+          const key = ['plugins', ref, ...issuePath(issue)];
           problems.push(`${loaded.locate(key)}: ${formatKeyPath(key)}: ${issue.message}`);
         }
         continue;

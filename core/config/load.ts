@@ -61,13 +61,21 @@ export function parseConfig(text: string, file: string): LoadedConfig {
   if (!result.success) {
     throw new ConfigError(
       file,
-      result.error.issues.map((issue) => `${locate(issue.path)}: ${formatKeyPath(issue.path, raw) || '(top level)'}: ${issue.message}`),
+      result.error.issues.map((issue) => {
+        const key = issuePath(issue);
+        return `${locate(key)}: ${formatKeyPath(key, raw) || '(top level)'}: ${issue.message}`;
+      }),
     );
   }
   const dir = path.dirname(file);
   const resolvePath = (p: string) => path.resolve(dir, p);
   const config = { ...result.data, dataDir: resolvePath(result.data.dataDir) };
   return { file, config, resolvePath, locate };
+}
+
+/** The key an issue is about: for an unknown key, the key itself rather than the object holding it. */
+export function issuePath(issue: { readonly path: ReadonlyArray<PropertyKey>; readonly keys?: readonly string[] }): PropertyKey[] {
+  return issue.keys?.length === 1 ? [...issue.path, issue.keys[0]!] : [...issue.path];
 }
 
 /** `listeners[1](submission).limits.maxRecipients`: the listener's name makes the index readable. */
