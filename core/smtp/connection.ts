@@ -6,7 +6,7 @@
  */
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection';
 import type { SMTPServer } from 'smtp-server';
 import type { Reply } from '../answers.js';
 import { formatReply } from '../answers.js';

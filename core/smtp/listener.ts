@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection';
 import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
 import type { KeyPair } from '../tls.js';

@@ -11,7 +11,7 @@
  * real terminator so that pipelined commands after it (which may end in a
  * bare LF, RFC 5321 tolerates that for commands) are not judged as data.
  */
-import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream';
 
 export type DataViolation = 'bare LF' | 'bare CR' | 'NUL';
 
