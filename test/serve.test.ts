@@ -35,17 +35,24 @@ t.test('the embedded default config, as README says: swaks to postmaster@localho
 t.test('SIGHUP reloads config and plugin files without dropping connections', async (t) => {
   const dir = await tempDir(t);
   const config = path.join(dir, 'yubin.yaml');
-  const write = (plugins: string[], domains: string[]) =>
-    writeFile(config, `dataDir: ./var\nlocalDomains: [localhost]\nplugins:\n  rcpthosts: { domains: [${domains.join(', ')}] }\n  badmailfrom: { addresses: ["@spam.example"] }\nlisteners:\n${listenerYaml('smtp', plugins)}`);
+  const write = (plugins: string[], domains: string[], more = '') =>
+    writeFile(config, `dataDir: ./var\nlocalDomains: [localhost]\nplugins:\n  rcpthosts: { domains: [${domains.join(', ')}] }\n  badmailfrom: { addresses: ["@spam.example"] }\nlisteners:\n${listenerYaml('smtp', plugins)}${more}`);
   await write(['rcpthosts'], ['one.example']);
   const server = await serve(t, config, 1);
   const port = server.ports.smtp!;
   const old = await SmtpTestClient.connect(port);
   await old.ehlo();
 
-  await write(['badmailfrom', 'rcpthosts'], ['two.example']);
+  await write(['badmailfrom', 'rcpthosts'], ['two.example'], listenerYaml('ipv6', ['rcpthosts']).replace('127.0.0.1:0', '"[::1]:0"'));
   server.child.kill('SIGHUP');
   await server.waitLog((l) => l.event === 'reload' && l.level === 30);
+  t.ok(server.ports.ipv6, 'a listener added to the config starts, here on IPv6');
+  const v6 = await SmtpTestClient.connect(server.ports.ipv6!, { host: '::1' });
+  t.equal(v6.greeting?.code, 220);
+  await v6.ehlo();
+  t.equal((await v6.command('MAIL FROM:<a@example.net>')).code, 250);
+  t.equal((await v6.command('RCPT TO:<postmaster@localhost>')).code, 250);
+  await v6.quit();
 
   t.equal((await old.command('MAIL FROM:<x@spam.example>')).code, 250, 'the open connection is still there');
   t.equal((await old.command('RCPT TO:<a@one.example>')).code, 250, 'and keeps the plugins it started with');

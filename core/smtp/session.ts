@@ -193,7 +193,9 @@ export class SmtpSession {
     const result = await this.decide('mail', { connection: this.connection, transaction: tx, sender, params });
     if (result && !result.ok) return result;
     this.tx = tx;
-    return result ?? ok({ code: 250, enhanced: '2.1.0', text: 'Sender OK' });
+    if (result) return result;
+    this.logDecision('mail', 'core', 'accept', 250, undefined, { from: address, id: tx.id });
+    return ok({ code: 250, enhanced: '2.1.0', text: 'Sender OK' });
   }
 
   async rcpt(address: string, params: SmtpParams): Promise<Outcome> {
