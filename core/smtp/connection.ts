@@ -10,7 +10,7 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
 import type { SMTPServer } from 'smtp-server';
 import type { Reply } from '../answers.js';
 import { formatReply } from '../answers.js';
-import type { Outcome, SmtpSession } from './session.js';
+import type { Outcome, SmtpSession, WireState } from './session.js';
 import { StrictSmtpStream, type DataViolation } from './strict-stream.js';
 
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -24,7 +24,7 @@ export interface SessionFactory {
 /** Domain name or address literal, printable ASCII: what a HELO argument may be. */
 const HELO_ARGUMENT = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,253})|\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9a-f:.]+)\])$/i;
 
-export class YubinConnection extends SMTPConnection {
+export class YubinConnection extends SMTPConnection implements WireState {
   readonly yubin: SmtpSession;
   /** A successful MAIL/RCPT reply carrying the plugin's words instead of smtp-server's. */
   private okReply: Reply | undefined;
@@ -34,7 +34,15 @@ export class YubinConnection extends SMTPConnection {
     this.yubin = server.createSession(this);
   }
 
-  // ---- wire facts for the session ----
+  // ---- wire facts for the session (WireState) ----
+
+  get remoteIp(): string {
+    return this.remoteAddress;
+  }
+
+  get localIp(): string {
+    return this.localAddress;
+  }
 
   get heloName(): string | undefined {
     return this.hostNameAppearsAs || undefined;

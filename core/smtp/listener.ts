@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
 import type { KeyPair } from '../tls.js';
 import { YubinConnection, type SessionFactory } from './connection.js';
-import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv, type WireState } from './session.js';
+import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv } from './session.js';
 
 type Callback<T = void> = (err?: Error | null, result?: T) => void;
 
@@ -36,36 +36,7 @@ class YubinSmtpServer extends SMTPServer implements SessionFactory {
   }
 
   createSession(conn: YubinConnection): SmtpSession {
-    const wire: WireState = {
-      get id() {
-        return conn.id;
-      },
-      get remoteIp() {
-        return conn.remoteAddress;
-      },
-      get remotePort() {
-        return conn.remotePort;
-      },
-      get localIp() {
-        return conn.localAddress;
-      },
-      get localPort() {
-        return conn.localPort;
-      },
-      get secure() {
-        return conn.secure;
-      },
-      get heloName() {
-        return conn.heloName;
-      },
-      get authUser() {
-        return conn.authUser;
-      },
-      get esmtp() {
-        return conn.esmtp;
-      },
-    };
-    return new SmtpSession(this.listener.runtime, this.listener.env, wire);
+    return new SmtpSession(this.listener.runtime, this.listener.env, conn);
   }
 
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {

@@ -160,9 +160,9 @@ export class SmtpSession {
   }
 
   async helo(verb: 'HELO' | 'EHLO', hostname: string): Promise<Outcome> {
-    this.tx = undefined; // HELO/EHLO resets the transaction (RFC 5321 section 4.1.4)
     const result = await this.decide('helo', { connection: this.connection, verb, hostname });
     if (result) return result;
+    this.tx = undefined; // an accepted HELO/EHLO resets the transaction (RFC 5321 section 4.1.4)
     return ok({ code: 250, enhanced: '', text: this.env.hostname });
   }
 
@@ -181,7 +181,8 @@ export class SmtpSession {
       return this.outcome(answer.disconnect('Too many failed authentication attempts', '4.7.0'));
     }
     if (a.action === 'reject') return this.outcome(a);
-    return this.outcome(answer.reject(535, '5.7.8', 'Authentication credentials invalid'));
+    // Every plugin passed: nobody vouched for these credentials.
+    return this.coreReject('auth', answer.reject(535, '5.7.8', 'Authentication credentials invalid'));
   }
 
   async mail(address: string, params: SmtpParams): Promise<Outcome> {
@@ -203,7 +204,10 @@ export class SmtpSession {
     if (!tx) return this.coreReject('rcpt', answer.reject(503, '5.5.1', 'MAIL first'));
     const recipient = this.makeRecipient(address, params);
     let relayPermitted = false;
-    const ctx = { connection: this.connection, transaction: tx, recipient, permitRelay: () => void (relayPermitted = true) };
+    const permitRelay = () => {
+      relayPermitted = true;
+    };
+    const ctx = { connection: this.connection, transaction: tx, recipient, permitRelay };
     const { answer: a, plugin } = await this.runHook('rcpt', ctx, { rcpt: recipient.address });
     if (a.action === 'reject' || a.action === 'defer' || a.action === 'disconnect') return this.outcome(a);
     // The relay guard holds whatever the plugins said: no recipient passes unless its
