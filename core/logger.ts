@@ -20,5 +20,5 @@ export function createLogger({ level = 'info', destination = process.stdout, for
   const usePretty = chosen === 'pretty' || (chosen !== 'json' && isTty);
   const options = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
   if (!usePretty) return pino(options, destination);
-  return pino(options, pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }));
+  return pino(options, pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }));
 }
