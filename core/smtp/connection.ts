@@ -57,6 +57,23 @@ export class YubinConnection extends SMTPConnection implements WireState {
     return this.openingCommand === 'EHLO';
   }
 
+  /**
+   * smtp-server holds every greeting back 100 ms to catch early talkers, which
+   * caps a client that opens one connection per message at 10 messages a
+   * second. Early-talker detection is policy (spamdyke's greeting-delay-secs),
+   * so it belongs to a connect-hook plugin; here the greeting goes out at once.
+   */
+  override init(): void {
+    this._setListeners(() => {
+      const { maxClients } = this._server.options;
+      if (maxClients && this._server.connections.size > maxClients) {
+        this.send(421, `4.7.0 ${this.name} Too many connections, try again later`);
+        return;
+      }
+      this.connectionReady();
+    });
+  }
+
   // ---- replies ----
 
   /** Replies that already start with an enhanced status code keep it; the rest get smtp-server's. */
