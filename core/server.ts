@@ -115,6 +115,10 @@ export class YubinServer {
       const loaded = await loadConfig(this.loaded.file);
       const plugins = await startPlugins(loaded, { services: this.services, log }, this.options.inlinePlugins);
       const old = this.generation;
+      const before = this.loaded.config;
+      for (const key of ['hostname', 'dataDir'] as const) {
+        if (before[key] !== loaded.config[key]) log.warn({ event: 'reload', key }, `${key} changed: it takes effect at the next start, not on reload`);
+      }
       this.loaded = loaded;
       this.generation = new Generation(plugins, log);
       const wanted = new Map(loaded.config.listeners.map((l) => [l.name, l]));
@@ -129,7 +133,9 @@ export class YubinServer {
         }
       }
       for (const lc of loaded.config.listeners) if (!this.listeners.has(lc.name)) await this.startListener(lc);
-      for (const d of loaded.config.localDomains) this.services.localDomains.add(d);
+      const domains = this.services.localDomains;
+      for (const d of before.localDomains) if (!loaded.config.localDomains.includes(d)) domains.delete(d);
+      for (const d of loaded.config.localDomains) domains.add(d);
       old.retire();
       log.info({ event: 'reload', file: loaded.file }, 'configuration reloaded');
       return true;
