@@ -77,6 +77,16 @@ function exitNote(child: ChildProcess, logFile: string): string | undefined {
   return `exited ${child.exitCode ?? child.signalCode} before it was ready:\n${tail(logFile)}`;
 }
 
+/** Waits for the child's 220; a child that never greets is killed. */
+async function greetingOrKill(child: ChildProcess, port: number, logFile: string): Promise<string> {
+  try {
+    return await waitForGreeting(port, START_TIMEOUT_MS, () => exitNote(child, logFile));
+  } catch (err) {
+    await stopChild(child, 'SIGKILL', 0);
+    throw err;
+  }
+}
+
 // ---------------------------------------------------------------- yubin
 
 export function yubin(repoRoot: string, dist?: string): ServerUnderTest {
@@ -120,13 +130,7 @@ export function yubin(repoRoot: string, dist?: string): ServerUnderTest {
       );
       const logFile = path.join(dir, 'yubin.log');
       const child = spawnToFile(process.execPath, [cli, 'serve', '--config', path.join(dir, 'yubin.yaml')], logFile, { ...process.env, YUBIN_LOG_FORMAT: 'json' }, dir);
-      let greeting: string;
-      try {
-        greeting = await waitForGreeting(port, START_TIMEOUT_MS, () => exitNote(child, logFile));
-      } catch (err) {
-        await stopChild(child, 'SIGKILL', 0);
-        throw err;
-      }
+      const greeting = await greetingOrKill(child, port, logFile);
       const mess = path.join(dir, 'var/queue/mess');
       return {
         port,
@@ -213,13 +217,7 @@ export function haraka(repoRoot: string, install: boolean): ServerUnderTest {
       const countFile = path.join(dir, 'accepted.count');
       const logFile = path.join(dir, 'haraka.log');
       const child = spawnToFile(process.execPath, [bin, '-c', dir], logFile, { ...process.env, BENCH_COUNT_FILE: countFile }, dir);
-      let greeting: string;
-      try {
-        greeting = await waitForGreeting(port, START_TIMEOUT_MS, () => exitNote(child, logFile));
-      } catch (err) {
-        await stopChild(child, 'SIGKILL', 0);
-        throw err;
-      }
+      const greeting = await greetingOrKill(child, port, logFile);
       return {
         port,
         greeting,
