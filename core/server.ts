@@ -83,14 +83,6 @@ export class YubinServer {
     return server;
   }
 
-  get config() {
-    return this.loaded.config;
-  }
-
-  get configFile(): string {
-    return this.loaded.file;
-  }
-
   get spool(): Spool {
     return this.env.spool;
   }

@@ -114,10 +114,6 @@ export class SpoolFile {
     private readonly fh: FileHandle,
   ) {}
 
-  get bytes(): number {
-    return this.size;
-  }
-
   async write(chunk: Buffer): Promise<void> {
     let off = 0;
     while (off < chunk.length) {

@@ -192,10 +192,6 @@ export class SmtpListener {
     return this.server.server.address() as AddressInfo;
   }
 
-  get connectionCount(): number {
-    return this.open.size;
-  }
-
   track(conn: YubinConnection): void {
     const lease = conn.yubin.runtime.lease;
     this.open.add(conn);
