@@ -14,23 +14,29 @@ export class HeaderCollector {
   // A CRLF in front makes "no header section" (a message starting with a blank line) the same search.
   private chunks: Buffer[] = [Buffer.from('\r\n')];
   private length = 2;
+  /** The last bytes seen, so a terminator split across chunks is found without joining them all. */
+  private tail: Buffer = this.chunks[0]!;
   private block: Buffer | undefined;
 
   constructor(private readonly maxBytes: number) {}
 
   push(chunk: Buffer): void {
     if (this.done) return;
-    const searchFrom = Math.max(0, this.length - 3);
-    const all = Buffer.concat([...this.chunks, chunk]);
-    this.chunks = [all];
-    this.length = all.length;
-    const end = all.indexOf(END_OF_HEADERS, searchFrom);
-    if (end >= 0) {
+    const window = Buffer.concat([this.tail, chunk]);
+    const windowStart = this.length - this.tail.length;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    const hit = window.indexOf(END_OF_HEADERS);
+    if (hit >= 0) {
+      const end = windowStart + hit;
       if (end > this.maxBytes) this.tooLarge = true;
-      this.finish(all.subarray(2, Math.max(2, end + 2)));
+      this.finish(Buffer.concat(this.chunks, this.length).subarray(2, end + 2));
     } else if (this.length - 2 > this.maxBytes) {
       this.tooLarge = true;
+      const all = Buffer.concat(this.chunks, this.length);
       this.finish(all.subarray(2, Math.max(2, all.lastIndexOf('\r\n') + 2)));
+    } else {
+      this.tail = window.subarray(-3);
     }
   }
 

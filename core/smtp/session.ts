@@ -271,7 +271,8 @@ export class SmtpSession {
         recipients: tx.recipients.map((r) => r.address),
         time: this.env.services.clock.now(),
       });
-      await file.write(Buffer.from(received));
+      // The Received header goes out with the first chunk: one write less per message.
+      let pending: Buffer | undefined = Buffer.from(received);
       const headers = new HeaderCollector(limits.maxHeaderSize);
       let size = 0;
       for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -279,8 +280,10 @@ export class SmtpSession {
         // Past the limit the rest is read and dropped: the reply comes after the final dot.
         if (size > limits.maxMessageSize) continue;
         headers.push(chunk);
-        await file.write(chunk);
+        await file.write(pending ? Buffer.concat([pending, chunk]) : chunk);
+        pending = undefined;
       }
+      if (pending) await file.write(pending);
       // A stream cut short (connection lost, bare LF) never makes a message.
       if (stream.readableAborted) throw Object.assign(new Error('message not received in full'), { code: 'ECONNECTION' });
       headers.end();
