@@ -171,13 +171,18 @@ export interface ProcStat {
   readonly childCpuTicks: number;
 }
 
-export function readStat(pid: number): ProcStat | undefined {
-  let text: string;
+/** A /proc file of the process, or undefined once it is gone. */
+function procFile(pid: number, name: string): string | undefined {
   try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return readFileSync(`/proc/${pid}/${name}`, 'utf8');
   } catch {
     return undefined;
   }
+}
+
+export function readStat(pid: number): ProcStat | undefined {
+  const text = procFile(pid, 'stat');
+  if (text === undefined) return undefined;
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   const comm = text.slice(open + 1, close);
@@ -195,24 +200,16 @@ export interface ProcMemory {
 }
 
 export function readMemory(pid: number): ProcMemory | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/status`, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const text = procFile(pid, 'status');
+  if (text === undefined) return undefined;
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
   return { rssKb: kb('VmRSS'), hwmKb: kb('VmHWM') };
 }
 
 /** Proportional set size (shared pages divided among their users), kB. */
 export function readPssKb(pid: number): number | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    return Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
-  } catch {
-    return undefined;
-  }
+  const text = procFile(pid, 'smaps_rollup');
+  return text === undefined ? undefined : Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
 }
 
 /** The PID and all its descendants, found by scanning /proc. */

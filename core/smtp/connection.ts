@@ -115,13 +115,11 @@ export class YubinConnection extends SMTPConnection implements WireState {
     if (this.greeting) this.send(this.greeting.code, this.greeting.text, false);
   }
 
+  /** A refused greeting (connect hook): the plugin's reply, or nothing for a silent drop, then close. */
   override _refuse(err: Error & { responseCode?: number; outcome?: Outcome }): void {
-    if (err.outcome) {
-      this.answer(err.outcome);
-      if (!err.outcome.close) this.close();
-      return;
-    }
-    super._refuse(err);
+    if (!err.outcome) return super._refuse(err);
+    this.answer(err.outcome);
+    this.close(); // idempotent: answer() may have closed already
   }
 
   // ---- parser ----
