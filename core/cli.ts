@@ -3,12 +3,15 @@
  * The `yubin` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from './config/load.js';
 import { createLogger } from './logger.js';
 import { closePlugins, startPlugins, unusedOptionBlocks } from './plugin-loader.js';
 import { YubinServer } from './server.js';
 import { createServiceContainer, servicesFrom } from './services/index.js';
+import { formatList, queueChange, QueueCommandError, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
+import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -21,6 +24,10 @@ function configOption(): Option {
 
 /** One line per problem on stderr, then exit 2 for config problems or 1 for anything else. */
 function fail(err: unknown): never {
+  if (err instanceof QueueCommandError) {
+    process.stderr.write(`yubin: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
   if (err instanceof ConfigError) {
     for (const p of err.problems) process.stderr.write(`yubin: ${p}\n`);
     process.exit(EXIT_USAGE);
@@ -75,7 +82,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const { config } = loaded;
   // Plugins are loaded and set up for real (rule files parsed), then closed again.
   const log = createLogger({ level: 'warn', destination: process.stderr });
-  const services = servicesFrom(createServiceContainer(log, config.localDomains));
+  const services = servicesFrom(createServiceContainer(log, config.localDomains, config.dns));
   const plugins = await startPlugins(loaded, { services, log });
   const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${config.localDomains.join(', ') || '(none)'}`];
   config.listeners.forEach((l, i) => {
@@ -100,10 +107,70 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `yubin: ${s}` : s) });
   program.command('serve').description('start the server').addOption(configOption()).action(serve);
   program.command('check-config').description('validate the config and print each listener and its plugins in order').addOption(configOption()).action(checkConfig);
+
+  const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');
+  const configOf = async (opts: { config: string }) => (await loadConfig(opts.config)).config;
+  const print = (text: string): void => void process.stdout.write(text ? `${text}\n` : '');
+  queue
+    .command('stat')
+    .description('messages in the queue and recipients pending (qmail-qstat)')
+    .addOption(configOption())
+    .action(async (opts: { config: string }) => print(await queueStat(await configOf(opts))));
+  queue
+    .command('list')
+    .description('each message: id, age, sender, recipients, next attempt, last error (qmail-qread)')
+    .addOption(configOption())
+    .option('--json', 'one JSON array')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const entries = await queueEntries(await configOf(opts));
+      print(opts.json ? JSON.stringify(entries, null, 2) : formatList(entries));
+    });
+  queue
+    .command('flush')
+    .description('try every queued message now')
+    .addOption(configOption())
+    .action(async (opts: { config: string }) => print(await queueFlush(await configOf(opts))));
+  for (const cmd of ['delete', 'bounce'] as const) {
+    queue
+      .command(`${cmd} <id>`)
+      .description(cmd === 'delete' ? 'remove a message without telling anyone' : 'give up on a message: its pending recipients bounce to the sender')
+      .addOption(configOption())
+      .action(async (id: string, opts: { config: string }) => print(await queueChange(await configOf(opts), cmd, id)));
+  }
+  program
+    .command('sendmail')
+    .description('sendmail-compatible injection: yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message')
+    .allowUnknownOption()
+    .helpOption(false);
   return program;
 }
 
+/** sendmail's own argument conventions (-oi, -fADDR) are not commander's: parsed apart. */
+async function runSendmail(args: string[]): Promise<never> {
+  try {
+    const parsed = parseSendmailArgs(args);
+    let loaded: LoadedConfig;
+    try {
+      loaded = await loadConfig(parsed.config ?? process.env.YUBIN_CONFIG ?? DEFAULT_CONFIG_FILE);
+    } catch (err) {
+      if (err instanceof ConfigError) for (const p of err.problems) process.stderr.write(`sendmail: ${p}\n`);
+      else process.stderr.write(`sendmail: ${(err as Error).message}\n`);
+      process.exit(EX_CONFIG);
+    }
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    await sendmail(loaded.config, parsed, Buffer.concat(chunks));
+    process.exit(0);
+  } catch (err) {
+    process.stderr.write(`sendmail: ${(err as Error).message}\n`);
+    process.exit(err instanceof SendmailError ? err.exitCode : EX_TEMPFAIL);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
+  // Installed as /usr/sbin/sendmail (a symlink to yubin), or called as `yubin sendmail`.
+  if (path.basename(argv[1] ?? '') === 'sendmail') await runSendmail(argv.slice(2));
+  if (argv[2] === 'sendmail') await runSendmail(argv.slice(3));
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

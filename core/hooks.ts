@@ -144,11 +144,18 @@ export interface DataContext {
 
 export type QueueContext = DataContext;
 
+/** One recipient of one queued message, handed to the deliver hook. */
 export interface Delivery {
   readonly queueId: string;
   readonly sender: Address | null;
   readonly recipient: Address;
+  /** The recipient's domain is one of ours: nobody answering means "no such mailbox", never "send it out". */
+  readonly local: boolean;
+  /** 1 on the first try. */
   readonly attempt: number;
+  /** When the message was queued (milliseconds since the epoch). */
+  readonly received: number;
+  /** The message as queued, with the headers the server added (CRLF line ends). */
   readonly message: Pick<Message, 'size' | 'stream'>;
 }
 

@@ -31,7 +31,7 @@ export type {
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
 export { definePlugin, type OptionsIssue, type OptionsSchema, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
-export { LocalDomains, ManualClock, SystemClock, Tokens, type Clock, type Services } from './services/index.js';
+export { LocalDomains, ManualClock, NodeDns, SystemClock, Tokens, type Clock, type Dns, type Lookup, type MxRecord, type Services } from './services/index.js';
 export { domainMatches, hasSenderRouting, splitAddress } from './address.js';
 export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './config/load.js';
 export type { Config, Limits, ListenerConfig } from './config/schema.js';

@@ -1,5 +1,6 @@
 /** IP address lists: exact addresses, CIDR blocks and qmail-style dotted prefixes (`192.168.`). */
 import { BlockList, isIP } from 'node:net';
+import os from 'node:os';
 
 export interface IpMatcher {
   matches(ip: string): boolean;
@@ -55,4 +56,11 @@ export function ipMatcher(entries: Iterable<string>): IpMatcher {
       return family !== 0 && list.check(n, family === 4 ? 'ipv4' : 'ipv6');
     },
   };
+}
+
+/** The address belongs to this host: loopback, or one of its interfaces. */
+export function isOwnAddress(ip: string): boolean {
+  const n = normalizeIp(ip);
+  if (n === '::1' || n.startsWith('127.')) return true;
+  return Object.values(os.networkInterfaces()).some((list) => list?.some((i) => normalizeIp(i.address) === n));
 }

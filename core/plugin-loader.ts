@@ -76,7 +76,7 @@ export interface PluginEnvBase {
 }
 
 /**
- * Loads every plugin the listeners name (each once), validates options and runs setup.
+ * Loads every plugin the listeners and the delivery name (each once), validates options and runs setup.
  * All problems are collected and thrown together as one ConfigError.
  */
 export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, inline: ReadonlyMap<string, PluginDefinition<unknown>> = new Map()): Promise<Map<string, ActivePlugin>> {
@@ -85,6 +85,7 @@ export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, in
   const active = new Map<string, ActivePlugin>();
   const refs = new Map<string, Array<ReadonlyArray<string | number>>>();
   config.listeners.forEach((l, i) => l.plugins.forEach((ref, j) => refs.set(ref, [...(refs.get(ref) ?? []), ['listeners', i, 'plugins', j]])));
+  config.delivery.plugins.forEach((ref, j) => refs.set(ref, [...(refs.get(ref) ?? []), ['delivery', 'plugins', j]]));
 
   for (const [ref, places] of refs) {
     const where = places[0]!;
@@ -161,8 +162,8 @@ export async function closePlugins(plugins: Iterable<ActivePlugin>, log: Logger)
   }
 }
 
-/** Options blocks no listener uses: probably a typo in a plugin name. */
+/** Options blocks no listener or delivery uses: probably a typo in a plugin name. */
 export function unusedOptionBlocks(loaded: LoadedConfig): string[] {
-  const used = new Set(loaded.config.listeners.flatMap((l) => l.plugins));
+  const used = new Set([...loaded.config.listeners.flatMap((l) => l.plugins), ...loaded.config.delivery.plugins]);
   return Object.keys(loaded.config.plugins).filter((k) => !used.has(k));
 }

@@ -13,7 +13,10 @@ import { Pipeline } from './pipeline.js';
 import { closePlugins, startPlugins, unusedOptionBlocks, type ActivePlugin } from './plugin-loader.js';
 import type { PluginDefinition } from './plugin.js';
 import { createServiceContainer, servicesFrom, type Services } from './services/index.js';
-import { Spool } from './spool.js';
+import { Spool } from './queue/spool.js';
+import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
+import { ControlServer } from './queue/control.js';
+import { isOwnAddress } from './ip.js';
 import { SmtpListener, type ListenerTls } from './smtp/listener.js';
 import type { ListenerRuntime, SessionEnv } from './smtp/session.js';
 import { loadKeyPair, selfSignedKeyPair } from './tls.js';
@@ -30,10 +33,23 @@ export interface StartOptions {
 class Generation {
   private users = 0;
   private retired = false;
+  private deliveryPipeline: Pipeline | undefined;
   constructor(
     readonly plugins: Map<string, ActivePlugin>,
     private readonly log: Logger,
   ) {}
+  /** The deliver-hook plugins of this config, in the order `delivery.plugins` lists them. */
+  delivery(loaded: LoadedConfig, log: Logger): Pipeline {
+    this.deliveryPipeline ??= new Pipeline(
+      loaded.config.delivery.plugins.map((ref) => {
+        const p = this.plugins.get(ref)!;
+        return { name: p.definition.name, hooks: p.instance.hooks };
+      }),
+      loaded.config.hookTimeout,
+      log,
+    );
+    return this.deliveryPipeline;
+  }
   acquire(): void {
     this.users++;
   }
@@ -54,6 +70,8 @@ export class YubinServer {
   private readonly listeners = new Map<string, SmtpListener>();
   private generation!: Generation;
   private reloading: Promise<void> | undefined;
+  private scheduler!: Scheduler;
+  private control: ControlServer | undefined;
 
   private constructor(
     private loaded: LoadedConfig,
@@ -66,7 +84,7 @@ export class YubinServer {
   static async start(loaded: LoadedConfig, options: StartOptions): Promise<YubinServer> {
     const { config } = loaded;
     const log = options.log;
-    const container = createServiceContainer(log, config.localDomains, options.configure);
+    const container = createServiceContainer(log, config.localDomains, config.dns, options.configure);
     const services = servicesFrom(container);
     const spool = new Spool(path.join(config.dataDir, 'queue'));
     await spool.init();
@@ -76,6 +94,20 @@ export class YubinServer {
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
     try {
       for (const lc of config.listeners) await server.startListener(lc);
+      server.scheduler = new Scheduler({
+        spool,
+        clock: services.clock,
+        log: log.child({ component: 'queue' }),
+        dns: services.dns,
+        localDomains: services.localDomains,
+        hostname: config.hostname,
+        queue: () => server.loaded.config.queue,
+        delivery: () => server.loaded.config.delivery,
+        runtime: () => server.deliveryRuntime(),
+        isOwnSocket: (ip, port) => server.isOwnSocket(ip, port),
+      });
+      await server.scheduler.start();
+      server.control = await ControlServer.listen(config.dataDir, server.scheduler, log);
     } catch (err) {
       await server.close();
       throw err;
@@ -85,6 +117,26 @@ export class YubinServer {
 
   get spool(): Spool {
     return this.env.spool;
+  }
+
+  /** The delivery side: flush, delete, bounce, and `idle()` for tests and benchmarks. */
+  get queue(): Scheduler {
+    return this.scheduler;
+  }
+
+  private deliveryRuntime(): DeliveryRuntime {
+    const generation = this.generation;
+    return { pipeline: generation.delivery(this.loaded, this.options.log), lease: generation };
+  }
+
+  /** An address and port one of our listeners answers on: sending there would loop. */
+  private isOwnSocket(ip: string, port: number): boolean {
+    for (const l of this.listeners.values()) {
+      const a = l.address();
+      if (a.port !== port) continue;
+      if (a.address === ip || ((a.address === '0.0.0.0' || a.address === '::') && isOwnAddress(ip))) return true;
+    }
+    return false;
   }
 
   /** Bound address of each listener (the real port when the config said 0). */
@@ -129,6 +181,7 @@ export class YubinServer {
       for (const d of before.localDomains) if (!loaded.config.localDomains.includes(d)) domains.delete(d);
       for (const d of loaded.config.localDomains) domains.add(d);
       old.retire();
+      this.scheduler.reconsider();
       log.info({ event: 'reload', file: loaded.file }, 'configuration reloaded');
       return true;
     } catch (err) {
@@ -144,12 +197,21 @@ export class YubinServer {
   async stop(timeoutMs = this.loaded.config.shutdownTimeout): Promise<void> {
     await Promise.all([...this.listeners.values()].map((l) => l.drain(timeoutMs)));
     this.listeners.clear();
+    await this.scheduler?.stop(timeoutMs);
+    await this.control?.close();
+    this.control = undefined;
     this.generation.retire();
   }
 
   /** Closes everything at once. */
   async close(): Promise<void> {
-    await this.stop(0);
+    await Promise.all([...this.listeners.values()].map((l) => l.drain(0)));
+    this.listeners.clear();
+    // Deliveries in progress are bounded by their own timeouts; waiting keeps them from writing into a dataDir being removed.
+    await this.scheduler?.stop(5_000);
+    await this.control?.close();
+    this.control = undefined;
+    this.generation.retire();
   }
 
   private runtime(lc: ListenerConfig): ListenerRuntime {

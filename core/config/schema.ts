@@ -100,6 +100,70 @@ export const listenerSchema = z
     });
   });
 
+const emailAddress = z.string().regex(/^[^@\s<>]+@[^@\s<>]+$/, 'not an address (local@domain)');
+
+/** `host:port` of a DNS server, `[v6]:port` for IPv6; the port defaults to 53. */
+const dnsServer = z.string().refine((v) => /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i.test(v) || isIP(v) === 6, 'expected an IP address, optionally with :port ([v6]:port)');
+
+export const dnsSchema = z.strictObject({
+  /** Resolvers to ask; empty: the system's (/etc/resolv.conf). */
+  servers: z.array(dnsServer).default([]),
+  /** One query's timeout. */
+  timeout: duration.default(5_000),
+  tries: positiveInt.default(2),
+});
+
+export const queueSchema = z.strictObject({
+  /** Parallel local deliveries (qmail's concurrencylocal); 0 holds local mail. */
+  concurrencyLocal: z.number().int().min(0).default(10),
+  /** Parallel remote deliveries (concurrencyremote); 0 holds remote mail. */
+  concurrencyRemote: z.number().int().min(0).default(20),
+  /** Parallel remote deliveries to one destination domain. */
+  concurrencyPerDomain: positiveInt.default(10),
+  /** After this long in the queue a temporary failure is final (queuelifetime). */
+  lifetime: duration.default(7 * 86_400_000),
+  /**
+   * Delays between attempts; the last one repeats. Unset: qmail's schedule,
+   * birth + (floor(sqrt(age)) + c)^2 seconds with c = 10 local, 20 remote.
+   */
+  retry: z.array(duration).min(1).optional(),
+  /** Local part of the bounce sender: MAILER-DAEMON@hostname. */
+  bounceFrom: z.string().regex(/^[^@\s<>]+$/, 'a local part, without @').default('MAILER-DAEMON'),
+  /** Where a bounce that cannot be delivered goes (qmail's doublebounceto). Default postmaster@hostname. */
+  doubleBounceTo: emailAddress.optional(),
+  /** Send a delay notice once a message has waited this long (off by default, as in qmail). */
+  delayWarning: duration.optional(),
+});
+
+const tlsMode = z.enum(['none', 'starttls', 'implicit']);
+
+export const smarthostSchema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(587),
+  tls: tlsMode.default('starttls'),
+  user: z.string().optional(),
+  password: z.string().optional(),
+  /** Check the relay's certificate (off only for a relay with a private CA you cannot install). */
+  verifyCertificate: z.boolean().default(true),
+});
+
+export const deliverySchema = z.strictObject({
+  /** Plugins serving the deliver hook, in order; the first to accept, defer or reject a recipient decides. */
+  plugins: z.array(z.string().min(1)).default([]),
+  /** Port of remote MX hosts (25; another value only for tests and unusual networks). */
+  remotePort: z.number().int().min(1).max(65535).default(25),
+  /** Name given in EHLO; default hostname. */
+  heloName: hostname.optional(),
+  /** All remote mail through this relay instead of MX lookups. */
+  smarthost: smarthostSchema.optional(),
+  connectTimeout: duration.default(30_000),
+  greetingTimeout: duration.default(300_000),
+  /** Longest silence from the remote server during a transaction. */
+  commandTimeout: duration.default(300_000),
+  /** STARTTLS when the remote offers it (certificate not checked, as is usual between MTAs). */
+  opportunisticTls: z.boolean().default(true),
+});
+
 export const configSchema = z
   .strictObject({
     hostname: hostname.default(() => os.hostname()),
@@ -114,6 +178,9 @@ export const configSchema = z
     /** One options block per plugin, keyed as the listeners name it. */
     plugins: z.record(z.string(), z.unknown()).default({}),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+    dns: dnsSchema.default(() => dnsSchema.parse({})),
+    queue: queueSchema.default(() => queueSchema.parse({})),
+    delivery: deliverySchema.default(() => deliverySchema.parse({})),
   })
   .superRefine((c, ctx) => {
     const names = new Set<string>();
@@ -132,3 +199,6 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type Limits = z.output<typeof limitsSchema>;
+export type DnsConfig = z.output<typeof dnsSchema>;
+export type QueueConfig = z.output<typeof queueSchema>;
+export type DeliveryConfig = z.output<typeof deliverySchema>;

@@ -7,29 +7,40 @@ import { container as rootContainer, type DependencyContainer, type InjectionTok
 import type { Logger } from 'pino';
 import { SystemClock, type Clock } from './clock.js';
 import { LocalDomains } from './local-domains.js';
+import { NodeDns, type Dns } from './dns.js';
+import type { DnsConfig } from '../config/schema.js';
 
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain } from './local-domains.js';
+export { NodeDns, type Dns, type Lookup, type MxRecord } from './dns.js';
 
 export const Tokens = {
   Clock: Symbol.for('yubin.Clock') as InjectionToken<Clock>,
   Logger: Symbol.for('yubin.Logger') as InjectionToken<Logger>,
   LocalDomains: Symbol.for('yubin.LocalDomains') as InjectionToken<LocalDomains>,
+  Dns: Symbol.for('yubin.Dns') as InjectionToken<Dns>,
 } as const;
 
 /** What plugins get: the common services by name, and the container for the rest. */
 export interface Services {
   readonly clock: Clock;
   readonly localDomains: LocalDomains;
+  readonly dns: Dns;
   resolve<T>(token: InjectionToken<T>): T;
 }
 
 /** A child container per server instance, so several servers can share one process (tests do). */
-export function createServiceContainer(logger: Logger, localDomains: Iterable<string>, configure?: (c: DependencyContainer) => void): DependencyContainer {
+export function createServiceContainer(
+  logger: Logger,
+  localDomains: Iterable<string>,
+  dns: Pick<DnsConfig, 'servers' | 'timeout' | 'tries'>,
+  configure?: (c: DependencyContainer) => void,
+): DependencyContainer {
   const c = rootContainer.createChildContainer();
   c.register(Tokens.Logger, { useValue: logger });
   c.register(Tokens.Clock, { useValue: new SystemClock() });
   c.register(Tokens.LocalDomains, { useValue: new LocalDomains(localDomains) });
+  c.register(Tokens.Dns, { useValue: new NodeDns(dns) });
   configure?.(c);
   return c;
 }
@@ -38,6 +49,7 @@ export function servicesFrom(c: DependencyContainer): Services {
   return {
     clock: c.resolve(Tokens.Clock),
     localDomains: c.resolve(Tokens.LocalDomains),
+    dns: c.resolve(Tokens.Dns),
     resolve: <T>(token: InjectionToken<T>) => c.resolve(token),
   };
 }

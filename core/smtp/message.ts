@@ -4,7 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import type { Header, Message } from '../hooks.js';
-import { concatStreams, type SpoolFile } from '../spool.js';
+import { concatStreams, type SpoolFile } from '../queue/spool.js';
 
 const END_OF_HEADERS = Buffer.from('\r\n\r\n');
 

@@ -11,7 +11,7 @@ import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, HookContexts, HookName, Recipient, SmtpParams, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
 import type { Services } from '../services/index.js';
-import type { Spool, SpoolFile } from '../spool.js';
+import type { Spool, SpoolFile } from '../queue/spool.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
 import { receivedHeader } from './received.js';

@@ -19,7 +19,7 @@ import { parseConfig } from '../config/load.js';
 import { createLogger, type Logger } from '../logger.js';
 import type { PluginDefinition } from '../plugin.js';
 import { YubinServer } from '../server.js';
-import type { Envelope } from '../spool.js';
+import type { Envelope } from '../queue/spool.js';
 import { SmtpTestClient, type ConnectOptions } from './smtp-client.js';
 
 export { SmtpTestClient, toWire, type ConnectOptions, type MailOptions, type MailResult, type SmtpReply } from './smtp-client.js';
@@ -49,6 +49,14 @@ export interface TestServerOptions {
   readonly configDir?: string;
   /** Replace services (clock, DNS) before the server starts. */
   readonly configure?: (container: DependencyContainer) => void;
+  /**
+   * Run the queue: deliver what is accepted (local through `delivery.plugins`,
+   * remote over SMTP). Off by default, so a test can look at what was queued
+   * with `queued()`; `config.queue` given explicitly also decides.
+   */
+  readonly deliver?: boolean;
+  /** Use this data directory (and keep it at close) instead of a fresh temporary one: a restart test. */
+  readonly dataDir?: string;
   /** Where logs go; by default nowhere, or stderr when YUBIN_TEST_LOG is set. */
   readonly log?: Logger;
 }
@@ -79,7 +87,7 @@ function refName(ref: PluginRef): string {
 }
 
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'yubin-test-'));
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'yubin-test-')));
   const listeners: TestListener[] = options.listeners ? [...options.listeners] : [{ name: 'smtp', ...options.listener, plugins: options.plugins ?? [] }];
   const inline = new Map<string, PluginDefinition<unknown>>();
   const rawListeners = listeners.map((l, i) => {
@@ -90,6 +98,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const raw = {
     hostname: 'mx.test',
     localDomains: ['localhost', 'example.test'],
+    // Concurrency 0 holds the queue (qmail's meaning): accepted mail stays where queued() finds it.
+    ...(options.deliver ? {} : { queue: { concurrencyLocal: 0, concurrencyRemote: 0 } }),
     ...options.config,
     dataDir,
     plugins: options.pluginOptions ?? {},
@@ -139,7 +149,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     async close() {
       for (const c of clients) c.close();
       await server.close();
-      await rm(dataDir, { recursive: true, force: true });
+      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,206 @@
+/**
+ * Remote delivery, qmail-remote's job: find the destination (MX through the
+ * core DNS service, or the configured smarthost), connect host by host until
+ * one answers, and send one message to every recipient of that domain in one
+ * transaction. Each recipient comes back delivered, temporary (retry) or
+ * permanent (bounce), with the remote server's reply for the bounce.
+ */
+import { isIP } from 'node:net';
+import type { Readable } from 'node:stream';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { DeliveryConfig } from '../config/schema.js';
+import type { Dns, MxRecord } from '../services/dns.js';
+
+export type RemoteOutcome =
+  | { readonly kind: 'delivered'; readonly text: string }
+  | { readonly kind: 'temporary' | 'permanent'; readonly text: string; readonly status: string; readonly remoteMta?: string; readonly diagnostic?: string };
+
+export interface RemoteJob {
+  readonly domain: string;
+  readonly sender: string;
+  readonly recipients: readonly string[];
+  readonly size: number;
+  readonly message: () => Promise<Readable>;
+}
+
+export interface RemoteDeps {
+  readonly dns: Dns;
+  readonly config: DeliveryConfig;
+  readonly heloName: string;
+  /** Our own listening sockets: an MX pointing back at one of them is a loop. */
+  readonly isOwnSocket: (ip: string, port: number) => boolean;
+}
+
+interface Target {
+  readonly name: string;
+  readonly ips: readonly string[];
+}
+
+type Outcomes = Map<string, RemoteOutcome>;
+
+function all(recipients: readonly string[], outcome: RemoteOutcome): Outcomes {
+  return new Map(recipients.map((r) => [r, outcome]));
+}
+
+const temporary = (status: string, text: string, extra: Partial<RemoteOutcome> = {}): RemoteOutcome => ({ kind: 'temporary', status, text, ...extra }) as RemoteOutcome;
+const permanent = (status: string, text: string, extra: Partial<RemoteOutcome> = {}): RemoteOutcome => ({ kind: 'permanent', status, text, ...extra }) as RemoteOutcome;
+
+/** The enhanced code in a reply, or one made from its basic code. */
+export function statusOf(reply: string, code: number): string {
+  const m = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply);
+  if (m) return m[1]!;
+  return code >= 500 ? '5.0.0' : '4.0.0';
+}
+
+/** Equal preferences in random order (RFC 5321 5.1), lower preference first. */
+function orderMx(records: readonly MxRecord[]): MxRecord[] {
+  return [...records].map((r) => ({ r, k: Math.random() })).sort((a, b) => a.r.priority - b.r.priority || a.k - b.k).map((x) => x.r);
+}
+
+async function addressesOf(dns: Dns, name: string): Promise<{ ips: string[]; failed?: string }> {
+  if (isIP(name)) return { ips: [name] };
+  const [a, aaaa] = await Promise.all([dns.a(name), dns.aaaa(name)]);
+  const ips = [...(a.kind === 'found' ? a.records : []), ...(aaaa.kind === 'found' ? aaaa.records : [])];
+  const failed = [a, aaaa].find((r) => r.kind === 'failed');
+  return { ips, failed: failed && failed.kind === 'failed' ? failed.error : undefined };
+}
+
+/** Where to connect for a domain, or the outcome that ends the attempt (no such domain, null MX, DNS trouble). */
+async function targets(domain: string, deps: RemoteDeps): Promise<Target[] | RemoteOutcome> {
+  const { dns, config } = deps;
+  if (config.smarthost) {
+    const { ips, failed } = await addressesOf(dns, config.smarthost.host);
+    if (!ips.length) return temporary('4.4.3', `Cannot resolve the smarthost ${config.smarthost.host}${failed ? `: ${failed}` : ''}`);
+    return [{ name: config.smarthost.host, ips }];
+  }
+  const mx = await dns.mx(domain);
+  if (mx.kind === 'failed') return temporary('4.4.3', `DNS lookup of the MX of ${domain} failed: ${mx.error}`);
+  if (mx.kind === 'none' && mx.reason === 'nxdomain') return permanent('5.1.2', `Sorry, I couldn't find any host named ${domain}. (#5.1.2)`);
+  let records: MxRecord[];
+  if (mx.kind === 'none') {
+    records = [{ exchange: domain, priority: 0 }]; // no MX: the domain's own address (RFC 5321 5.1)
+  } else {
+    // RFC 7505: a single MX of "." says the domain takes no mail at all.
+    if (mx.records.some((r) => r.exchange === '' || r.exchange === '.')) return permanent('5.1.10', `Sorry, ${domain} does not accept mail (null MX). (#5.1.10)`);
+    records = orderMx(mx.records);
+  }
+  const out: Target[] = [];
+  let dnsError: string | undefined;
+  for (const r of records) {
+    const { ips, failed } = await addressesOf(dns, r.exchange);
+    if (failed) dnsError = failed;
+    if (ips.length) out.push({ name: r.exchange, ips });
+  }
+  if (!out.length) {
+    if (dnsError) return temporary('4.4.3', `DNS lookup of the MX hosts of ${domain} failed: ${dnsError}`);
+    return permanent('5.4.4', `Sorry, the MX hosts of ${domain} have no address. (#5.4.4)`);
+  }
+  return out;
+}
+
+type SmtpError = Error & { responseCode?: number; response?: string; code?: string; rejectedErrors?: SmtpError[]; recipient?: string };
+
+function openConnection(options: SMTPConnection.Options): Promise<SMTPConnection> {
+  return new Promise((resolve, reject) => {
+    const conn = new SMTPConnection(options);
+    const onError = (err: Error) => {
+      conn.close();
+      reject(err);
+    };
+    conn.once('error', onError);
+    conn.connect(() => {
+      conn.removeListener('error', onError);
+      // Later errors reach the send callback; an unheard 'error' event would crash the process.
+      conn.on('error', () => undefined);
+      resolve(conn);
+    });
+  });
+}
+
+function login(conn: SMTPConnection, user: string, pass: string): Promise<void> {
+  return new Promise((resolve, reject) => conn.login({ user, pass }, (err) => (err ? reject(err) : resolve())));
+}
+
+function send(conn: SMTPConnection, envelope: SMTPConnection.Envelope & { size: number }, message: Readable): Promise<SMTPConnection.SentMessageInfo> {
+  return new Promise((resolve, reject) => conn.send(envelope, message, (err, info) => (err ? reject(err) : resolve(info))));
+}
+
+/** What one connected server said about each recipient. */
+function fromTransaction(job: RemoteJob, host: string, info: SMTPConnection.SentMessageInfo | undefined, err: SmtpError | undefined): Outcomes {
+  const out: Outcomes = new Map();
+  const remoteMta = host;
+  const rejected = new Map<string, SmtpError>();
+  for (const e of (err?.rejectedErrors ?? (info as { rejectedErrors?: SmtpError[] } | undefined)?.rejectedErrors ?? []) as SmtpError[]) {
+    if (e.recipient) rejected.set(e.recipient, e);
+  }
+  for (const rcpt of job.recipients) {
+    const e = rejected.get(rcpt) ?? (err && !err.rejectedErrors ? err : undefined);
+    if (!e) {
+      out.set(rcpt, err ? temporary('4.4.2', `${host} gave no answer for this recipient: ${err.message}`) : { kind: 'delivered', text: `${host} said: ${(info?.response ?? '250').trim()}` });
+      continue;
+    }
+    const reply = (e.response ?? e.message).trim();
+    const code = e.responseCode;
+    const text = `Remote host ${host} said: ${reply}`;
+    if (code && code >= 500) out.set(rcpt, permanent(statusOf(reply, code), text, { remoteMta, diagnostic: reply }));
+    else out.set(rcpt, temporary(code ? statusOf(reply, code) : '4.4.2', code ? text : `Connection to ${host} failed during the transaction: ${e.message}`, { remoteMta, diagnostic: code ? reply : undefined }));
+  }
+  return out;
+}
+
+export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
+  const found = await targets(job.domain, deps);
+  if (!Array.isArray(found)) return all(job.recipients, found);
+  const { config } = deps;
+  const smart = config.smarthost;
+  const port = smart ? smart.port : config.remotePort;
+  const failures: string[] = [];
+  for (const target of found) {
+    for (const ip of target.ips) {
+      if (!smart && deps.isOwnSocket(ip, port)) {
+        return all(job.recipients, permanent('5.4.6', `Sorry, the MX ${target.name} of ${job.domain} is this server: mail would loop back to myself. (#5.4.6)`));
+      }
+      let conn: SMTPConnection;
+      try {
+        conn = await openConnection({
+          host: ip,
+          port,
+          name: deps.heloName,
+          secure: smart?.tls === 'implicit',
+          ignoreTLS: smart ? smart.tls === 'none' : !config.opportunisticTls,
+          requireTLS: smart?.tls === 'starttls',
+          opportunisticTLS: !smart,
+          tls: { rejectUnauthorized: smart ? smart.verifyCertificate : false, servername: isIP(target.name) ? undefined : target.name },
+          connectionTimeout: config.connectTimeout,
+          greetingTimeout: config.greetingTimeout,
+          socketTimeout: config.commandTimeout,
+          allowInternalNetworkInterfaces: true,
+        } as SMTPConnection.Options);
+      } catch (err) {
+        // Not reachable, or refused us at the greeting: the next host may do better.
+        const e = err as SmtpError;
+        failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
+        continue;
+      }
+      try {
+        if (smart?.user) await login(conn, smart.user, smart.password ?? '');
+        const stream = await job.message();
+        try {
+          const info = await send(conn, { from: job.sender, to: [...job.recipients], size: job.size }, stream);
+          return fromTransaction(job, target.name, info, undefined);
+        } catch (err) {
+          stream.destroy();
+          return fromTransaction(job, target.name, undefined, err as SmtpError);
+        }
+      } catch (err) {
+        const e = err as SmtpError;
+        const reply = (e.response ?? e.message).trim();
+        const outcome = e.responseCode && e.responseCode >= 500 ? permanent(statusOf(reply, e.responseCode), `Remote host ${target.name} said: ${reply}`, { remoteMta: target.name, diagnostic: reply }) : temporary('4.4.2', `${target.name}: ${reply}`);
+        return all(job.recipients, outcome);
+      } finally {
+        conn.quit();
+      }
+    }
+  }
+  return all(job.recipients, temporary('4.4.1', `No host for ${job.domain} took the message: ${failures.join('; ')}`));
+}

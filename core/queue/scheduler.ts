@@ -1,0 +1,569 @@
+/**
+ * The scheduler, qmail-send's job: take every committed message, deliver
+ * each recipient through the deliver hook (local) or remote SMTP, retry on
+ * temporary failure on qmail's schedule, bounce permanent failures, and
+ * remove the message once every recipient is finished.
+ *
+ * Memory: a waiting message costs one index entry (id and due time); its
+ * envelope and state are read from disk only while it is being worked on,
+ * and at most `maxActive` messages are. A queue of 100,000 messages is
+ * 100,000 small map entries, not 100,000 parsed messages.
+ *
+ * Persistence: per-recipient state (`state/ID.json`) is written after every
+ * delivery job, so a restart neither redelivers a recipient already
+ * delivered nor forgets when the next try is due.
+ */
+import { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
+import type { DeliverContext } from '../hooks.js';
+import type { Pipeline } from '../pipeline.js';
+import { splitAddress } from '../address.js';
+import type { Clock } from '../services/clock.js';
+import type { Dns } from '../services/dns.js';
+import type { LocalDomains } from '../services/local-domains.js';
+import { buildBounce, readHeaderSection } from './bounce.js';
+import { MinHeap } from './heap.js';
+import { deliverRemote, type RemoteOutcome } from './remote.js';
+import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
+import type { Envelope, QueueState, RecipientState, Spool } from './spool.js';
+
+export interface DeliveryRuntime {
+  readonly pipeline: Pipeline;
+  readonly lease: { acquire(): void; release(): void };
+}
+
+export interface SchedulerDeps {
+  readonly spool: Spool;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly dns: Dns;
+  readonly localDomains: LocalDomains;
+  readonly hostname: string;
+  readonly queue: () => QueueConfig;
+  readonly delivery: () => DeliveryConfig;
+  readonly runtime: () => DeliveryRuntime;
+  readonly isOwnSocket: (ip: string, port: number) => boolean;
+}
+
+type Outcome = RemoteOutcome;
+
+interface Active {
+  readonly id: string;
+  readonly envelope: Envelope;
+  readonly state: QueueState;
+  jobs: number;
+  /** Writes of this message's state, one after the other. */
+  writing: Promise<void>;
+  cancel?: 'delete' | 'bounce';
+}
+
+type Job =
+  | { readonly channel: 'local'; readonly msg: Active; readonly rcpt: RecipientState; readonly last: boolean }
+  | { readonly channel: 'remote'; readonly msg: Active; readonly domain: string; readonly rcpts: RecipientState[]; readonly last: boolean };
+
+const ADMIN_BOUNCE = 'This message was bounced by the administrator (yubin queue bounce).';
+const WAKE_MS = 1000;
+
+export class Scheduler {
+  /** Waiting messages: id → when it is next due. The heap orders them; an entry whose time differs from the index is stale. */
+  private readonly index = new Map<string, number>();
+  private readonly heap = new MinHeap();
+  private readonly active = new Map<string, Active>();
+  /** Held because their channel's concurrency is 0; looked at again on reload or flush. */
+  private readonly held = new Set<string>();
+  private readonly forced = new Set<string>();
+  private readonly bounceNow = new Set<string>();
+  private readonly queues: Record<Channel, Job[]> = { local: [], remote: [] };
+  private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
+  private readonly perDomain = new Map<string, number>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private timer: NodeJS.Timeout | undefined;
+  private pumping = false;
+  private repump = false;
+  private stopped = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly deps: SchedulerDeps) {}
+
+  private get maxActive(): number {
+    const q = this.deps.queue();
+    return Math.max(100, 4 * (q.concurrencyLocal + q.concurrencyRemote));
+  }
+
+  /** Recovers the spool: every committed message is due now (its state says which recipients really are). */
+  async start(): Promise<void> {
+    const ids = await this.deps.spool.list();
+    for (const id of ids) this.schedule(id, 0);
+    this.deps.spool.onCommit = (id) => this.add(id);
+    this.deps.log.info({ event: 'queue-start', messages: ids.length }, `queue: ${ids.length} messages recovered`);
+    this.pump();
+  }
+
+  /** A message was just committed (SMTP, bounce, sendmail). */
+  add(id: string): void {
+    if (this.active.has(id) || this.index.has(id)) return;
+    this.schedule(id, this.deps.clock.now());
+    this.pump();
+  }
+
+  /** Retry everything now (qmail-send's ALRM). */
+  flush(): number {
+    for (const id of this.held) this.index.set(id, 0);
+    this.held.clear();
+    for (const id of this.index.keys()) {
+      this.forced.add(id);
+      this.schedule(id, 0);
+    }
+    this.pump();
+    return this.index.size + this.active.size;
+  }
+
+  /** The config changed (reload): held messages may now go. */
+  reconsider(): void {
+    for (const id of this.held) this.schedule(id, 0);
+    this.held.clear();
+    this.pump();
+  }
+
+  wake(): void {
+    this.pump();
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const msg = this.active.get(id);
+    if (msg) {
+      msg.cancel = 'delete';
+      return true;
+    }
+    if (!(await this.deps.spool.has(id))) return false;
+    this.unindex(id);
+    await this.deps.spool.remove(id);
+    this.deps.log.info({ event: 'queue-delete', id }, `message ${id} deleted by the administrator`);
+    return true;
+  }
+
+  async bounce(id: string): Promise<boolean> {
+    const msg = this.active.get(id);
+    if (msg) {
+      msg.cancel = 'bounce';
+      return true;
+    }
+    if (!(await this.deps.spool.has(id))) return false;
+    this.held.delete(id);
+    this.bounceNow.add(id);
+    this.schedule(id, 0);
+    this.pump();
+    return true;
+  }
+
+  /** Resolves when nothing is due and nothing is being delivered (tests, benchmarks). */
+  idle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Stops taking new work and waits (up to `timeoutMs`) for deliveries in progress to finish. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.deps.spool.onCommit = undefined;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
+  private schedule(id: string, at: number): void {
+    this.index.set(id, at);
+    this.heap.push(at, id);
+  }
+
+  private unindex(id: string): void {
+    this.index.delete(id);
+    this.held.delete(id);
+    this.forced.delete(id);
+  }
+
+  private isIdle(): boolean {
+    // While pumping, a message may be between the index and `active` (being read).
+    if (this.active.size || this.inFlight.size || this.pumping) return false;
+    const top = this.peekLive();
+    return top === undefined || top.at > this.deps.clock.now();
+  }
+
+  private peekLive(): { at: number; id: string } | undefined {
+    for (;;) {
+      const top = this.heap.peek();
+      if (!top) return undefined;
+      if (this.index.get(top.id) === top.at) return top;
+      this.heap.pop();
+    }
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    if (this.pumping) {
+      this.repump = true;
+      return;
+    }
+    this.pumping = true;
+    void this.pumpLoop().finally(() => {
+      this.pumping = false;
+      if (this.repump) {
+        this.repump = false;
+        this.pump();
+      } else {
+        this.arm();
+        this.checkIdle();
+      }
+    });
+  }
+
+  private async pumpLoop(): Promise<void> {
+    while (!this.stopped && this.active.size < this.maxActive) {
+      const top = this.peekLive();
+      if (!top || top.at > this.deps.clock.now()) break;
+      this.heap.pop();
+      this.index.delete(top.id);
+      try {
+        await this.load(top.id);
+      } catch (err) {
+        this.deps.log.error({ event: 'queue-error', id: top.id, err: (err as Error).message }, `cannot read queued message ${top.id}; trying again later`);
+        this.schedule(top.id, this.deps.clock.now() + 60_000);
+      }
+    }
+  }
+
+  private arm(): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    const top = this.peekLive();
+    if (!top) return;
+    // Capped so a clock moved by a test, or the system, is noticed within a second.
+    const delay = Math.min(Math.max(top.at - this.deps.clock.now(), 0), WAKE_MS);
+    this.timer = setTimeout(() => this.pump(), delay);
+    this.timer.unref();
+  }
+
+  private checkIdle(): void {
+    if (!this.idleWaiters.length || !this.isIdle()) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private channelOf(address: string): Channel {
+    return this.deps.localDomains.has(splitAddress(address).domain) ? 'local' : 'remote';
+  }
+
+  private async load(id: string): Promise<void> {
+    const { spool, clock } = this.deps;
+    let envelope: Envelope;
+    try {
+      envelope = await spool.readEnvelope(id);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted meanwhile
+      throw err;
+    }
+    const state: QueueState = (await spool.readState(id)) ?? {
+      recipients: envelope.recipients.map((r) => ({ address: r.address, status: 'pending', attempts: 0, next: envelope.received })),
+    };
+    const msg: Active = { id, envelope, state, jobs: 0, writing: Promise.resolve() };
+    const now = clock.now();
+    if (this.bounceNow.delete(id) || state.bounceRequested) {
+      state.bounceRequested = false;
+      this.failAll(msg, ADMIN_BOUNCE, now);
+    }
+    const forced = this.forced.delete(id);
+    const due = state.recipients.filter((r) => r.status === 'pending' && (forced || r.next <= now));
+    const q = this.deps.queue();
+    const runnable = due.filter((r) => (this.channelOf(r.address) === 'local' ? q.concurrencyLocal : q.concurrencyRemote) > 0);
+    this.active.set(id, msg);
+    if (!runnable.length) {
+      if (due.length) this.held.add(id);
+      await this.finish(msg, due.length > 0);
+      return;
+    }
+    // qmail's queuelifetime: an attempt started after birth + lifetime is the last one.
+    const last = now >= envelope.received + q.lifetime;
+    const remote = new Map<string, RecipientState[]>();
+    for (const r of runnable) {
+      if (this.channelOf(r.address) === 'local') {
+        this.enqueue({ channel: 'local', msg, rcpt: r, last });
+      } else {
+        const domain = splitAddress(r.address).domain;
+        remote.set(domain, [...(remote.get(domain) ?? []), r]);
+      }
+    }
+    for (const [domain, rcpts] of remote) this.enqueue({ channel: 'remote', msg, domain, rcpts, last });
+    this.dispatch();
+  }
+
+  private enqueue(job: Job): void {
+    job.msg.jobs++;
+    this.queues[job.channel].push(job);
+  }
+
+  private dispatch(): void {
+    const q = this.deps.queue();
+    const limits: Record<Channel, number> = { local: q.concurrencyLocal, remote: q.concurrencyRemote };
+    for (const channel of ['local', 'remote'] as const) {
+      const queue = this.queues[channel];
+      for (let i = 0; i < queue.length && this.running[channel] < limits[channel]; ) {
+        const job = queue[i]!;
+        if (job.channel === 'remote' && (this.perDomain.get(job.domain) ?? 0) >= q.concurrencyPerDomain) {
+          i++;
+          continue;
+        }
+        queue.splice(i, 1);
+        this.launch(job);
+      }
+    }
+  }
+
+  private launch(job: Job): void {
+    this.running[job.channel]++;
+    if (job.channel === 'remote') this.perDomain.set(job.domain, (this.perDomain.get(job.domain) ?? 0) + 1);
+    const run = (async () => {
+      try {
+        if (job.channel === 'local') await this.runLocal(job);
+        else await this.runRemote(job);
+      } catch (err) {
+        this.deps.log.error({ event: 'delivery-error', id: job.msg.id, err: (err as Error).message }, 'delivery failed unexpectedly; will retry');
+        const rcpts = job.channel === 'local' ? [job.rcpt] : job.rcpts;
+        for (const r of rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
+      }
+    })().finally(() => {
+      this.running[job.channel]--;
+      if (job.channel === 'remote') {
+        const n = (this.perDomain.get(job.domain) ?? 1) - 1;
+        if (n) this.perDomain.set(job.domain, n);
+        else this.perDomain.delete(job.domain);
+      }
+      this.inFlight.delete(run);
+      void this.jobDone(job.msg);
+      this.dispatch();
+    });
+    this.inFlight.add(run);
+  }
+
+  private context(msg: Active, rcpt: RecipientState, local: boolean): DeliverContext {
+    const { spool } = this.deps;
+    const env = msg.envelope;
+    return {
+      delivery: {
+        queueId: msg.id,
+        sender: env.sender ? splitAddress(env.sender) : null,
+        recipient: splitAddress(rcpt.address),
+        local,
+        attempt: rcpt.attempts + 1,
+        received: env.received,
+        message: {
+          size: Buffer.byteLength(env.prependHeaders) + env.size,
+          stream: () => lazyStream(() => spool.openMessage(msg.id, env)),
+        },
+      },
+    };
+  }
+
+  /** Runs the deliver hook; undefined when every plugin continued. */
+  private async viaPlugins(msg: Active, rcpt: RecipientState, local: boolean): Promise<Outcome | undefined> {
+    const { pipeline, lease } = this.deps.runtime();
+    if (!pipeline.has('deliver')) return undefined;
+    lease.acquire();
+    try {
+      const { answer, plugin } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }));
+      const by = plugin ?? 'core';
+      switch (answer.action) {
+        case 'continue':
+          return undefined;
+        case 'accept':
+          return { kind: 'delivered', text: `${by}: ${answer.text}` };
+        case 'reject':
+          return { kind: 'permanent', status: answer.enhanced ?? '5.0.0', text: answer.text, diagnostic: `${answer.code} ${answer.enhanced ?? ''} ${answer.text}`.replace('  ', ' ') };
+        case 'defer':
+          return { kind: 'temporary', status: answer.enhanced ?? '4.0.0', text: answer.text };
+      }
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async runLocal(job: Extract<Job, { channel: 'local' }>): Promise<void> {
+    const outcome: Outcome = (await this.viaPlugins(job.msg, job.rcpt, true)) ?? {
+      kind: 'permanent',
+      status: '5.1.1',
+      text: 'Sorry, no mailbox here by that name. (#5.1.1)',
+    };
+    this.record(job, job.rcpt, outcome);
+  }
+
+  private async runRemote(job: Extract<Job, { channel: 'remote' }>): Promise<void> {
+    const viaSmtp: RecipientState[] = [];
+    for (const r of job.rcpts) {
+      const outcome = await this.viaPlugins(job.msg, r, false);
+      if (outcome) this.record(job, r, outcome);
+      else viaSmtp.push(r);
+    }
+    if (!viaSmtp.length) return;
+    const { spool } = this.deps;
+    const env = job.msg.envelope;
+    const delivery = this.deps.delivery();
+    const outcomes = await deliverRemote(
+      {
+        domain: job.domain,
+        sender: env.sender,
+        recipients: viaSmtp.map((r) => r.address),
+        size: Buffer.byteLength(env.prependHeaders) + env.size,
+        message: () => spool.openMessage(job.msg.id, env),
+      },
+      { dns: this.deps.dns, config: delivery, heloName: delivery.heloName ?? this.deps.hostname, isOwnSocket: this.deps.isOwnSocket },
+    );
+    for (const r of viaSmtp) this.record(job, r, outcomes.get(r.address) ?? { kind: 'temporary', status: '4.4.2', text: 'no result from remote delivery' });
+  }
+
+  private record(job: Job, r: RecipientState, outcome: Outcome): void {
+    const now = this.deps.clock.now();
+    const env = job.msg.envelope;
+    r.attempts++;
+    r.lastAttempt = now;
+    const base = { event: 'delivery', id: job.msg.id, rcpt: r.address, channel: job.channel, attempt: r.attempts };
+    if (outcome.kind === 'delivered') {
+      r.status = 'delivered';
+      delete r.error;
+      this.deps.log.info({ ...base, result: 'success', text: outcome.text }, `delivery ${job.msg.id} to ${r.address}: success: ${outcome.text}`);
+      return;
+    }
+    r.dsnStatus = outcome.status;
+    r.remoteMta = outcome.remoteMta;
+    r.diagnostic = outcome.diagnostic;
+    if (outcome.kind === 'temporary' && !job.last) {
+      r.error = outcome.text;
+      const q = this.deps.queue();
+      r.next = nextAttempt(env.received, now, job.channel, r.attempts, q.retry);
+      this.deps.log.info({ ...base, result: 'deferral', text: outcome.text, next: new Date(r.next).toISOString() }, `delivery ${job.msg.id} to ${r.address}: deferral: ${outcome.text}`);
+      return;
+    }
+    r.status = 'failed';
+    r.error = outcome.kind === 'temporary' ? `${outcome.text}\n${TOO_LONG}` : outcome.text;
+    if (outcome.kind === 'temporary') r.dsnStatus = '5.4.7'; // delivery time expired
+    this.deps.log.info({ ...base, result: 'failure', text: r.error }, `delivery ${job.msg.id} to ${r.address}: failure: ${r.error.replace(/\n/g, ' ')}`);
+  }
+
+  private failAll(msg: Active, text: string, now: number): void {
+    for (const r of msg.state.recipients) {
+      if (r.status !== 'pending') continue;
+      r.status = 'failed';
+      r.error = text;
+      r.dsnStatus = '5.0.0';
+      r.lastAttempt = now;
+    }
+  }
+
+  private async jobDone(msg: Active): Promise<void> {
+    msg.jobs--;
+    if (msg.jobs > 0) {
+      // Other recipients are still in progress: persist what is known now, so a crash cannot redeliver it.
+      msg.writing = msg.writing.then(() => this.deps.spool.writeState(msg.id, msg.state)).catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
+      return;
+    }
+    await this.finish(msg, false);
+  }
+
+  /** Every job of this round is over: bounce what failed, then remove the message or schedule the next round. */
+  private async finish(msg: Active, held: boolean): Promise<void> {
+    const { spool, log, clock } = this.deps;
+    try {
+      await msg.writing;
+      const now = clock.now();
+      if (msg.cancel === 'bounce') this.failAll(msg, ADMIN_BOUNCE, now);
+      if (msg.cancel === 'delete') {
+        await spool.remove(msg.id);
+        log.info({ event: 'queue-delete', id: msg.id }, `message ${msg.id} deleted by the administrator`);
+        return;
+      }
+      const failed = msg.state.recipients.filter((r) => r.status === 'failed' && !r.reported);
+      if (failed.length) {
+        await this.sendNotice(msg, failed, false);
+        for (const r of failed) r.reported = true;
+      }
+      const pending = msg.state.recipients.filter((r) => r.status === 'pending');
+      if (!pending.length) {
+        await spool.remove(msg.id);
+        log.info({ event: 'queue-end', id: msg.id }, `end msg ${msg.id}`);
+        return;
+      }
+      const q = this.deps.queue();
+      if (q.delayWarning && !msg.state.warned && msg.envelope.sender && (msg.envelope.kind ?? 'message') === 'message' && now - msg.envelope.received >= q.delayWarning) {
+        await this.sendNotice(msg, pending, true);
+        msg.state.warned = true;
+      }
+      if (msg.state.recipients.some((r) => r.attempts > 0) || failed.length) await spool.writeState(msg.id, msg.state);
+      if (held) return;
+      this.schedule(msg.id, Math.min(...pending.map((r) => r.next)));
+    } catch (err) {
+      log.error({ event: 'queue-error', id: msg.id, err: (err as Error).message }, `cannot finish message ${msg.id}; trying again later`);
+      this.schedule(msg.id, clock.now() + 60_000);
+    } finally {
+      this.active.delete(msg.id);
+      this.pump();
+    }
+  }
+
+  /** A bounce (or delay notice) for these recipients, injected into the queue like any message. */
+  private async sendNotice(msg: Active, rcpts: RecipientState[], delayed: boolean): Promise<void> {
+    const { spool, log, clock, hostname } = this.deps;
+    const env = msg.envelope;
+    const kind = env.kind ?? 'message';
+    if (kind === 'double-bounce') {
+      // qmail's triple bounce: nobody is left to tell.
+      log.warn({ event: 'bounce', id: msg.id, rcpts: rcpts.map((r) => r.address), result: 'discarded' }, `triple bounce: discarding the failed double bounce ${msg.id}`);
+      return;
+    }
+    const q = this.deps.queue();
+    const double = env.sender === '';
+    // Nothing is ever sent to the null sender: a failed bounce goes to the postmaster.
+    const to = double ? (q.doubleBounceTo ?? `postmaster@${this.deps.localDomains.has(hostname) ? hostname : (this.deps.localDomains.list()[0] ?? hostname)}`) : env.sender;
+    const now = clock.now();
+    const originalHeaders = await readHeaderSection(await spool.openMessage(msg.id, env));
+    const content = buildBounce({
+      hostname,
+      from: `${q.bounceFrom}@${hostname}`,
+      to,
+      queueId: msg.id,
+      arrival: env.received,
+      now,
+      failed: rcpts,
+      originalHeaders,
+      double,
+      delayed,
+    });
+    const id = await spool.inject(content, {
+      sender: '',
+      senderParams: {},
+      recipients: [{ address: to, params: {} }],
+      received: now,
+      listener: 'bounce',
+      remoteIp: '127.0.0.1',
+      heloName: undefined,
+      authUser: undefined,
+      prependHeaders: `Received: (yubin ${delayed ? 'delay notice' : 'bounce'} for ${msg.id}); ${new Date(now).toUTCString().replace('GMT', '+0000')}\r\n`,
+      kind: double ? 'double-bounce' : 'bounce',
+    });
+    log.info({ event: delayed ? 'delay-notice' : 'bounce', id: msg.id, bounceId: id, to, rcpts: rcpts.map((r) => r.address) }, `${delayed ? 'delay notice' : double ? 'double bounce' : 'bounce'} msg ${msg.id} to <${to}> as ${id}`);
+  }
+
+  /** Counts for `queue stat` while the server runs. */
+  counts(): { waiting: number; active: number; held: number } {
+    return { waiting: this.index.size, active: this.active.size, held: this.held.size };
+  }
+}
+
+/** A Readable that opens its source on first read (a plugin that never reads opens no file). */
+function lazyStream(open: () => Promise<Readable>): Readable {
+  return Readable.from(
+    (async function* () {
+      for await (const chunk of await open()) yield chunk as Buffer;
+    })(),
+  );
+}

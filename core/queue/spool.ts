@@ -1,0 +1,317 @@
+/**
+ * The spool: where an accepted message becomes durable before the client
+ * hears 250, with qmail's promise that nothing acknowledged is ever lost.
+ *
+ * A message is streamed into `tmp/ID` while it arrives. Commit fdatasyncs it
+ * and, at the same time, writes and fsyncs the envelope `tmp/ID.json`; then it
+ * renames the message to `mess/ID.eml` and the envelope to `mess/ID.json` and
+ * fsyncs the `mess` directory. The envelope is the commit marker: a message
+ * file without one is a half-finished transaction and is removed at start.
+ *
+ * Group commit: the directory fsync is shared. Transactions that reach it
+ * while one is in flight wait for the next, and that one covers them all, so
+ * N sessions finishing together cost one directory sync, not N. The per-file
+ * syncs run concurrently and the filesystem's journal merges them.
+ *
+ * Delivery state lives beside the message in `state/ID.json` (written
+ * atomically, see QueueState); the envelope itself is never rewritten.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+
+export interface EnvelopeAddress {
+  readonly address: string;
+  readonly params: Readonly<Record<string, string | true>>;
+}
+
+/** Why a message exists: a bounce's own failure is handled differently (double and triple bounces). */
+export type MessageKind = 'message' | 'bounce' | 'double-bounce';
+
+export interface Envelope {
+  readonly id: string;
+  /** '' for the null sender. */
+  readonly sender: string;
+  readonly senderParams: Readonly<Record<string, string | true>>;
+  readonly recipients: readonly EnvelopeAddress[];
+  /** Milliseconds since the epoch: the message's birth for the retry schedule. */
+  readonly received: number;
+  /** The listener that took it, or `sendmail` / `bounce` for injected mail. */
+  readonly listener: string;
+  readonly remoteIp: string;
+  readonly heloName: string | undefined;
+  readonly authUser: string | undefined;
+  /** Header lines (CRLF-terminated) that go on top of the stored message. */
+  readonly prependHeaders: string;
+  /** Size of the stored message file. */
+  readonly size: number;
+  /** Absent in envelopes written before bounces existed: a plain message. */
+  readonly kind?: MessageKind;
+}
+
+export type RecipientStatus = 'pending' | 'delivered' | 'failed';
+
+/** One recipient's delivery state; the array in QueueState follows the envelope's order. */
+export interface RecipientState {
+  readonly address: string;
+  status: RecipientStatus;
+  attempts: number;
+  /** Milliseconds since the epoch; the next try is due at or after this. */
+  next: number;
+  lastAttempt?: number;
+  /** Last failure text, as it appears in `queue list` and in a bounce. */
+  error?: string;
+  /** RFC 3464 fields for the bounce. */
+  dsnStatus?: string;
+  remoteMta?: string;
+  diagnostic?: string;
+  /** A failed recipient that a bounce (or the log, for a triple bounce) has reported. */
+  reported?: boolean;
+}
+
+export interface QueueState {
+  recipients: RecipientState[];
+  /** Set by `yubin queue bounce` while the server is down: bounce everything pending at start. */
+  bounceRequested?: boolean;
+  /** A delay notice went out. */
+  warned?: boolean;
+}
+
+/** Shares one fsync of a directory among everyone who asks while another is in flight. */
+export class DirSync {
+  private inFlight: Promise<void> | undefined;
+  private waiting: Promise<void> | undefined;
+  /** Syncs done and callers served: their ratio is the batching achieved. */
+  syncs = 0;
+  requests = 0;
+
+  constructor(private readonly dir: string) {}
+
+  sync(): Promise<void> {
+    this.requests++;
+    return this.join();
+  }
+
+  private join(): Promise<void> {
+    if (this.waiting) return this.waiting;
+    if (!this.inFlight) {
+      this.inFlight = this.run().finally(() => (this.inFlight = undefined));
+      return this.inFlight;
+    }
+    // Whoever arrives now was not covered by the sync in flight: wait for the next one, together.
+    this.waiting = this.inFlight
+      .catch(() => undefined)
+      .then(() => {
+        this.waiting = undefined;
+        return this.join();
+      });
+    return this.waiting;
+  }
+
+  private async run(): Promise<void> {
+    this.syncs++;
+    await fsyncPath(this.dir);
+  }
+}
+
+export async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export class Spool {
+  readonly tmpDir: string;
+  readonly messDir: string;
+  readonly stateDir: string;
+  readonly messSync: DirSync;
+  readonly stateSync: DirSync;
+  /** Called after each commit (the scheduler takes the message from here). */
+  onCommit: ((id: string) => void) | undefined;
+  private seq = 0;
+
+  constructor(readonly dir: string) {
+    this.tmpDir = path.join(dir, 'tmp');
+    this.messDir = path.join(dir, 'mess');
+    this.stateDir = path.join(dir, 'state');
+    this.messSync = new DirSync(this.messDir);
+    this.stateSync = new DirSync(this.stateDir);
+  }
+
+  /** Creates the directories; with `clean`, removes what a crash left half-written (only the server does this). */
+  async init(clean = true): Promise<void> {
+    for (const d of [this.tmpDir, this.messDir, this.stateDir]) await mkdir(d, { recursive: true, mode: 0o700 });
+    if (!clean) return;
+    // Anything in tmp was never acknowledged: the process died before commit.
+    for (const name of await readdir(this.tmpDir)) await unlink(path.join(this.tmpDir, name)).catch(() => undefined);
+    // A message whose envelope never arrived was not acknowledged either; a
+    // state file without its envelope belongs to a message already finished.
+    const names = new Set(await readdir(this.messDir));
+    for (const name of names) {
+      if (name.endsWith('.eml') && !names.has(name.replace(/\.eml$/, '.json'))) await unlink(path.join(this.messDir, name)).catch(() => undefined);
+    }
+    for (const name of await readdir(this.stateDir)) {
+      if (!name.endsWith('.json') || !names.has(name)) await unlink(path.join(this.stateDir, name)).catch(() => undefined);
+    }
+  }
+
+  /** Time-ordered, unique within the host: milliseconds, a sequence and randomness. */
+  newId(): string {
+    this.seq = (this.seq + 1) % 1296;
+    return `${Date.now().toString(36)}${this.seq.toString(36).padStart(2, '0')}${randomBytes(4).toString('hex')}`.toUpperCase();
+  }
+
+  async begin(id: string): Promise<SpoolFile> {
+    const tmp = path.join(this.tmpDir, id);
+    const fh = await open(tmp, 'wx', 0o600);
+    return new SpoolFile(this, id, tmp, fh);
+  }
+
+  /** Writes a whole message (bounces, sendmail) with the same durability as SMTP. */
+  async inject(content: Buffer, envelope: Omit<Envelope, 'id' | 'size'>): Promise<string> {
+    const id = this.newId();
+    const file = await this.begin(id);
+    try {
+      await file.write(content);
+      await file.commit(envelope);
+      return id;
+    } catch (err) {
+      await file.abort();
+      throw err;
+    }
+  }
+
+  /** Ids of committed messages. */
+  async list(): Promise<string[]> {
+    return (await readdir(this.messDir)).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).sort();
+  }
+
+  async has(id: string): Promise<boolean> {
+    if (!/^[A-Z0-9]+$/.test(id)) return false;
+    return stat(path.join(this.messDir, `${id}.json`)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  async readEnvelope(id: string): Promise<Envelope> {
+    return JSON.parse(await readFile(path.join(this.messDir, `${id}.json`), 'utf8')) as Envelope;
+  }
+
+  /** The delivery state, or undefined while nothing has been tried. */
+  async readState(id: string): Promise<QueueState | undefined> {
+    try {
+      return JSON.parse(await readFile(path.join(this.stateDir, `${id}.json`), 'utf8')) as QueueState;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Replaces the state atomically: tmp file, fsync, rename, shared directory
+   * sync. Once this resolves, a restart will not redeliver a recipient marked
+   * delivered here.
+   */
+  async writeState(id: string, state: QueueState): Promise<void> {
+    const tmp = path.join(this.tmpDir, `${id}.state`);
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(state));
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path.join(this.stateDir, `${id}.json`));
+    await this.stateSync.sync();
+  }
+
+  /** Removes a finished message: the envelope (the commit marker) first, so a crash half-way leaves no live message. */
+  async remove(id: string): Promise<void> {
+    await unlink(path.join(this.messDir, `${id}.json`));
+    await unlink(path.join(this.messDir, `${id}.eml`)).catch(() => undefined);
+    await unlink(path.join(this.stateDir, `${id}.json`)).catch(() => undefined);
+  }
+
+  messagePath(id: string): string {
+    return path.join(this.messDir, `${id}.eml`);
+  }
+
+  /** The message as stored: the prepended headers, then the file. */
+  async openMessage(id: string, envelope?: Envelope): Promise<Readable> {
+    const env = envelope ?? (await this.readEnvelope(id));
+    return concatStreams([Readable.from([Buffer.from(env.prependHeaders)]), createReadStream(this.messagePath(id))]);
+  }
+}
+
+export class SpoolFile {
+  private size = 0;
+  private closed = false;
+
+  constructor(
+    private readonly spool: Spool,
+    readonly id: string,
+    readonly tmpPath: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+      off += bytesWritten;
+    }
+    this.size += chunk.length;
+  }
+
+  /** What has been written so far, read back from disk (for data-hook plugins). */
+  read(): ReadStream {
+    return createReadStream(this.tmpPath);
+  }
+
+  async commit(envelope: Omit<Envelope, 'id' | 'size'>): Promise<void> {
+    const { tmpDir, messDir } = this.spool;
+    const envTmp = path.join(tmpDir, `${this.id}.json`);
+    const writeEnvelope = async () => {
+      const efh = await open(envTmp, 'wx', 0o600);
+      try {
+        await efh.writeFile(JSON.stringify({ id: this.id, size: this.size, ...envelope }));
+        await efh.datasync();
+      } finally {
+        await efh.close();
+      }
+    };
+    await Promise.all([this.fh.datasync().then(() => this.close()), writeEnvelope()]);
+    await rename(this.tmpPath, path.join(messDir, `${this.id}.eml`));
+    await rename(envTmp, path.join(messDir, `${this.id}.json`));
+    await this.spool.messSync.sync();
+    this.spool.onCommit?.(this.id);
+  }
+
+  async abort(): Promise<void> {
+    await this.close();
+    await unlink(this.tmpPath).catch(() => undefined);
+  }
+
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+}
+
+/** One stream reading several in turn. */
+export function concatStreams(parts: Readable[]): Readable {
+  return Readable.from(
+    (async function* () {
+      for (const part of parts) {
+        for await (const chunk of part) yield chunk as Buffer;
+      }
+    })(),
+  );
+}

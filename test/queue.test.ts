@@ -1,0 +1,300 @@
+/**
+ * The queue end to end over real sockets: local Maildir delivery, remote
+ * delivery to an SMTP sink found through a loopback DNS server, retries on
+ * qmail's schedule with a clock the test moves, bounces in RFC 3464 shape,
+ * double and triple bounces, lifetime expiry, and restarts mid-schedule.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { ManualClock, Tokens } from '../core/index.js';
+import { startTestServer, type TestServer, type TestServerOptions } from '../core/testing/index.js';
+import { startDnsServer, type DnsServer, type ZoneRecords } from './peers/dns.js';
+import { startSink, type Sink, type SinkBehaviour } from './peers/sink.js';
+import { tempDir } from './helpers.js';
+
+const BIRTH = Date.UTC(2026, 0, 5, 12, 0, 0);
+
+interface Rig {
+  readonly server: TestServer;
+  readonly sink: Sink;
+  readonly dns: DnsServer;
+  readonly clock: ManualClock;
+}
+
+async function rig(
+  t: Test,
+  o: { sink?: SinkBehaviour; zones?: Record<string, ZoneRecords>; config?: Record<string, unknown>; delivery?: Record<string, unknown>; dataDir?: string; clock?: ManualClock; sinkPeer?: Sink } = {},
+): Promise<Rig> {
+  const sink = o.sinkPeer ?? (await startSink(o.sink));
+  const dns = await startDnsServer(o.zones ?? { 'remote.test': { MX: [{ preference: 10, exchange: 'mx.remote.test' }] }, 'mx.remote.test': { A: ['127.0.0.1'] } });
+  const clock = o.clock ?? new ManualClock(BIRTH);
+  const options: TestServerOptions = {
+    deliver: true,
+    plugins: ['rcpthosts'],
+    pluginOptions: { rcpthosts: { domains: ['example.test', 'localhost'] } },
+    dataDir: o.dataDir,
+    config: {
+      dns: { servers: [dns.address], timeout: '2s', tries: 1 },
+      delivery: { plugins: ['maildir'], remotePort: sink.port, connectTimeout: '2s', greetingTimeout: '5s', commandTimeout: '5s', ...o.delivery },
+      ...o.config,
+    },
+    configure: (c) => c.register(Tokens.Clock, { useValue: clock }),
+  };
+  const server = await startTestServer(options);
+  t.teardown(async () => {
+    await server.close();
+    if (!o.sinkPeer) await sink.close();
+    await dns.close();
+  });
+  return { server, sink, dns, clock };
+}
+
+/** Sends one message over SMTP and returns its queue id. */
+async function send(s: TestServer, from: string, to: string[], body = 'Subject: test message\n\nhello there\n'): Promise<string> {
+  const c = await s.connect();
+  await c.ehlo('client.example');
+  const r = await c.mail({ from, to, data: body });
+  await c.quit();
+  const id = /queued as (\S+)/.exec(r.data?.text ?? '')?.[1];
+  if (!id) throw new Error(`not queued: ${JSON.stringify(r)}`);
+  return id;
+}
+
+async function maildir(s: TestServer, domain: string, user: string): Promise<string[]> {
+  const dir = path.join(s.dataDir, 'mail', domain, user, 'Maildir', 'new');
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return Promise.all(names.sort().map((n) => readFile(path.join(dir, n), 'utf8')));
+}
+
+t.test('a message to a local address lands in its Maildir (Return-Path, Delivered-To, LF line ends, nothing in tmp)', async (t) => {
+  const { server } = await rig(t);
+  const id = await send(server, 'alice@example.net', ['Bob@example.test']);
+  await server.server.queue.idle();
+  const mails = await maildir(server, 'example.test', 'bob');
+  t.equal(mails.length, 1);
+  const lines = mails[0]!.split('\n');
+  t.equal(lines[0], 'Return-Path: <alice@example.net>');
+  t.equal(lines[1], 'Delivered-To: bob@example.test');
+  t.match(lines[2], /^Received: from client\.example/);
+  t.notOk(mails[0]!.includes('\r'), 'stored with LF line ends, as qmail stores them');
+  t.match(mails[0], /\n\nhello there\n$/);
+  t.same(await readdir(path.join(server.dataDir, 'mail/example.test/bob/Maildir/tmp')), []);
+  t.same(await server.server.spool.list(), [], 'the queue is empty once delivered');
+  const names = await readdir(path.join(server.dataDir, 'mail/example.test/bob/Maildir/new'));
+  t.match(names[0], /^\d+\.M\d+P\d+Q\d+\.[^,]+,S=\d+$/, 'unique time.MusecPpidQseq.host name with Maildir++ size');
+  t.ok(server.logs.some((l) => l.event === 'delivery' && l.id === id && l.result === 'success'), 'the delivery is logged');
+});
+
+t.test('remote: MX through the DNS service, one SMTP transaction for two recipients of one domain', async (t) => {
+  const { server, sink, dns } = await rig(t);
+  // Queued the way sendmail and bounces queue: the relay guard is SMTP's business, not the queue's.
+  const id = await inject(server, 'alice@example.test', ['one@remote.test', 'two@remote.test'], 'Subject: out\r\n\r\nbody\r\n');
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1, 'one transaction');
+  t.same(sink.messages[0]!.to, ['one@remote.test', 'two@remote.test']);
+  t.equal(sink.messages[0]!.from, 'alice@example.test');
+  t.match(sink.messages[0]!.data, /Subject: out/);
+  t.ok(dns.queries.some((q) => q.name === 'remote.test' && q.type === 'MX'), 'asked for the MX');
+  t.same(await server.server.spool.list(), []);
+  t.ok(id);
+});
+
+/** Queues a message for remote recipients without an SMTP client (the spool's own entry point). */
+function inject(s: TestServer, sender: string, recipients: string[], body = 'Subject: out\r\nMessage-ID: <orig@example.test>\r\n\r\nbody\r\n', received = BIRTH): Promise<string> {
+  return s.server.spool.inject(Buffer.from(body), {
+    sender,
+    senderParams: {},
+    recipients: recipients.map((address) => ({ address, params: {} })),
+    received,
+    listener: 'test',
+    remoteIp: '127.0.0.1',
+    heloName: undefined,
+    authUser: undefined,
+    prependHeaders: '',
+  });
+}
+
+t.test('451 then 250: deferred on qmail schedule (birth + 400 s), retried, delivered once', async (t) => {
+  const { server, sink, clock } = await rig(t, { sink: { data: (n) => (n === 1 ? { code: 451, message: '4.3.0 try later' } : undefined) } });
+  const id = await inject(server, 'alice@example.test', ['one@remote.test']);
+  await server.server.queue.idle();
+  t.equal(sink.dataAttempts, 1);
+  t.equal(sink.messages.length, 0);
+  const state = await server.server.spool.readState(id);
+  t.equal(state?.recipients[0]?.status, 'pending');
+  t.equal(state?.recipients[0]?.next, BIRTH + 400_000, 'next = birth + (0 + 20)^2 s');
+  t.match(state?.recipients[0]?.error, /451 4\.3\.0 try later/);
+  clock.advance(399_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal(sink.dataAttempts, 1, 'not before its time');
+  clock.advance(1_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal(sink.dataAttempts, 2);
+  t.equal(sink.messages.length, 1, 'delivered once');
+  t.same(await server.server.spool.list(), []);
+});
+
+t.test('550: a bounce in RFC 3464 shape reaches the local sender\'s Maildir', async (t) => {
+  const { server, sink } = await rig(t, { sink: { rcpt: (a) => (a.startsWith('nobody') ? { code: 550, message: '5.1.1 no such user here' } : undefined) } });
+  const id = await inject(server, 'alice@example.test', ['nobody@remote.test', 'nobody2@remote.test', 'ok@remote.test']);
+  await server.server.queue.idle();
+  t.same(sink.messages.map((m) => m.to), [['ok@remote.test']], 'the accepted recipient got it');
+  const bounces = await maildir(server, 'example.test', 'alice');
+  t.equal(bounces.length, 1, 'both failed recipients in one bounce');
+  const b = bounces[0]!;
+  t.match(b, /^Return-Path: <>\n/, 'null sender');
+  t.match(b, /\nFrom: MAILER-DAEMON <MAILER-DAEMON@mx\.test>\n/);
+  t.match(b, /\nTo: alice@example\.test\n/);
+  t.match(b, /Content-Type: multipart\/report; report-type=delivery-status; boundary="([^"]+)"/);
+  t.match(b, /\n<nobody@remote\.test>:\nRemote host mx\.remote\.test said: 550 5\.1\.1 no such user here\n/, 'qmail-style paragraph');
+  t.match(b, /Content-Type: message\/delivery-status\n\nReporting-MTA: dns; mx\.test\n/);
+  t.match(b, /Final-Recipient: rfc822; nobody@remote\.test\nAction: failed\nStatus: 5\.1\.1\nRemote-MTA: dns; mx\.remote\.test\nDiagnostic-Code: smtp; 550 5\.1\.1 no such user here\n/);
+  t.match(b, /Final-Recipient: rfc822; nobody2@remote\.test/);
+  t.notMatch(b, /Final-Recipient: rfc822; ok@remote\.test/);
+  t.match(b, /Content-Type: text\/rfc822-headers\n\nSubject: out\nMessage-ID: <orig@example\.test>\n/, 'the original headers');
+  t.ok(server.logs.some((l) => l.event === 'bounce' && l.id === id));
+  t.same(await server.server.spool.list(), []);
+});
+
+t.test('null MX, unknown domain, unreachable MX: bounce, bounce, next MX', async (t) => {
+  const { server, sink } = await rig(t, {
+    zones: {
+      'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
+      'two.test': {
+        MX: [
+          { preference: 10, exchange: 'dead.two.test' },
+          { preference: 20, exchange: 'live.two.test' },
+        ],
+      },
+      'dead.two.test': { A: ['127.0.0.9'] },
+      'live.two.test': { A: ['127.0.0.1'] },
+    },
+  });
+  await inject(server, 'alice@example.test', ['a@nullmx.test']);
+  await inject(server, 'alice@example.test', ['a@nxdomain.test']);
+  await inject(server, 'alice@example.test', ['a@two.test']);
+  await server.server.queue.idle();
+  t.same(
+    sink.messages.map((m) => m.to),
+    [['a@two.test']],
+    'the second MX took it after the first refused the connection',
+  );
+  const bounces = (await maildir(server, 'example.test', 'alice')).join('\n====\n');
+  t.match(bounces, /<a@nullmx\.test>:\nSorry, nullmx\.test does not accept mail \(null MX\)/);
+  t.match(bounces, /Status: 5\.1\.10/);
+  t.match(bounces, /<a@nxdomain\.test>:\nSorry, I couldn't find any host named nxdomain\.test/);
+});
+
+t.test('DNS failure defers (never bounces); lifetime expiry bounces "in the queue too long"', async (t) => {
+  const { server, clock } = await rig(t, { zones: { 'broken.test': { servfail: true } }, config: { queue: { lifetime: '600s' } } });
+  const id = await inject(server, 'alice@example.test', ['a@broken.test']);
+  await server.server.queue.idle();
+  const st = await server.server.spool.readState(id);
+  t.equal(st?.recipients[0]?.status, 'pending');
+  t.match(st?.recipients[0]?.error, /DNS lookup of the MX of broken\.test failed/);
+  t.same(await maildir(server, 'example.test', 'alice'), [], 'no bounce for a DNS failure');
+  clock.advance(400_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal((await server.server.spool.readState(id))?.recipients[0]?.attempts, 2);
+  clock.advance(1_200_000); // next slot is beyond birth + 600 s: that attempt is the last
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  const bounces = await maildir(server, 'example.test', 'alice');
+  t.equal(bounces.length, 1);
+  t.match(bounces[0], /I'm not going to try again; this message has been in the queue too long\./);
+  t.match(bounces[0], /Status: 5\.4\.7/);
+  t.same(await server.server.spool.list(), []);
+});
+
+t.test('a bounce that bounces goes to the postmaster; a failed double bounce is dropped and logged', async (t) => {
+  const { server, sink } = await rig(t, { sink: { rcpt: () => ({ code: 550, message: '5.1.1 unknown' }) }, config: { queue: { doubleBounceTo: 'postmaster@remote.test' } } });
+  // A bounce (null sender) to a remote address that refuses it: the double bounce goes to
+  // doubleBounceTo, which is remote and refuses too: the triple bounce is dropped.
+  await inject(server, '', ['gone@remote.test']);
+  await server.server.queue.idle();
+  t.same(
+    sink.rcptAttempts.get('postmaster@remote.test'),
+    1,
+    'the double bounce was tried at the postmaster',
+  );
+  t.ok(server.logs.some((l) => l.event === 'bounce' && l.result === 'discarded'), 'triple bounce logged');
+  t.same(await server.server.spool.list(), []);
+  t.notOk([...sink.rcptAttempts.keys()].some((a) => a === ''), 'nothing is sent to the null sender');
+});
+
+t.test('double bounce to the local postmaster by default', async (t) => {
+  const { server } = await rig(t, { sink: { rcpt: () => ({ code: 550, message: '5.1.1 unknown' }) } });
+  await inject(server, '', ['gone@remote.test']);
+  await server.server.queue.idle();
+  const pm = await maildir(server, 'example.test', 'postmaster');
+  t.equal(pm.length, 0, 'hostname mx.test is not local: the first local domain is used');
+  const lh = await maildir(server, 'localhost', 'postmaster');
+  t.equal(lh.length, 1);
+  t.match(lh[0], /the bounce bounced!/);
+});
+
+t.test('restart mid-schedule: the retry time survives, a delivered recipient is not delivered again', async (t) => {
+  const dataDir = await tempDir(t);
+  const sink = await startSink({ data: (n) => (n === 1 ? { code: 451, message: '4.3.0 busy' } : undefined) });
+  t.teardown(() => sink.close());
+  const clock = new ManualClock(BIRTH);
+  const first = await rig(t, { dataDir, clock, sinkPeer: sink });
+  const id = await inject(first.server, 'alice@example.test', ['bob@example.test', 'far@remote.test']);
+  await first.server.server.queue.idle();
+  t.equal((await maildir(first.server, 'example.test', 'bob')).length, 1, 'local recipient delivered');
+  t.equal(sink.dataAttempts, 1);
+  await first.server.close();
+
+  clock.advance(60_000);
+  const second = await rig(t, { dataDir, clock, sinkPeer: sink });
+  await second.server.server.queue.idle();
+  t.equal(sink.dataAttempts, 1, 'not retried at start: its time has not come');
+  t.equal((await maildir(second.server, 'example.test', 'bob')).length, 1, 'the local recipient is not delivered again');
+  clock.advance(340_000);
+  second.server.server.queue.wake();
+  await second.server.server.queue.idle();
+  t.equal(sink.dataAttempts, 2);
+  t.equal(sink.messages.length, 1);
+  t.equal((await maildir(second.server, 'example.test', 'bob')).length, 1);
+  t.notOk(await second.server.server.spool.has(id));
+});
+
+t.test('a message already carrying our Delivered-To line bounces as a loop', async (t) => {
+  const { server } = await rig(t);
+  await inject(server, 'alice@example.test', ['bob@example.test'], 'Delivered-To: bob@example.test\r\nSubject: loop\r\n\r\nx\r\n');
+  await server.server.queue.idle();
+  t.equal((await maildir(server, 'example.test', 'bob')).length, 0);
+  const b = await maildir(server, 'example.test', 'alice');
+  t.match(b[0], /This message is looping: it already has my Delivered-To line/);
+  t.match(b[0], /Status: 5\.4\.6/);
+});
+
+t.test('two yubin instances: A sends to B, the MX of b.test; B delivers to its Maildir', async (t) => {
+  const b = await startTestServer({ deliver: true, config: { localDomains: ['b.test'], delivery: { plugins: ['maildir'] } } });
+  t.teardown(() => b.close());
+  const dns = await startDnsServer({ 'b.test': { MX: [{ preference: 10, exchange: 'mx.b.test' }] }, 'mx.b.test': { A: ['127.0.0.1'] } });
+  t.teardown(() => dns.close());
+  const a = await startTestServer({ deliver: true, config: { dns: { servers: [dns.address] }, delivery: { remotePort: b.port } } });
+  t.teardown(() => a.close());
+  await inject(a, 'alice@example.test', ['carol@b.test']);
+  await a.server.queue.idle();
+  for (let i = 0; i < 50 && (await maildir(b, 'b.test', 'carol')).length === 0; i++) await b.server.queue.idle();
+  const got = await maildir(b, 'b.test', 'carol');
+  t.equal(got.length, 1);
+  t.match(got[0], /Received: from mx\.test \(.*\[127\.0\.0\.1\]\)/, 'B recorded A');
+  t.match(got[0], /Subject: out/);
+});
+
+t.test('a local recipient that no deliver plugin claims bounces with 5.1.1', async (t) => {
+  const { server, sink } = await rig(t, { delivery: { plugins: [] } });
+  await inject(server, 'someone@remote.test', ['bob@example.test']);
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1, 'the bounce went to the remote sender');
+  t.equal(sink.messages[0]!.from, '', 'with the null sender');
+  t.match(sink.messages[0]!.data, /<bob@example\.test>:\r\nSorry, no mailbox here by that name\. \(#5\.1\.1\)/);
+  t.same(await server.server.spool.list(), []);
+});
