@@ -113,11 +113,13 @@ function splitMessage(lines: string[]): { headers: HeaderLine[]; body: string[] 
 
 function addressesIn(headers: readonly HeaderLine[], names: readonly string[]): string[] {
   const out: string[] = [];
-  type Parsed = { address?: string; group?: Parsed[] };
+  type Parsed = { address?: string; name?: string; group?: Parsed[] };
   const flatten = (list: Parsed[]): void => {
     for (const a of list) {
       if (a.group) flatten(a.group);
       else if (a.address) out.push(a.address);
+      // A bare local name (`To: root`) parses as a display name; qmail-inject qualifies it like an address.
+      else if (a.name && /^[^\s@<>()",;:]+$/.test(a.name)) out.push(a.name);
     }
   };
   for (const h of headers) {

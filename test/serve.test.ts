@@ -6,9 +6,12 @@ import t from 'tap';
 import { SmtpTestClient } from '../core/testing/index.js';
 import { needs, ROOT, run, serve, sleep, tempDir } from './helpers.js';
 
+/** Holds local delivery (qmail's concurrency 0): what is accepted stays in the spool. */
+const HOLD = 'queue: { concurrencyLocal: 0 }\n';
+
 const listenerYaml = (name: string, plugins: string[], extra = '') => `  - name: ${name}\n    protocol: smtp\n    listen: 127.0.0.1:0\n    plugins: [${plugins.join(', ')}]\n${extra}`;
 
-t.test('the embedded default config, as README says: swaks to postmaster@localhost is queued, relaying is refused', needs('swaks'), async (t) => {
+t.test('the embedded default config, as README says: swaks to postmaster@localhost lands in its Maildir, relaying is refused', needs('swaks'), async (t) => {
   // A copy of config/yubin.yaml in a temporary tree, so its ../var is not the checkout's.
   const dir = await tempDir(t);
   await mkdir(path.join(dir, 'config'));
@@ -20,8 +23,11 @@ t.test('the embedded default config, as README says: swaks to postmaster@localho
   t.equal(ok.code, 0, 'swaks succeeds');
   t.match(ok.stdout, /<- {2}250 2\.0\.0 Ok: queued as (\w+)/);
   const id = /queued as (\w+)/.exec(ok.stdout)![1]!;
-  const stored = await readFile(path.join(dir, 'var/queue/mess', `${id}.eml`), 'utf8');
-  t.match(stored, /This is a test mailing/, 'the message is on disk under dataDir');
+  await server.waitLog((l) => l.event === 'delivery' && l.id === id);
+  const box = path.join(dir, 'var/mail/localhost/postmaster/Maildir/new');
+  const files = await readdir(box);
+  t.equal(files.length, 1, 'delivered by the maildir plugin under dataDir');
+  t.match(await readFile(path.join(box, files[0]!), 'utf8'), /^Return-Path: <root@localhost>\nDelivered-To: postmaster@localhost\n[\s\S]*This is a test mailing/);
   const relay = await run('swaks', ['--server', '127.0.0.1:2525', '--to', 'someone@example.com', '--from', 'root@localhost']);
   t.not(relay.code, 0);
   t.match(relay.stdout, /<\*\* 553 5\.7\.1 sorry, that domain isn't in my list of allowed rcpthosts/);
@@ -79,7 +85,8 @@ t.test('SIGHUP reloads config and plugin files without dropping connections', as
 t.test('SIGTERM drains: idle sessions get 421, a message in progress is finished, then exit 0', async (t) => {
   const dir = await tempDir(t);
   const config = path.join(dir, 'yubin.yaml');
-  await writeFile(config, `dataDir: ./var\nlisteners:\n${listenerYaml('smtp', ['rcpthosts'])}`);
+  // The queue is held (concurrency 0) so the message stays in the spool to be looked at.
+  await writeFile(config, `dataDir: ./var\n${HOLD}listeners:\n${listenerYaml('smtp', ['rcpthosts'])}`);
   const server = await serve(t, config, 1);
   const port = server.ports.smtp!;
   const idle = await SmtpTestClient.connect(port);
@@ -119,7 +126,7 @@ t.test('SIGTERM drains: idle sessions get 421, a message in progress is finished
 t.test('a message answered 250 survives kill -9', async (t) => {
   const dir = await tempDir(t);
   const config = path.join(dir, 'yubin.yaml');
-  await writeFile(config, `dataDir: ./var\nlisteners:\n${listenerYaml('smtp', ['rcpthosts'])}`);
+  await writeFile(config, `dataDir: ./var\n${HOLD}listeners:\n${listenerYaml('smtp', ['rcpthosts'])}`);
   const server = await serve(t, config, 1);
   const c = await SmtpTestClient.connect(server.ports.smtp!);
   await c.ehlo();

@@ -111,12 +111,13 @@ export class Scheduler {
   flush(): number {
     for (const id of this.held) this.index.set(id, 0);
     this.held.clear();
+    const count = this.index.size + this.active.size;
     for (const id of this.index.keys()) {
       this.forced.add(id);
       this.schedule(id, 0);
     }
     this.pump();
-    return this.index.size + this.active.size;
+    return count;
   }
 
   /** The config changed (reload): held messages may now go. */
