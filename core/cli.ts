@@ -39,11 +39,13 @@ function fail(err: unknown): never {
 async function serve(opts: { config: string }): Promise<void> {
   const loaded = await loadConfig(opts.config);
   const log = createLogger({ level: loaded.config.logLevel });
-  const server = await YubinServer.start(loaded, { log });
-  let stopping = false;
+  let server: YubinServer | undefined;
+  let stopping: string | undefined;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+    if (stopping && server) return;
+    stopping = signal;
+    // A signal during start-up is acted on once the server is up (it has listeners to drain by then).
+    if (!server) return;
     log.info({ event: 'stop', signal }, `${signal}: finishing transactions in progress, then exiting`);
     server.stop().then(
       () => {
@@ -59,10 +61,17 @@ async function serve(opts: { config: string }): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reload());
+  process.on('SIGHUP', () => void server?.reload());
   // A fault in one session must not take the others down; it is logged and the process goes on.
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+  server = await YubinServer.start(loaded, { log });
+  log.info({ event: 'ready' }, 'ready');
+  if (stopping) {
+    const signal = stopping;
+    stopping = undefined;
+    stop(signal);
+  }
 }
 
 function describeListener(loaded: LoadedConfig, i: number): string[] {

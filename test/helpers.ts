@@ -78,7 +78,7 @@ export interface ServeProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs `yubin serve --config FILE` and waits until every listener is bound. */
+/** Runs `yubin serve --config FILE` and waits until every listener is bound and the server is ready. */
 export async function serve(t: Test, configFile: string, listenerCount: number): Promise<ServeProcess> {
   const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { env: { ...process.env, YUBIN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
@@ -136,6 +136,8 @@ export async function serve(t: Test, configFile: string, listenerCount: number):
   await Promise.race([
     (async () => {
       while (Object.keys(ports).length < listenerCount) await waitLog(() => Object.keys(ports).length >= listenerCount);
+      // Listeners are up first; the queue and the control socket follow, then `ready`.
+      await waitLog((l) => l.event === 'ready');
     })(),
     exited.then((code) => {
       throw new Error(`yubin serve exited with ${code}: ${stderr}`);
