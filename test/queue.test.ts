@@ -11,7 +11,8 @@ import { ManualClock, Tokens } from '../core/index.js';
 import { startTestServer, type TestServer, type TestServerOptions } from '../core/testing/index.js';
 import { startDnsServer, type DnsServer, type ZoneRecords } from './peers/dns.js';
 import { startSink, type Sink, type SinkBehaviour } from './peers/sink.js';
-import { tempDir } from './helpers.js';
+import { freePort, tempDir } from './helpers.js';
+import { selfSignedKeyPair } from '../core/tls.js';
 
 const BIRTH = Date.UTC(2026, 0, 5, 12, 0, 0);
 
@@ -297,4 +298,93 @@ t.test('a local recipient that no deliver plugin claims bounces with 5.1.1', asy
   t.equal(sink.messages[0]!.from, '', 'with the null sender');
   t.match(sink.messages[0]!.data, /<bob@example\.test>:\r\nSorry, no mailbox here by that name\. \(#5\.1\.1\)/);
   t.same(await server.server.spool.list(), []);
+});
+
+t.test('smarthost: all remote mail through one relay, with STARTTLS and AUTH; an unverifiable certificate is refused', async (t) => {
+  const tlsDir = await tempDir(t);
+  const pair = await selfSignedKeyPair(tlsDir, 'relay.test');
+  const relay = await startSink({ tls: pair, auth: { user: 'relayuser', pass: 's3cret' } });
+  t.teardown(() => relay.close());
+  const smarthost = { host: '127.0.0.1', port: relay.port, tls: 'starttls', user: 'relayuser', password: 's3cret', verifyCertificate: false };
+  const { server } = await rig(t, { delivery: { smarthost } });
+  await inject(server, 'alice@example.test', ['x@anywhere.example', 'y@elsewhere.example']);
+  await server.server.queue.idle();
+  t.equal(relay.messages.length, 2, 'one transaction per destination domain, both through the relay');
+  t.same(relay.auths, ['relayuser', 'relayuser']);
+  t.same(relay.secure, [true, true], 'under TLS');
+
+  const strict = await rig(t, { delivery: { smarthost: { ...smarthost, verifyCertificate: true } } });
+  const id = await inject(strict.server, 'alice@example.test', ['z@anywhere.example']);
+  await strict.server.server.queue.idle();
+  const st = await strict.server.server.spool.readState(id);
+  t.equal(st?.recipients[0]?.status, 'pending', 'a certificate that does not verify: deferred, not sent');
+  t.match(st?.recipients[0]?.error, /certificate/i);
+  t.equal(relay.messages.length, 2);
+});
+
+t.test('per-domain concurrency: never more parallel deliveries to one domain than concurrencyPerDomain', async (t) => {
+  const { server, sink } = await rig(t, { sink: { dataDelayMs: 150 }, config: { queue: { concurrencyPerDomain: 2 } } });
+  for (let i = 0; i < 6; i++) await inject(server, 'alice@example.test', [`u${i}@remote.test`]);
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 6);
+  t.equal(sink.maxConcurrent, 2);
+});
+
+t.test('delay warning: optional, once, to the sender, while the message stays queued', async (t) => {
+  const { server, clock } = await rig(t, { sink: { rcpt: () => ({ code: 451, message: '4.4.0 later' }) }, config: { queue: { delayWarning: '1h' } } });
+  const id = await inject(server, 'alice@example.test', ['slow@remote.test']);
+  await server.server.queue.idle();
+  t.equal((await maildir(server, 'example.test', 'alice')).length, 0, 'no notice before an hour');
+  for (const step of [1600_000, 2000_000, 2000_000]) {
+    clock.advance(step);
+    server.server.queue.wake();
+    await server.server.queue.idle();
+  }
+  const notes = await maildir(server, 'example.test', 'alice');
+  t.equal(notes.length, 1, 'one notice, not one per attempt');
+  t.match(notes[0], /Subject: Delayed Mail \(still being retried\)/);
+  t.match(notes[0], /Action: delayed\nStatus: 4\.4\.0/);
+  t.ok(await server.server.spool.has(id), 'still queued');
+});
+
+t.test('an MX that is this server is a loop: bounced, never sent to ourselves', async (t) => {
+  const port = await freePort();
+  const dns = await startDnsServer({ 'loop.test': { MX: [{ preference: 10, exchange: 'mx.loop.test' }] }, 'mx.loop.test': { A: ['127.0.0.1'] } });
+  t.teardown(() => dns.close());
+  const s = await startTestServer({
+    deliver: true,
+    listener: { listen: `127.0.0.1:${port}` },
+    config: { dns: { servers: [dns.address] }, delivery: { plugins: ['maildir'], remotePort: port } },
+  });
+  t.teardown(() => s.close());
+  await inject(s, 'alice@example.test', ['someone@loop.test']);
+  await s.server.queue.idle();
+  const [b] = await maildir(s, 'example.test', 'alice');
+  t.match(b, /<someone@loop\.test>:\nSorry, the MX mx\.loop\.test of loop\.test is this server: mail would loop back to myself\./);
+});
+
+t.test('two hosts of ours relaying to each other: the hop count stops the loop and the sender gets a bounce', async (t) => {
+  const [portA, portB] = [await freePort(), await freePort()];
+  const dns = await startDnsServer({ 'pingpong.test': { MX: [{ preference: 10, exchange: 'mx.pingpong.test' }] }, 'mx.pingpong.test': { A: ['127.0.0.1'] } });
+  t.teardown(() => dns.close());
+  // Each relays pingpong.test (rcpthosts, as a backup MX would) and finds the other as its MX.
+  const host = (port: number, other: number, name: string, domain: string) =>
+    startTestServer({
+      deliver: true,
+      plugins: ['rcpthosts'],
+      pluginOptions: { rcpthosts: { domains: ['pingpong.test', domain] } },
+      listener: { listen: `127.0.0.1:${port}` },
+      config: { hostname: name, localDomains: [domain], dns: { servers: [dns.address] }, delivery: { plugins: ['maildir'], remotePort: other } },
+    });
+  const a = await host(portA, portB, 'a.test', 'a.test');
+  t.teardown(() => a.close());
+  const b = await host(portB, portA, 'b.test', 'b.test');
+  t.teardown(() => b.close());
+  await inject(a, 'alice@a.test', ['ball@pingpong.test']);
+  const deadline = Date.now() + 30_000;
+  while ((await maildir(a, 'a.test', 'alice')).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  const [bounce] = await maildir(a, 'a.test', 'alice');
+  t.ok(bounce, 'the sender got a bounce');
+  t.match(bounce, /554 5\.4\.6 Too many hops/);
+  t.equal((bounce!.match(/^Received:/gm) ?? []).length >= 1, true);
 });

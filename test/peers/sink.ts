@@ -11,8 +11,14 @@ export interface SinkMessage {
 }
 
 export interface SinkBehaviour {
+  /** Offer STARTTLS with this key pair, and refuse MAIL before it. */
+  tls?: { key: Buffer; cert: Buffer };
+  /** Require AUTH (PLAIN/LOGIN) with these credentials. */
+  auth?: { user: string; pass: string };
   /** Reply to RCPT for this address: undefined accepts. */
   rcpt?: (address: string, attempt: number) => { code: number; message: string } | undefined;
+  /** Wait this long before answering the final dot (to observe concurrency). */
+  dataDelayMs?: number;
   /** Reply after the final dot: undefined accepts. */
   data?: (attempt: number) => { code: number; message: string } | undefined;
 }
@@ -23,6 +29,11 @@ export interface Sink {
   /** DATA transactions seen, accepted or not. */
   dataAttempts: number;
   rcptAttempts: Map<string, number>;
+  /** Most DATA transactions in progress at once. */
+  maxConcurrent: number;
+  /** Users that tried AUTH, and whether each transaction was under TLS. */
+  readonly auths: string[];
+  readonly secure: boolean[];
   close(): Promise<void>;
 }
 
@@ -31,18 +42,35 @@ function smtpError(reply: { code: number; message: string }): Error {
 }
 
 export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
+  let current = 0;
   const sink: Sink = {
     port: 0,
     messages: [],
     dataAttempts: 0,
     rcptAttempts: new Map(),
+    maxConcurrent: 0,
+    auths: [],
+    secure: [],
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
   const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH'],
-    hideSTARTTLS: true,
+    authOptional: !behaviour.auth,
+    disabledCommands: behaviour.auth ? [] : ['AUTH'],
+    hideSTARTTLS: !behaviour.tls,
+    ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
+    authMethods: ['PLAIN', 'LOGIN'],
     logger: false,
+    onAuth(auth, _session, cb) {
+      const want = behaviour.auth;
+      sink.auths.push(auth.username ?? '');
+      if (want && auth.username === want.user && auth.password === want.pass) return cb(null, { user: auth.username });
+      cb(Object.assign(new Error('Authentication credentials invalid'), { responseCode: 535 }));
+    },
+    onMailFrom(_address, session, cb) {
+      if (behaviour.tls && !session.secure) return cb(Object.assign(new Error('Must issue a STARTTLS command first'), { responseCode: 530 }));
+      sink.secure.push(Boolean(session.secure));
+      cb();
+    },
     onRcptTo(address: SMTPServerAddress, _session, cb) {
       const n = (sink.rcptAttempts.get(address.address) ?? 0) + 1;
       sink.rcptAttempts.set(address.address, n);
@@ -51,8 +79,12 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
     },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
+      current++;
+      sink.maxConcurrent = Math.max(sink.maxConcurrent, current);
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
+      stream.on('end', async () => {
+        if (behaviour.dataDelayMs) await new Promise((r) => setTimeout(r, behaviour.dataDelayMs));
+        current--;
         sink.dataAttempts++;
         const r = behaviour.data?.(sink.dataAttempts);
         if (r) return cb(smtpError(r));
