@@ -39,3 +39,6 @@ export { YubinServer, type StartOptions } from './server.js';
 export { createLogger, type Logger, type LoggerOptions } from './logger.js';
 export { ipMatcher, normalizeIp, type IpMatcher } from './ip.js';
 export { controlLines, WatchedFile, type WatchedFileOptions } from './watched-file.js';
+export { deliverToMaildir, ensureMaildir, LoopDetected, maildirName, type MaildirDelivery } from './maildir.js';
+export type { Envelope, EnvelopeAddress, MessageKind, QueueState, RecipientState, RecipientStatus } from './queue/spool.js';
+export type { Scheduler } from './queue/scheduler.js';
