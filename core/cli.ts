@@ -102,7 +102,18 @@ async function checkConfig(opts: { config: string }): Promise<void> {
       out.push(`  ${j + 1}. ${name} [${p.source}] hooks: ${p.hooks.join(', ') || 'none'}`);
     });
   });
-  for (const key of unusedOptionBlocks(loaded)) out.push(`warning: options for plugin ${key}, which no listener uses`);
+  const { queue: q, delivery: d } = config;
+  const hold = (n: number) => (n === 0 ? 'held' : String(n));
+  out.push(
+    `queue: concurrency local ${hold(q.concurrencyLocal)}, remote ${hold(q.concurrencyRemote)}, ${q.concurrencyPerDomain} per domain; lifetime ${q.lifetime / 1000} s; retry ${q.retry ? q.retry.map((ms) => `${ms / 1000} s`).join(', ') : "qmail's schedule"}`,
+    `delivery: ${d.smarthost ? `all remote mail via ${d.smarthost.host}:${d.smarthost.port} (tls ${d.smarthost.tls}${d.smarthost.user ? ', AUTH' : ''})` : `remote mail to each domain's MX on port ${d.remotePort}`}`,
+  );
+  d.plugins.forEach((ref, j) => {
+    const p = plugins.get(ref)!;
+    out.push(`  ${j + 1}. ${ref} [${p.source}] hooks: ${p.hooks.join(', ') || 'none'}`);
+  });
+  if (!d.plugins.length) out.push('  no deliver plugins: local addresses bounce (5.1.1)');
+  for (const key of unusedOptionBlocks(loaded)) out.push(`warning: options for plugin ${key}, which nothing uses`);
   process.stdout.write(out.join('\n') + '\n');
   await closePlugins(plugins.values(), log);
 }

@@ -90,7 +90,7 @@ export class YubinServer {
     await spool.init();
     const env: SessionEnv = { hostname: config.hostname, spool, services, log };
     const server = new YubinServer(loaded, options, container, services, env);
-    for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which no listener uses`);
+    for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which nothing uses`);
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
     try {
       for (const lc of config.listeners) await server.startListener(lc);

@@ -32,10 +32,12 @@ t.test('check-config on the embedded default prints each listener and its plugin
   t.match(r.stdout, /config .*config\/yubin\.yaml: ok/);
   t.match(r.stdout, /listener smtp: smtp on 127\.0\.0\.1:2525, tls none\n.*\n  1\. badmailfrom \[built-in\] hooks: mail, rcpt\n  2\. rcpthosts \[built-in\] hooks: rcpt\n/);
   t.match(r.stdout, /listener submission: smtp on 127\.0\.0\.1:2587, tls starttls\n.*\n  1\. rcpthosts \[built-in\]/);
+  t.match(r.stdout, /\nqueue: concurrency local 10, remote 20, 10 per domain; lifetime 604800 s; retry qmail's schedule\ndelivery: remote mail to each domain's MX on port 25\n  1\. maildir \[built-in\] hooks: deliver\n/);
 });
 
 t.test('config errors name the file, the line, the key and the reason, and exit 2', async (t) => {
   const dir = await tempDir(t);
+  const L = 'listeners:\n  - { name: smtp, protocol: smtp, listen: "127.0.0.1:2525" }\n';
   const cases: Array<[string, string, RegExp]> = [
     ['unknown-plugin.yaml', 'listeners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    plugins: [rcpthosts, no-such-plugin]\n', /unknown-plugin\.yaml:5: listeners\[0\]\(smtp\)\.plugins\[1\]: unknown plugin "no-such-plugin"/],
     ['bad-key.yaml', 'listeners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    limits:\n      maxRecipients: -3\n', /bad-key\.yaml:6: listeners\[0\]\(smtp\)\.limits\.maxRecipients: .*/],
@@ -46,6 +48,11 @@ t.test('config errors name the file, the line, the key and the reason, and exit 
     ['yaml-syntax.yaml', 'listeners:\n  - name: [unclosed\n', /yaml-syntax\.yaml:\d+: YAML syntax: /],
     ['plugin-option.yaml', 'plugins:\n  rcpthosts:\n    domainz: [a.example]\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    plugins: [rcpthosts]\n', /plugin-option\.yaml:3: plugins\.rcpthosts\.domainz: Unrecognized key: "domainz"/],
     ['plugin-file.yaml', 'plugins:\n  tcprules: { file: ./missing.tcp }\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    plugins: [tcprules]\n', /plugin-file\.yaml:2: plugins\.tcprules: cannot read .*missing\.tcp: ENOENT/],
+    ['queue.yaml', `queue:\n  concurrencyRemote: -1\n${L}`, /queue\.yaml:2: queue\.concurrencyRemote: /],
+    ['retry.yaml', `queue:\n  retry: [5m, soon]\n${L}`, /retry\.yaml:2: queue\.retry\[1\]: not a duration/],
+    ['smarthost.yaml', `delivery:\n  smarthost: { port: 25 }\n${L}`, /smarthost\.yaml:2: delivery\.smarthost\.host: /],
+    ['deliver-plugin.yaml', `delivery:\n  plugins: [maildirr]\n${L}`, /deliver-plugin\.yaml:2: delivery\.plugins\[0\]: unknown plugin "maildirr"/],
+    ['dns.yaml', `dns:\n  servers: [dns.example]\n${L}`, /dns\.yaml:2: dns\.servers\[0\]: expected an IP address/],
     ['dup.yaml', 'listeners:\n  - { name: a, protocol: smtp, listen: "127.0.0.1:2525" }\n  - { name: a, protocol: smtp, listen: "127.0.0.1:2525" }\n', /listener name a is used twice/],
   ];
   for (const [name, text, expected] of cases) {
