@@ -180,3 +180,20 @@ t.test('queue bounce sends a DSN to the local sender; queue delete removes witho
   t.equal((await maildir(s, 'alice')).length, 1, 'no bounce for a deleted message');
   t.equal(await server.stop(), 0);
 });
+
+t.test('a held queue (concurrency 0) keeps mail until a reload releases it', async (t) => {
+  const s = await setup(t);
+  const original = await readFile(s.config, 'utf8');
+  await writeFile(s.config, `${original}queue: { concurrencyLocal: 0, concurrencyRemote: 0 }\n`);
+  const server = await serve(t, s.config, 1);
+  t.equal((await sendmailCmd(s, ['bob'], 'Subject: held\n\nwait\n')).code, 0);
+  t.equal((await sendmailCmd(s, ['far@remote.test'], 'Subject: held too\n\nwait\n')).code, 0);
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal((await maildir(s, 'bob')).length, 0, 'held');
+  t.match((await yubin(['queue', 'stat', '-c', s.config])).stdout, /messages in queue: 2\nrecipients pending: 2 \(local 1, remote 1\)/);
+  await writeFile(s.config, original);
+  server.child.kill('SIGHUP');
+  await until(async () => (await maildir(s, 'bob')).length === 1 && s.sink.messages.length === 1);
+  t.equal((await queueIds(s)).length, 0);
+  t.equal(await server.stop(), 0);
+});

@@ -74,6 +74,8 @@ export class Scheduler {
   private readonly held = new Set<string>();
   private readonly forced = new Set<string>();
   private readonly bounceNow = new Set<string>();
+  /** Just committed: no state file yet, so none is read. */
+  private readonly fresh = new Set<string>();
   private readonly queues: Record<Channel, Job[]> = { local: [], remote: [] };
   private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
   private readonly perDomain = new Map<string, number>();
@@ -103,6 +105,7 @@ export class Scheduler {
   /** A message was just committed (SMTP, bounce, sendmail). */
   add(id: string): void {
     if (this.active.has(id) || this.index.has(id)) return;
+    this.fresh.add(id);
     this.schedule(id, this.deps.clock.now());
     this.pump();
   }
@@ -181,6 +184,7 @@ export class Scheduler {
 
   private unindex(id: string): void {
     this.index.delete(id);
+    this.fresh.delete(id);
     this.held.delete(id);
     this.forced.delete(id);
   }
@@ -226,6 +230,12 @@ export class Scheduler {
       if (!top || top.at > this.deps.clock.now()) break;
       this.heap.pop();
       this.index.delete(top.id);
+      const q = this.deps.queue();
+      if (q.concurrencyLocal === 0 && q.concurrencyRemote === 0 && !this.bounceNow.has(top.id)) {
+        // Everything is held: nothing to read until the config changes.
+        this.held.add(top.id);
+        continue;
+      }
       try {
         await this.load(top.id);
       } catch (err) {
@@ -266,7 +276,7 @@ export class Scheduler {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted meanwhile
       throw err;
     }
-    const state: QueueState = (await spool.readState(id)) ?? {
+    const state: QueueState = (this.fresh.delete(id) ? undefined : await spool.readState(id)) ?? {
       recipients: envelope.recipients.map((r) => ({ address: r.address, status: 'pending', attempts: 0, next: envelope.received })),
     };
     const msg: Active = { id, envelope, state, jobs: 0, writing: Promise.resolve() };
@@ -554,7 +564,7 @@ export class Scheduler {
     log.info({ event: delayed ? 'delay-notice' : 'bounce', id: msg.id, bounceId: id, to, rcpts: rcpts.map((r) => r.address) }, `${delayed ? 'delay notice' : double ? 'double bounce' : 'bounce'} msg ${msg.id} to <${to}> as ${id}`);
   }
 
-  /** Counts for `queue stat` while the server runs. */
+  /** Counts for the control socket's status. */
   counts(): { waiting: number; active: number; held: number } {
     return { waiting: this.index.size, active: this.active.size, held: this.held.size };
   }
