@@ -322,6 +322,16 @@ t.test('smarthost: all remote mail through one relay, with STARTTLS and AUTH; an
   t.equal(relay.messages.length, 2);
 });
 
+t.test('a message larger than the remote SIZE bounces at once (5.3.4), without a DATA attempt', async (t) => {
+  const { server, sink } = await rig(t, { sink: { size: 1000 } });
+  await inject(server, 'alice@example.test', ['big@remote.test'], `Subject: big\r\n\r\n${'x'.repeat(2000)}\r\n`);
+  await server.server.queue.idle();
+  t.equal(sink.dataAttempts, 0);
+  const [b] = await maildir(server, 'example.test', 'alice');
+  t.match(b, /<big@remote\.test>:\nRemote host mx\.remote\.test said: Message size larger than allowed 1000/);
+  t.match(b, /Status: 5\.3\.4/);
+});
+
 t.test('per-domain concurrency: never more parallel deliveries to one domain than concurrencyPerDomain', async (t) => {
   const { server, sink } = await rig(t, { sink: { dataDelayMs: 150 }, config: { queue: { concurrencyPerDomain: 2 } } });
   for (let i = 0; i < 6; i++) await inject(server, 'alice@example.test', [`u${i}@remote.test`]);

@@ -140,9 +140,10 @@ function fromTransaction(job: RemoteJob, host: string, info: SMTPConnection.Sent
       continue;
     }
     const reply = (e.response ?? e.message).trim();
-    const code = e.responseCode;
+    // The remote's SIZE says it will never take this message: as final as a 552.
+    const code = e.responseCode ?? (/larger than allowed/.test(e.message) ? 552 : undefined);
     const text = `Remote host ${host} said: ${reply}`;
-    if (code && code >= 500) out.set(rcpt, permanent(statusOf(reply, code), text, { remoteMta, diagnostic: reply }));
+    if (code && code >= 500) out.set(rcpt, permanent(e.responseCode ? statusOf(reply, code) : '5.3.4', text, { remoteMta, diagnostic: reply }));
     else out.set(rcpt, temporary(code ? statusOf(reply, code) : '4.4.2', code ? text : `Connection to ${host} failed during the transaction: ${e.message}`, { remoteMta, diagnostic: code ? reply : undefined }));
   }
   return out;

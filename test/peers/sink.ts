@@ -17,6 +17,8 @@ export interface SinkBehaviour {
   auth?: { user: string; pass: string };
   /** Reply to RCPT for this address: undefined accepts. */
   rcpt?: (address: string, attempt: number) => { code: number; message: string } | undefined;
+  /** Advertise SIZE with this limit. */
+  size?: number;
   /** Wait this long before answering the final dot (to observe concurrency). */
   dataDelayMs?: number;
   /** Reply after the final dot: undefined accepts. */
@@ -59,6 +61,7 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
     hideSTARTTLS: !behaviour.tls,
     ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
     authMethods: ['PLAIN', 'LOGIN'],
+    ...(behaviour.size ? { size: behaviour.size } : {}),
     logger: false,
     onAuth(auth, _session, cb) {
       const want = behaviour.auth;
