@@ -138,6 +138,22 @@ t.test('451 then 250: deferred on qmail schedule (birth + 400 s), retried, deliv
   t.same(await server.server.spool.list(), []);
 });
 
+t.test('a configured retry list replaces the qmail schedule', async (t) => {
+  const { server, sink, clock } = await rig(t, { sink: { data: (n) => (n < 3 ? { code: 451, message: '4.3.0 later' } : undefined) }, config: { queue: { retry: ['60s', '2m'] } } });
+  const id = await inject(server, 'alice@example.test', ['one@remote.test']);
+  await server.server.queue.idle();
+  t.equal((await server.server.spool.readState(id))?.recipients[0]?.next, BIRTH + 60_000);
+  clock.advance(60_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal((await server.server.spool.readState(id))?.recipients[0]?.next, BIRTH + 60_000 + 120_000);
+  clock.advance(120_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1);
+  t.equal(sink.dataAttempts, 3);
+});
+
 t.test('550: a bounce in RFC 3464 shape reaches the local sender\'s Maildir', async (t) => {
   const { server, sink } = await rig(t, { sink: { rcpt: (a) => (a.startsWith('nobody') ? { code: 550, message: '5.1.1 no such user here' } : undefined) } });
   const id = await inject(server, 'alice@example.test', ['nobody@remote.test', 'nobody2@remote.test', 'ok@remote.test']);
