@@ -92,22 +92,26 @@ export class YubinServer {
     const server = new YubinServer(loaded, options, container, services, env);
     for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which nothing uses`);
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
+    server.scheduler = new Scheduler({
+      spool,
+      clock: services.clock,
+      log: log.child({ component: 'queue' }),
+      dns: services.dns,
+      localDomains: services.localDomains,
+      hostname: config.hostname,
+      queue: () => server.loaded.config.queue,
+      delivery: () => server.loaded.config.delivery,
+      runtime: () => server.deliveryRuntime(),
+      isOwnSocket: (ip, port) => server.isOwnSocket(ip, port),
+    });
+    // Commits are taken from the first one on; the spool is listed only once
+    // the control socket is up, so a message committed at any point of
+    // start-up is either listed or announced.
+    server.scheduler.attach();
     try {
       for (const lc of config.listeners) await server.startListener(lc);
-      server.scheduler = new Scheduler({
-        spool,
-        clock: services.clock,
-        log: log.child({ component: 'queue' }),
-        dns: services.dns,
-        localDomains: services.localDomains,
-        hostname: config.hostname,
-        queue: () => server.loaded.config.queue,
-        delivery: () => server.loaded.config.delivery,
-        runtime: () => server.deliveryRuntime(),
-        isOwnSocket: (ip, port) => server.isOwnSocket(ip, port),
-      });
-      await server.scheduler.start();
       server.control = await ControlServer.listen(config.dataDir, server.scheduler, log);
+      await server.scheduler.start();
     } catch (err) {
       await server.close();
       throw err;

@@ -64,6 +64,7 @@ type Job =
 
 const ADMIN_BOUNCE = 'This message was bounced by the administrator (yubin queue bounce).';
 const WAKE_MS = 1000;
+const RESCAN_MS = 5 * 60_000;
 
 export class Scheduler {
   /** Waiting messages: id → when it is next due. The heap orders them; an entry whose time differs from the index is stale. */
@@ -81,6 +82,7 @@ export class Scheduler {
   private readonly perDomain = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
   private pumping = false;
   private repump = false;
   private stopped = false;
@@ -93,13 +95,33 @@ export class Scheduler {
     return Math.max(100, 4 * (q.concurrencyLocal + q.concurrencyRemote));
   }
 
+  /**
+   * Takes commits from now on. Called before any listener or the control
+   * socket opens, so nothing committed during start-up is missed.
+   */
+  attach(): void {
+    this.deps.spool.onCommit = (id) => this.add(id);
+  }
+
   /** Recovers the spool: every committed message is due now (its state says which recipients really are). */
   async start(): Promise<void> {
-    const ids = await this.deps.spool.list();
-    for (const id of ids) this.schedule(id, 0);
-    this.deps.spool.onCommit = (id) => this.add(id);
-    this.deps.log.info({ event: 'queue-start', messages: ids.length }, `queue: ${ids.length} messages recovered`);
+    this.attach();
+    const count = await this.rescan();
+    this.deps.log.info({ event: 'queue-start', messages: count }, `queue: ${count} messages recovered`);
+    // qmail-send looks at its queue every 25 minutes whatever the triggers said; so do we, more often.
+    this.rescanTimer = setInterval(() => void this.rescan().catch(() => undefined), RESCAN_MS);
+    this.rescanTimer.unref();
     this.pump();
+  }
+
+  /** Schedules every message in the spool the scheduler does not know yet; returns how many the spool holds. */
+  private async rescan(): Promise<number> {
+    const ids = await this.deps.spool.list();
+    for (const id of ids) {
+      if (!this.index.has(id) && !this.active.has(id) && !this.held.has(id)) this.schedule(id, 0);
+    }
+    this.pump();
+    return ids.length;
   }
 
   /** A message was just committed (SMTP, bounce, sendmail). */
@@ -171,6 +193,7 @@ export class Scheduler {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.rescanTimer) clearInterval(this.rescanTimer);
     this.deps.spool.onCommit = undefined;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);

@@ -1,0 +1,47 @@
+/**
+ * The crash rig (bench/crash) at small scale: yubin killed with SIGKILL five
+ * times under load from four clients, restarted each time, then every
+ * message it answered 250 must be in each recipient's Maildir.
+ */
+import type { ChildProcess } from 'node:child_process';
+import t from 'tap';
+import { runCrash } from '../bench/crash/crash.js';
+import { tempDir } from './helpers.js';
+
+t.test('nothing acknowledged is lost across kill -9 and restart', async (t) => {
+  const dir = await tempDir(t, 'yubin-crash-t-');
+  const children: ChildProcess[] = [];
+  t.teardown(() => {
+    // runCrash stops everything it started; this is for a run cut short by a failure or timeout.
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
+  const r = await runCrash({
+    kills: 5,
+    clients: 4,
+    seed: 20261125,
+    tailMs: 500,
+    settleTimeoutMs: 60_000,
+    dir,
+    onChild: (c) => children.push(c),
+    log: (line) => t.comment(line),
+  });
+  t.comment(`acknowledged ${r.messages.acknowledged}, recipients ${r.recipientsExpected}, delivered ${r.recipientsDelivered}, duplicates ${r.duplicates}, lost ${r.lost}, ${r.elapsedMs} ms`);
+
+  t.equal(r.kills, 5, 'five kills');
+  t.ok(r.messages.acknowledged > 0, 'messages were acknowledged');
+  t.equal(r.lost, 0, 'no acknowledged recipient lost', { lost: r.lostRecipients });
+  t.ok(r.recipientsDelivered >= r.recipientsExpected, 'every acknowledged recipient delivered');
+  t.ok(r.deliveredFiles >= r.recipientsExpected, 'delivered files >= acknowledged recipients');
+  t.ok(r.killsInFlight >= 1, 'at least one kill hit messages in flight', { killLog: r.killLog });
+  t.equal(r.corrupt, 0, 'no delivered file differs from what was sent');
+  t.equal(r.misdelivered, 0, 'no message in the wrong Maildir');
+  t.equal(r.abortedDelivered, 0, 'nothing delivered whose final dot was never sent');
+  t.equal(r.leftInQueue, 0, 'the queue emptied');
+  t.equal(r.redeliveries.sameProcess + r.redeliveries.afterCleanStop, 0, 'every redelivery follows a kill', { examples: r.redeliveries.examples });
+  t.ok(r.ok, 'the run passed', { problems: r.problems });
+  t.ok(children.length >= 6, 'a server per start (and the queue commands) were started');
+  t.ok(
+    children.every((c) => c.exitCode !== null || c.signalCode !== null),
+    'every child process has exited',
+  );
+});
