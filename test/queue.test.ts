@@ -138,6 +138,24 @@ t.test('451 then 250: deferred on qmail schedule (birth + 400 s), retried, deliv
   t.same(await server.server.spool.list(), []);
 });
 
+t.test('a held local channel does not stop the remote recipients of the same message from being retried', async (t) => {
+  const { server, sink, clock } = await rig(t, { sink: { data: (n) => (n === 1 ? { code: 451, message: '4.3.0 later' } : undefined) }, config: { queue: { concurrencyLocal: 0 } } });
+  const id = await inject(server, 'alice@example.test', ['bob@example.test', 'far@remote.test']);
+  await server.server.queue.idle();
+  t.equal(sink.dataAttempts, 1);
+  clock.advance(400_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1, 'the remote recipient got it on its retry');
+  const st = await server.server.spool.readState(id);
+  t.same(
+    st?.recipients.map((r) => r.status),
+    ['pending', 'delivered'],
+    'the local one still waits for its channel',
+  );
+  t.same(server.server.queue.counts(), { waiting: 0, active: 0, held: 1 });
+});
+
 t.test('a configured retry list replaces the qmail schedule', async (t) => {
   const { server, sink, clock } = await rig(t, { sink: { data: (n) => (n < 3 ? { code: 451, message: '4.3.0 later' } : undefined) }, config: { queue: { retry: ['60s', '2m'] } } });
   const id = await inject(server, 'alice@example.test', ['one@remote.test']);

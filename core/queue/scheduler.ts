@@ -286,6 +286,12 @@ export class Scheduler {
     for (const w of waiters) w();
   }
 
+  /** The recipient's channel is not held (concurrency above 0). */
+  private runs(r: RecipientState): boolean {
+    const q = this.deps.queue();
+    return (this.channelOf(r.address) === 'local' ? q.concurrencyLocal : q.concurrencyRemote) > 0;
+  }
+
   private channelOf(address: string): Channel {
     return this.deps.localDomains.has(splitAddress(address).domain) ? 'local' : 'remote';
   }
@@ -311,11 +317,10 @@ export class Scheduler {
     const forced = this.forced.delete(id);
     const due = state.recipients.filter((r) => r.status === 'pending' && (forced || r.next <= now));
     const q = this.deps.queue();
-    const runnable = due.filter((r) => (this.channelOf(r.address) === 'local' ? q.concurrencyLocal : q.concurrencyRemote) > 0);
+    const runnable = due.filter((r) => this.runs(r));
     this.active.set(id, msg);
     if (!runnable.length) {
-      if (due.length) this.held.add(id);
-      await this.finish(msg, due.length > 0);
+      await this.finish(msg);
       return;
     }
     // qmail's queuelifetime: an attempt started after birth + lifetime is the last one.
@@ -501,11 +506,11 @@ export class Scheduler {
       msg.writing = msg.writing.then(() => this.deps.spool.writeState(msg.id, msg.state)).catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
       return;
     }
-    await this.finish(msg, false);
+    await this.finish(msg);
   }
 
   /** Every job of this round is over: bounce what failed, then remove the message or schedule the next round. */
-  private async finish(msg: Active, held: boolean): Promise<void> {
+  private async finish(msg: Active): Promise<void> {
     const { spool, log, clock } = this.deps;
     try {
       await msg.writing;
@@ -533,8 +538,10 @@ export class Scheduler {
         msg.state.warned = true;
       }
       if (msg.state.recipients.some((r) => r.attempts > 0) || failed.length) await spool.writeState(msg.id, msg.state);
-      if (held) return;
-      this.schedule(msg.id, Math.min(...pending.map((r) => r.next)));
+      // Recipients of a held channel wait for a reload or flush; the others keep their schedule.
+      const live = pending.filter((r) => this.runs(r));
+      if (live.length) this.schedule(msg.id, Math.min(...live.map((r) => r.next)));
+      else this.held.add(msg.id);
     } catch (err) {
       log.error({ event: 'queue-error', id: msg.id, err: (err as Error).message }, `cannot finish message ${msg.id}; trying again later`);
       this.schedule(msg.id, clock.now() + 60_000);
