@@ -328,3 +328,49 @@ export function treeCpuTicks(root: number): number {
   }
   return total;
 }
+
+/** Busy CPU time of the whole machine so far (user, nice, system, irq, softirq, steal from /proc/stat), clock ticks. */
+export function machineBusyTicks(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  return (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
+}
+
+/**
+ * CPU used on the machine during a measurement by anything but the
+ * benchmark: all busy time minus this process's tree (the bench, smtp-source,
+ * smtp-sink, the servers it spawned and the children they reaped) and the
+ * trees of other roots it measures (Postfix's master, which daemonizes).
+ * What remains is kernel threads (the filesystem journal, block I/O) and
+ * whatever else runs on the machine; a large figure means the run was
+ * disturbed.
+ */
+export class OtherCpu {
+  private busy0 = 0;
+  private ours0 = 0;
+
+  constructor(private readonly roots: () => number[]) {}
+
+  private ours(): number {
+    const pids = new Set<number>();
+    for (const root of [process.pid, ...this.roots()]) for (const pid of processTree(root)) pids.add(pid);
+    let t = 0;
+    for (const pid of pids) {
+      const st = readStat(pid);
+      if (st) t += st.cpuTicks + st.childCpuTicks;
+    }
+    return t;
+  }
+
+  start(): void {
+    this.busy0 = machineBusyTicks();
+    this.ours0 = this.ours();
+  }
+
+  /** Seconds of CPU used by others since start(). */
+  seconds(): number {
+    const other = machineBusyTicks() - this.busy0 - (this.ours() - this.ours0);
+    return Math.round((Math.max(0, other) / CLOCK_TICKS_PER_SECOND) * 100) / 100;
+  }
+}

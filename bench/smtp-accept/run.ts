@@ -1,24 +1,22 @@
 /**
  * bench/smtp-accept: how fast yubin takes mail, next to Haraka and Postfix.
  *
- * Postfix's smtp-source sends N messages of L bytes over S parallel sessions
- * (one message per connection, its default) to each server in turn, on
- * loopback. Every (server, sessions) run gets a freshly started server in a
- * fresh directory. Throughput is messages / wall seconds of the smtp-source
+ * Postfix's smtp-source sends N messages of L bytes, each with R recipients,
+ * over S parallel sessions (one message per connection, its default) to each
+ * server in turn, on loopback. Every (server, sessions, recipients) run gets a
+ * freshly started server in a fresh directory. Throughput is messages / wall seconds of the smtp-source
  * process (monotonic clock); a run only counts if smtp-source exited 0 and
  * the server took exactly N messages.
  *
- *   npm run bench                                  # full: 5,000 messages x sessions 1, 20, 50
+ *   npm run bench                                  # full: 5,000 messages x sessions 1, 20, 50 x rcpts 1, 10
  *   npm run bench -- --quick                       # smoke: 500 messages
  *   node dist/bench/smtp-accept/run.js --help
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { CLOCK_TICKS_PER_SECOND, MemorySampler, readMemory, runCommand, sleep, treeCpuTicks } from './proc.js';
+import { gitInfo, loadAverage, machineInfo, mb, parseList, positive, repoRoot, table } from '../common.js';
+import { CLOCK_TICKS_PER_SECOND, MemorySampler, OtherCpu, readMemory, runCommand, sleep, treeCpuTicks } from './proc.js';
 import { ensureSmtpSource, haraka, postfix, yubin, type RunningServer, type ServerName, type ServerUnderTest } from './servers.js';
 
 const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run bench -- [options])
@@ -26,6 +24,8 @@ const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run
   --messages N      messages per run (default 5000; env BENCH_MESSAGES)
   --quick           smoke run: 500 messages unless --messages says otherwise
   --sessions LIST   parallel smtp-source sessions, comma-separated (default 1,20,50)
+  --rcpts LIST      recipients per message, comma-separated (default 1,10); smtp-source -r N
+                    sends N distinct recipients (postmaster, 2postmaster, ... Npostmaster @localhost)
   --size BYTES      message payload for smtp-source -l (default 5120)
   --servers LIST    any of yubin,haraka,postfix (default all three)
   --timeout SEC     limit for one smtp-source run (default 1800)
@@ -45,6 +45,8 @@ const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run
 interface RunResult {
   server: ServerName;
   sessions: number;
+  /** Recipients per message (smtp-source -r). */
+  recipients: number;
   messages: number;
   bytes: number;
   valid: boolean;
@@ -52,8 +54,10 @@ interface RunResult {
   /** Wall time of the smtp-source process. */
   seconds: number;
   msgsPerSec: number;
-  /** Messages the server had taken when we stopped looking. */
+  /** Messages (recipients, for Postfix) the server had taken when we stopped looking. */
   accepted: number;
+  /** What accepted had to reach: messages, or messages x recipients for Postfix (one discard log line per recipient). */
+  expected: number;
   /** Time after smtp-source exited until the count reached `messages` (Postfix: discard deliveries catching up). */
   settleSeconds: number;
   /** Headline peak memory, MB (see the server's memoryBasis). */
@@ -65,43 +69,14 @@ interface RunResult {
   peakProcesses: number;
   /** CPU seconds used by the server (and its children) from the start of smtp-source to settle. */
   serverCpuSeconds: number;
+  /** CPU used meanwhile by kernel threads and processes outside the benchmark (a large figure: the run was disturbed). */
+  otherCpuSeconds?: number;
   smtpSourceExit: number | string | null;
   smtpSourceOutput?: string;
   greeting: string;
-}
-
-const mb = (kb: number) => Math.round((kb / 1024) * 10) / 10;
-
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'yubin') return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the yubin checkout above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
-
-function parseList(value: string, what: string): number[] {
-  const list = value.split(',').map((s) => Number(s.trim()));
-  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n <= 0)) throw new Error(`--${what}: expected positive integers separated by commas, got ${value}`);
-  return list;
-}
-
-function positive(value: string | undefined, what: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${what}: expected a positive integer, got ${value}`);
-  return n;
-}
-
-function sh(cmd: string, args: string[], cwd?: string): string {
-  try {
-    return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return '';
-  }
+  /** Warnings and errors in the server's own log during the run (first 10; the count is in logProblemCount). */
+  logProblems?: string[];
+  logProblemCount?: number;
 }
 
 let current: RunningServer | undefined;
@@ -119,9 +94,11 @@ async function waitForCount(server: RunningServer, expected: number, timeoutMs: 
 async function runOne(
   sut: ServerUnderTest,
   sessions: number,
+  recipients: number,
   opts: { messages: number; bytes: number; timeoutMs: number; smtpSource: string; dir: string; keep: boolean; reuse: boolean },
 ): Promise<RunResult> {
-  const base = { server: sut.name, sessions, messages: opts.messages, bytes: opts.bytes };
+  const expected = opts.messages * (sut.countsRecipients ? recipients : 1);
+  const base = { server: sut.name, sessions, recipients, messages: opts.messages, expected, bytes: opts.bytes };
   rmSync(opts.dir, { recursive: true, force: true });
   let server: RunningServer;
   try {
@@ -136,20 +113,29 @@ async function runOne(
     const sampler = new MemorySampler(() => server.pids(), sut.multiProcess ? 200 : 100, 1000);
     sampler.start();
     const cpuBefore = treeCpuTicks(server.rootPid);
+    const other = new OtherCpu(() => [server.rootPid]);
+    other.start();
     // One message per connection unless --reuse (-d); HELO name given so smtp-source looks nothing up.
-    const args = [...(opts.reuse ? ['-d'] : []), '-s', String(sessions), '-m', String(opts.messages), '-l', String(opts.bytes), '-M', 'client.bench.test', '-f', sut.sender, '-t', sut.recipient, `127.0.0.1:${server.port}`];
+    // -r N: N recipients per transaction, smtp-source numbers them (postmaster, 2postmaster, ...).
+    const args = [
+      ...(opts.reuse ? ['-d'] : []),
+      ...(recipients > 1 ? ['-r', String(recipients)] : []),
+      '-s', String(sessions), '-m', String(opts.messages), '-l', String(opts.bytes), '-M', 'client.bench.test', '-f', sut.sender, '-t', sut.recipient, `127.0.0.1:${server.port}`,
+    ];
     const src = await runCommand(opts.smtpSource, args, { timeoutMs: opts.timeoutMs, cwd: opts.dir });
     const seconds = src.ms / 1000;
     // Postfix is still discarding when smtp-source ends; wait for it (and for Haraka's 100 ms counter).
     const settleLimit = sut.name === 'postfix' ? 300_000 : 5_000;
-    const { accepted, settleMs } = src.code === 0 ? await waitForCount(server, opts.messages, settleLimit) : { accepted: server.accepted(), settleMs: 0 };
+    const { accepted, settleMs } = src.code === 0 ? await waitForCount(server, expected, settleLimit) : { accepted: server.accepted(), settleMs: 0 };
     const cpuTicks = treeCpuTicks(server.rootPid) - cpuBefore;
+    const otherCpuSeconds = other.seconds();
     const peak = sampler.stop();
     const hwm = readMemory(server.rootPid)?.hwmKb ?? peak.maxProcessHwmKb;
     const errors: string[] = [];
     if (src.timedOut) errors.push(`smtp-source timed out after ${opts.timeoutMs / 1000} s`);
     if (src.code !== 0) errors.push(`smtp-source exited ${src.code ?? src.signal}: ${(src.stdout + src.stderr).trim().split('\n').slice(-3).join(' | ')}`);
-    if (accepted !== opts.messages) errors.push(`server took ${accepted} of ${opts.messages} messages`);
+    if (accepted !== expected) errors.push(`server took ${accepted} of ${expected} ${sut.countsRecipients ? 'recipients' : 'messages'}`);
+    const problems = server.problems();
     const result: RunResult = {
       ...base,
       valid: errors.length === 0,
@@ -161,9 +147,14 @@ async function runOne(
       peakPssMb: mb(peak.peakPssSumKb ?? 0),
       peakProcesses: peak.peakProcesses,
       serverCpuSeconds: Math.round((cpuTicks / CLOCK_TICKS_PER_SECOND) * 100) / 100,
+      otherCpuSeconds,
       smtpSourceExit: src.code ?? src.signal,
       greeting: server.greeting,
     };
+    if (problems.length) {
+      result.logProblemCount = problems.length;
+      result.logProblems = problems.slice(0, 10);
+    }
     if (sut.multiProcess) {
       result.maxHwmByCommMb = Object.fromEntries(Object.entries(peak.maxHwmByComm).map(([k, v]) => [k, mb(v)]));
     }
@@ -180,11 +171,6 @@ async function runOne(
   }
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
-}
-
 const fmtRatio = (a: RunResult | undefined, b: RunResult | undefined, key: 'msgsPerSec' | 'peakRssMb' | 'peakPssMb') =>
   a?.valid && b?.valid && b[key] > 0 ? Math.round((a[key] / b[key]) * 100) / 100 : undefined;
 
@@ -194,6 +180,7 @@ async function main(): Promise<void> {
       messages: { type: 'string' },
       quick: { type: 'boolean', default: false },
       sessions: { type: 'string', default: '1,20,50' },
+      rcpts: { type: 'string', default: '1,10' },
       size: { type: 'string' },
       servers: { type: 'string', default: 'yubin,haraka,postfix' },
       timeout: { type: 'string' },
@@ -216,6 +203,7 @@ async function main(): Promise<void> {
   const root = repoRoot();
   const messages = positive(values.messages ?? process.env.BENCH_MESSAGES, 'messages', values.quick ? 500 : 5000);
   const sessionsList = parseList(values.sessions, 'sessions');
+  const rcptsList = parseList(values.rcpts, 'rcpts');
   const bytes = positive(values.size, 'size', 5120);
   const timeoutMs = positive(values.timeout, 'timeout', 1800) * 1000;
   const install = !values['no-install'];
@@ -235,77 +223,89 @@ async function main(): Promise<void> {
   }
   mkdirSync(workdir, { recursive: true });
 
-  const machine = {
-    cpus: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? '?',
-    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-    kernel: os.release(),
-    node: process.version,
-    workdir,
-    workdirFilesystem: sh('stat', ['-f', '-c', '%T', workdir]),
-  };
-  const git = {
-    commit: sh('git', ['rev-parse', 'HEAD'], root),
-    /** core/, plugins/ or config/ had uncommitted changes when the run started. */
-    dirty: sh('git', ['status', '--porcelain', '--', 'core', 'plugins', 'config'], root) !== '',
-  };
+  const machine = machineInfo(workdir);
+  const git = gitInfo(root);
 
   process.stdout.write(
-    `smtp-accept: ${messages} messages of ${bytes} bytes per run, smtp-source sessions ${sessionsList.join(', ')}, ${values.reuse ? 'one connection per session (-d)' : 'one message per connection'}, loopback\n` +
+    `smtp-accept: ${messages} messages of ${bytes} bytes per run, smtp-source sessions ${sessionsList.join(', ')}, recipients per message ${rcptsList.join(', ')}, ${values.reuse ? 'one connection per session (-d)' : 'one message per connection'}, loopback\n` +
       `machine: ${machine.cpus} cpus (${machine.cpuModel}), node ${machine.node}, workdir on ${machine.workdirFilesystem}\n`,
   );
 
   const runs: RunResult[] = [];
-  for (const sessions of sessionsList) {
-    for (const sut of servers) {
-      if (sut.unavailable) continue;
-      process.stdout.write(`  ${sut.name.padEnd(7)} sessions ${String(sessions).padStart(2)} ... `);
-      let r: RunResult;
-      try {
-        r = await runOne(sut, sessions, { messages, bytes, timeoutMs, smtpSource, dir: path.join(workdir, `${sut.name}-s${sessions}`), keep: values.keep, reuse: values.reuse });
-      } catch (err) {
-        const msg = err instanceof Error ? err.message : String(err);
-        r = { server: sut.name, sessions, messages, bytes, valid: false, error: msg, seconds: 0, msgsPerSec: 0, accepted: 0, settleSeconds: 0, peakRssMb: 0, peakPssMb: 0, peakProcesses: 0, serverCpuSeconds: 0, smtpSourceExit: null, greeting: '' };
+  for (const rcpts of rcptsList) {
+    for (const sessions of sessionsList) {
+      for (const sut of servers) {
+        if (sut.unavailable) continue;
+        process.stdout.write(`  ${sut.name.padEnd(7)} sessions ${String(sessions).padStart(2)} rcpts ${String(rcpts).padStart(2)} ... `);
+        let r: RunResult;
+        try {
+          r = await runOne(sut, sessions, rcpts, { messages, bytes, timeoutMs, smtpSource, dir: path.join(workdir, `${sut.name}-s${sessions}-r${rcpts}`), keep: values.keep, reuse: values.reuse });
+        } catch (err) {
+          const msg = err instanceof Error ? err.message : String(err);
+          r = { server: sut.name, sessions, recipients: rcpts, messages, expected: 0, bytes, valid: false, error: msg, seconds: 0, msgsPerSec: 0, accepted: 0, settleSeconds: 0, peakRssMb: 0, peakPssMb: 0, peakProcesses: 0, serverCpuSeconds: 0, smtpSourceExit: null, greeting: '' };
+        }
+        runs.push(r);
+        process.stdout.write(
+          r.valid
+            ? `${r.msgsPerSec} msgs/s (${r.seconds} s), peak ${r.peakRssMb} MB, server CPU ${r.serverCpuSeconds} s${r.settleSeconds > 0.2 ? `, settled ${r.settleSeconds} s later` : ''}${r.logProblemCount ? `, ${r.logProblemCount} warning/error lines in its log` : ''}\n`
+            : `INVALID: ${r.error}\n`,
+        );
       }
-      runs.push(r);
-      process.stdout.write(
-        r.valid
-          ? `${r.msgsPerSec} msgs/s (${r.seconds} s), peak ${r.peakRssMb} MB, server CPU ${r.serverCpuSeconds} s${r.settleSeconds > 0.2 ? `, settled ${r.settleSeconds} s later` : ''}\n`
-          : `INVALID: ${r.error}\n`,
-      );
     }
   }
 
-  const find = (server: ServerName, sessions: number) => runs.find((r) => r.server === server && r.sessions === sessions);
-  const ratios = sessionsList.map((sessions) => {
-    const y = find('yubin', sessions);
-    return {
-      sessions,
-      throughputVsHaraka: fmtRatio(y, find('haraka', sessions), 'msgsPerSec'),
-      throughputVsPostfix: fmtRatio(y, find('postfix', sessions), 'msgsPerSec'),
-      rssVsHaraka: fmtRatio(y, find('haraka', sessions), 'peakRssMb'),
-      rssVsPostfix: fmtRatio(y, find('postfix', sessions), 'peakRssMb'),
-      pssVsPostfix: fmtRatio(y, find('postfix', sessions), 'peakPssMb'),
-    };
-  });
+  const find = (server: ServerName, sessions: number, rcpts: number) => runs.find((r) => r.server === server && r.sessions === sessions && r.recipients === rcpts);
+  const ratios = rcptsList.flatMap((recipients) =>
+    sessionsList.map((sessions) => {
+      const y = find('yubin', sessions, recipients);
+      const h = find('haraka', sessions, recipients);
+      const p = find('postfix', sessions, recipients);
+      return {
+        sessions,
+        recipients,
+        throughputVsHaraka: fmtRatio(y, h, 'msgsPerSec'),
+        throughputVsPostfix: fmtRatio(y, p, 'msgsPerSec'),
+        rssVsHaraka: fmtRatio(y, h, 'peakRssMb'),
+        rssVsPostfix: fmtRatio(y, p, 'peakRssMb'),
+        pssVsPostfix: fmtRatio(y, p, 'peakPssMb'),
+      };
+    }),
+  );
+  // The issue's goals, at 20 sessions: at least twice Postfix (durable), at least Haraka (which writes nothing).
+  const goals = ratios
+    .filter((q) => q.sessions === 20)
+    .map((q) => ({
+      sessions: q.sessions,
+      recipients: q.recipients,
+      vsPostfix: { goal: 2, ratio: q.throughputVsPostfix, met: q.throughputVsPostfix === undefined ? undefined : q.throughputVsPostfix >= 2 },
+      vsHaraka: { goal: 1, ratio: q.throughputVsHaraka, met: q.throughputVsHaraka === undefined ? undefined : q.throughputVsHaraka >= 1 },
+    }));
 
-  const rows = [['server', 'sessions', 'msgs/s', 'seconds', 'peak RSS MB', 'peak PSS MB', 'server CPU s', 'durable', 'valid']];
+  const rows = [['server', 'sessions', 'rcpts', 'msgs/s', 'seconds', 'peak RSS MB', 'peak PSS MB', 'server CPU s', 'other CPU s', 'durable', 'valid']];
   for (const r of runs) {
     const sut = servers.find((s) => s.name === r.server)!;
-    rows.push([r.server, String(r.sessions), r.valid ? String(r.msgsPerSec) : '-', r.valid ? r.seconds.toFixed(2) : '-', r.valid ? r.peakRssMb.toFixed(1) : '-', r.valid ? r.peakPssMb.toFixed(1) : '-', r.valid ? r.serverCpuSeconds.toFixed(2) : '-', sut.durable ? 'yes' : 'no', r.valid ? 'yes' : 'NO']);
+    rows.push([r.server, String(r.sessions), String(r.recipients), r.valid ? String(r.msgsPerSec) : '-', r.valid ? r.seconds.toFixed(2) : '-', r.valid ? r.peakRssMb.toFixed(1) : '-', r.valid ? r.peakPssMb.toFixed(1) : '-', r.valid ? r.serverCpuSeconds.toFixed(2) : '-', r.otherCpuSeconds?.toFixed(2) ?? '-', sut.durable ? 'yes' : 'no', r.valid ? 'yes' : 'NO']);
   }
   const show = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(2));
-  const ratioRows = [['sessions', 'msgs/s yubin/haraka', 'msgs/s yubin/postfix', 'RSS yubin/haraka', 'RSS yubin/postfix', 'PSS yubin/postfix']];
-  for (const q of ratios) ratioRows.push([String(q.sessions), show(q.throughputVsHaraka), show(q.throughputVsPostfix), show(q.rssVsHaraka), show(q.rssVsPostfix), show(q.pssVsPostfix)]);
+  const ratioRows = [['sessions', 'rcpts', 'msgs/s yubin/haraka', 'msgs/s yubin/postfix', 'RSS yubin/haraka', 'RSS yubin/postfix', 'PSS yubin/postfix']];
+  for (const q of ratios) ratioRows.push([String(q.sessions), String(q.recipients), show(q.throughputVsHaraka), show(q.throughputVsPostfix), show(q.rssVsHaraka), show(q.rssVsPostfix), show(q.pssVsPostfix)]);
 
   process.stdout.write(`\n${table(rows)}\n\n${table(ratioRows)}\n\n`);
+  const verdict = (g: { ratio: number | undefined; met: boolean | undefined }) => (g.met === undefined ? 'not measured' : `${g.ratio!.toFixed(2)}: ${g.met ? 'met' : 'NOT met'}`);
+  for (const g of goals) {
+    process.stdout.write(`goals at 20 sessions, ${g.recipients} rcpt${g.recipients > 1 ? 's' : ''}/msg: yubin >= 2x Postfix ${verdict(g.vsPostfix)}; yubin >= 1x Haraka ${verdict(g.vsHaraka)}\n`);
+  }
+  if (goals.length) process.stdout.write('\n');
   for (const s of servers) {
     process.stdout.write(`${s.name}${s.version ? ` ${s.version}` : ''}: ${s.unavailable ? `NOT RUN: ${s.unavailable}` : `${s.setup}; peak memory = ${s.memoryBasis}`}\n`);
   }
   const pf = runs.filter((r) => r.server === 'postfix' && r.valid && r.maxHwmByCommMb);
   for (const r of pf) {
     const m = r.maxHwmByCommMb!;
-    process.stdout.write(`postfix sessions ${r.sessions}: up to ${r.peakProcesses} processes, largest smtpd ${m.smtpd ?? '-'} MB, cleanup ${m.cleanup ?? '-'} MB, master ${m.master ?? '-'} MB\n`);
+    process.stdout.write(`postfix sessions ${r.sessions} rcpts ${r.recipients}: up to ${r.peakProcesses} processes, largest smtpd ${m.smtpd ?? '-'} MB, cleanup ${m.cleanup ?? '-'} MB, master ${m.master ?? '-'} MB\n`);
+  }
+  for (const r of runs.filter((x) => x.logProblemCount)) {
+    process.stdout.write(`${r.server} sessions ${r.sessions} rcpts ${r.recipients}: ${r.logProblemCount} warning/error lines in its log, e.g. ${r.logProblems![0]!.slice(0, 300)}\n`);
   }
 
   const date = new Date();
@@ -318,17 +318,19 @@ async function main(): Promise<void> {
       messages,
       bytes,
       sessions: sessionsList,
+      recipientsPerMessage: rcptsList,
       reuseConnections: values.reuse,
-      client: `smtp-source ${values.reuse ? '-d ' : ''}-s SESSIONS -m ${messages} -l ${bytes} -M client.bench.test -f FROM -t TO 127.0.0.1:PORT (${values.reuse ? 'all messages of a session over one connection' : 'one message per connection'})`,
+      client: `smtp-source ${values.reuse ? '-d ' : ''}[-r RCPTS] -s SESSIONS -m ${messages} -l ${bytes} -M client.bench.test -f FROM -t TO 127.0.0.1:PORT (${values.reuse ? 'all messages of a session over one connection' : 'one message per connection'})`,
       postfixMainOverrides: values['postfix-main'],
       yubinDist: path.resolve(values['yubin-dist'] ?? path.join(root, 'dist')),
       timing: 'wall time of the smtp-source process, monotonic clock; msgs/s = messages / seconds',
     },
-    machine,
+    machine: { ...machine, loadAverageAtEnd: loadAverage() },
     yubin: git,
     servers: servers.map((s) => ({ name: s.name, version: s.version, durable: s.durable, setup: s.setup, memoryBasis: s.memoryBasis, unavailable: s.unavailable })),
     runs,
     ratios,
+    goals,
   };
   writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
   process.stdout.write(`\nresults: ${path.relative(process.cwd(), out) || out}\n`);

@@ -1,0 +1,72 @@
+/** Helpers shared by the benchmark runners (bench/smtp-accept, bench/queue). */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The yubin checkout this file was built from (the directory whose package.json is named yubin). */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'yubin') return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find the yubin checkout above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+export function parseList(value: string, what: string): number[] {
+  const list = value.split(',').map((s) => Number(s.trim()));
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n <= 0)) throw new Error(`--${what}: expected positive integers separated by commas, got ${value}`);
+  return list;
+}
+
+export function positive(value: string | undefined, what: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${what}: expected a positive integer, got ${value}`);
+  return n;
+}
+
+/** A command's trimmed stdout, or '' when it fails. */
+export function sh(cmd: string, args: string[], cwd?: string): string {
+  try {
+    return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Rows as an aligned text table: first column left-aligned, the rest right-aligned. */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+export function machineInfo(workdir: string) {
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? '?',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    workdir,
+    workdirFilesystem: sh('stat', ['-f', '-c', '%T', workdir]),
+    /** 1, 5 and 15 minute load averages when the run started: anything else busy on the machine shows here. */
+    loadAverageAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
+  };
+}
+
+export const loadAverage = () => os.loadavg().map((x) => Math.round(x * 100) / 100);
+
+export function gitInfo(root: string) {
+  return {
+    commit: sh('git', ['rev-parse', 'HEAD'], root),
+    /** core/, plugins/ or config/ had uncommitted changes when the run started. */
+    dirty: sh('git', ['status', '--porcelain', '--', 'core', 'plugins', 'config'], root) !== '',
+  };
+}
+
+export const mb = (kb: number) => Math.round((kb / 1024) * 10) / 10;
