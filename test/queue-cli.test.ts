@@ -6,6 +6,7 @@
 import { chmod, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { Spool } from '../core/queue/spool.js';
 import { startDnsServer } from './peers/dns.js';
 import { startSink, type Sink } from './peers/sink.js';
 import { CLI, run, serve, tempDir, yubin, type ServeProcess } from './helpers.js';
@@ -55,7 +56,7 @@ async function until(test: () => Promise<boolean>, ms = 10_000): Promise<void> {
   }
 }
 
-const queueIds = async (s: Setup) => ((await readdir(path.join(s.dir, 'var/queue/mess')).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)));
+const queueIds = (s: Setup) => new Spool(path.join(s.dir, 'var/queue')).list().catch(() => [] as string[]);
 
 t.test('sendmail -t -i (PHP mail()) to a remote address; the peer defers; queue list shows why and when; flush delivers', async (t) => {
   const s = await setup(t, { data: (n) => (n === 1 ? { code: 451, message: '4.7.1 greylisted, come back later' } : undefined) });

@@ -3,6 +3,7 @@ import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
+import { Spool } from '../core/queue/spool.js';
 import { SmtpTestClient } from '../core/testing/index.js';
 import { needs, ROOT, run, serve, sleep, tempDir } from './helpers.js';
 
@@ -119,8 +120,7 @@ t.test('SIGTERM drains: idle sessions get 421, a message in progress is finished
   const after = await busy.read(5000);
   t.equal(after.code, 421, 'then that session is closed too');
   t.equal(await server.exited, 0, 'exit 0');
-  const ids = (await readdir(path.join(dir, 'var/queue/mess'))).filter((n) => n.endsWith('.json'));
-  t.equal(ids.length, 1, 'the drained message is on disk');
+  t.equal((await new Spool(path.join(dir, 'var/queue')).list()).length, 1, 'the drained message is on disk');
 });
 
 t.test('a message answered 250 survives kill -9', async (t) => {
@@ -142,9 +142,11 @@ t.test('a message answered 250 survives kill -9', async (t) => {
   c.write('Subject: never acknowledged\r\n\r\nhalf');
   await sleep(100);
   await server.stop('SIGKILL');
+  const spool = new Spool(path.join(dir, 'var/queue'));
   for (const [i, id] of ids.entries()) {
-    const env = JSON.parse(await readFile(path.join(dir, 'var/queue/mess', `${id}.json`), 'utf8')) as { recipients: unknown[] };
-    const text = await readFile(path.join(dir, 'var/queue/mess', `${id}.eml`), 'utf8');
+    const env = await spool.readEnvelope(id);
+    let text = '';
+    for await (const chunk of await spool.openMessage(id, env)) text += (chunk as Buffer).toString();
     t.equal(env.recipients.length, 1);
     t.ok(text.endsWith(`end ${i}\r\n`), `message ${i} complete on disk`);
   }
@@ -152,6 +154,6 @@ t.test('a message answered 250 survives kill -9', async (t) => {
   const again = await serve(t, config, 1);
   const left = await readdir(path.join(dir, 'var/queue/tmp'));
   t.same(left, [], 'no half-written file after restart');
-  t.equal((await readdir(path.join(dir, 'var/queue/mess'))).filter((n) => n.endsWith('.json')).length, 20);
+  t.equal((await spool.list()).length, 20);
   t.equal(await again.stop(), 0);
 });

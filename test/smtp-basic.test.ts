@@ -37,17 +37,22 @@ t.test('a message to a local domain is queued durably, with a Received header on
   t.equal(r.data?.enhanced, '2.0.0');
   const id = /queued as (\S+)/.exec(r.data!.text)?.[1];
   t.ok(id, 'reply names the queue id');
-  // The message and its envelope are on disk under dataDir/queue/mess, nothing left in tmp.
+  // One file under dataDir/queue/mess: the message, then its envelope as a trailer; nothing left in tmp.
   const mess = await readdir(path.join(s.dataDir, 'queue/mess'));
-  t.same(mess.sort(), [`${id}.eml`, `${id}.json`]);
+  t.same(mess, [id]);
   t.same(await readdir(path.join(s.dataDir, 'queue/tmp')), []);
-  const env = JSON.parse(await readFile(path.join(s.dataDir, 'queue/mess', `${id}.json`), 'utf8'));
+  const raw = await readFile(path.join(s.dataDir, 'queue/mess', id!), 'utf8');
+  const footer = /\n#yubin-envelope:(\d{10})\n$/.exec(raw);
+  t.ok(footer, 'ends with the envelope footer');
+  const envLength = Number(footer![1]);
+  const env = JSON.parse(raw.slice(raw.length - footer![0].length - envLength, raw.length - footer![0].length));
   t.equal(env.sender, 'alice@example.net');
   t.same(
     env.recipients.map((x: { address: string }) => x.address),
     ['postmaster@localhost', 'bob@example.test'],
   );
-  const text = await readFile(path.join(s.dataDir, 'queue/mess', `${id}.eml`), 'utf8');
+  const text = raw.slice(0, env.size);
+  t.equal(env.size + envLength + footer![0].length, Buffer.byteLength(raw));
   t.match(text, /^Received: from sender\.example \(\[127\.0\.0\.1\]\)\r\n\tby mx\.test \(yubin\) with ESMTP id /);
   t.match(text, /\r\nSubject: hi\r\n\r\nhello\r\n\.dot line\r\n$/, 'body stored with CRLF, dot-stuffing undone');
   await c.quit();

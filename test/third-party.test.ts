@@ -2,6 +2,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
+import { Spool } from '../core/queue/spool.js';
 import { SmtpTestClient } from '../core/testing/index.js';
 import { serve, tempDir, yubin } from './helpers.js';
 
@@ -52,7 +53,7 @@ t.test('the example package (test/fixtures/yubin-plugin-example) loads by packag
   t.equal(r.code, 250);
   await c.quit();
   const id = /queued as (\w+)/.exec(r.text)![1]!;
-  const env = JSON.parse(await (await import('node:fs/promises')).readFile(path.join(dir, 'var/queue/mess', `${id}.json`), 'utf8')) as { prependHeaders: string };
+  const env = await new Spool(path.join(dir, 'var/queue')).readEnvelope(id);
   t.equal(env.prependHeaders, 'X-Example-Seen: seen by example on listener smtp\r\n', 'its header is on the queued message');
   await server.stop();
 });

@@ -2,16 +2,18 @@
  * The spool: where an accepted message becomes durable before the client
  * hears 250, with qmail's promise that nothing acknowledged is ever lost.
  *
- * A message is streamed into `tmp/ID` while it arrives. Commit fdatasyncs it
- * and, at the same time, writes and fsyncs the envelope `tmp/ID.json`; then it
- * renames the message to `mess/ID.eml` and the envelope to `mess/ID.json` and
- * fsyncs the `mess` directory. The envelope is the commit marker: a message
- * file without one is a half-finished transaction and is removed at start.
+ * A message is streamed into `tmp/ID` while it arrives. Commit appends the
+ * envelope to the same file as a trailer (JSON, then a fixed-size footer
+ * giving its length), fdatasyncs the file once, renames it to `mess/ID` and
+ * fsyncs the `mess` directory. The rename is the commit point: whatever is in
+ * `mess/` is whole, whatever is in `tmp/` was never acknowledged. One file,
+ * one data sync per message; qmail needed two (mess and intd) and a link.
  *
  * Group commit: the directory fsync is shared. Transactions that reach it
  * while one is in flight wait for the next, and that one covers them all, so
  * N sessions finishing together cost one directory sync, not N. The per-file
- * syncs run concurrently and the filesystem's journal merges them.
+ * syncs run concurrently on libuv's pool and the filesystem's journal merges
+ * them.
  *
  * Delivery state lives beside the message in `state/ID.json` (written
  * atomically, see QueueState); the envelope itself is never rewritten.
@@ -116,6 +118,12 @@ export class DirSync {
   }
 }
 
+/** The last bytes of a queue file: `\n#yubin-envelope:` and the envelope's length in 10 digits. */
+const FOOTER = /^\n#yubin-envelope:(\d{10})\n$/;
+const FOOTER_LENGTH = 28;
+
+const isId = (name: string) => /^[A-Z0-9]+$/.test(name);
+
 export async function fsyncPath(p: string): Promise<void> {
   const fh = await open(p, 'r');
   try {
@@ -149,14 +157,10 @@ export class Spool {
     if (!clean) return;
     // Anything in tmp was never acknowledged: the process died before commit.
     for (const name of await readdir(this.tmpDir)) await unlink(path.join(this.tmpDir, name)).catch(() => undefined);
-    // A message whose envelope never arrived was not acknowledged either; a
-    // state file without its envelope belongs to a message already finished.
+    // A state file without its message belongs to a message already finished.
     const names = new Set(await readdir(this.messDir));
-    for (const name of names) {
-      if (name.endsWith('.eml') && !names.has(name.replace(/\.eml$/, '.json'))) await unlink(path.join(this.messDir, name)).catch(() => undefined);
-    }
     for (const name of await readdir(this.stateDir)) {
-      if (!name.endsWith('.json') || !names.has(name)) await unlink(path.join(this.stateDir, name)).catch(() => undefined);
+      if (!names.has(name.replace(/\.json$/, ''))) await unlink(path.join(this.stateDir, name)).catch(() => undefined);
     }
   }
 
@@ -188,19 +192,33 @@ export class Spool {
 
   /** Ids of committed messages. */
   async list(): Promise<string[]> {
-    return (await readdir(this.messDir)).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).sort();
+    return (await readdir(this.messDir)).filter(isId).sort();
   }
 
   async has(id: string): Promise<boolean> {
-    if (!/^[A-Z0-9]+$/.test(id)) return false;
-    return stat(path.join(this.messDir, `${id}.json`)).then(
+    if (!isId(id)) return false;
+    return stat(this.messagePath(id)).then(
       () => true,
       () => false,
     );
   }
 
+  /** The envelope, from the trailer at the end of the message file. */
   async readEnvelope(id: string): Promise<Envelope> {
-    return JSON.parse(await readFile(path.join(this.messDir, `${id}.json`), 'utf8')) as Envelope;
+    const fh = await open(this.messagePath(id), 'r');
+    try {
+      const { size } = await fh.stat();
+      const footer = Buffer.alloc(FOOTER_LENGTH);
+      await fh.read(footer, 0, FOOTER_LENGTH, size - FOOTER_LENGTH);
+      const m = FOOTER.exec(footer.toString('latin1'));
+      if (!m) throw new Error(`queue file ${id} has no envelope trailer`);
+      const length = Number(m[1]);
+      const json = Buffer.alloc(length);
+      await fh.read(json, 0, length, size - FOOTER_LENGTH - length);
+      return JSON.parse(json.toString('utf8')) as Envelope;
+    } finally {
+      await fh.close();
+    }
   }
 
   /** The delivery state, or undefined while nothing has been tried. */
@@ -231,21 +249,21 @@ export class Spool {
     await this.stateSync.sync();
   }
 
-  /** Removes a finished message: the envelope (the commit marker) first, so a crash half-way leaves no live message. */
+  /** Removes a finished message, then its state (a state file alone is cleaned at start). */
   async remove(id: string): Promise<void> {
-    await unlink(path.join(this.messDir, `${id}.json`));
-    await unlink(path.join(this.messDir, `${id}.eml`)).catch(() => undefined);
+    await unlink(this.messagePath(id));
     await unlink(path.join(this.stateDir, `${id}.json`)).catch(() => undefined);
   }
 
   messagePath(id: string): string {
-    return path.join(this.messDir, `${id}.eml`);
+    return path.join(this.messDir, id);
   }
 
-  /** The message as stored: the prepended headers, then the file. */
+  /** The message as stored: the prepended headers, then the file up to the envelope trailer. */
   async openMessage(id: string, envelope?: Envelope): Promise<Readable> {
     const env = envelope ?? (await this.readEnvelope(id));
-    return concatStreams([Readable.from([Buffer.from(env.prependHeaders)]), createReadStream(this.messagePath(id))]);
+    const body = env.size > 0 ? [createReadStream(this.messagePath(id), { start: 0, end: env.size - 1 })] : [];
+    return concatStreams([Readable.from([Buffer.from(env.prependHeaders)]), ...body]);
   }
 }
 
@@ -275,20 +293,14 @@ export class SpoolFile {
   }
 
   async commit(envelope: Omit<Envelope, 'id' | 'size'>): Promise<void> {
-    const { tmpDir, messDir } = this.spool;
-    const envTmp = path.join(tmpDir, `${this.id}.json`);
-    const writeEnvelope = async () => {
-      const efh = await open(envTmp, 'wx', 0o600);
-      try {
-        await efh.writeFile(JSON.stringify({ id: this.id, size: this.size, ...envelope }));
-        await efh.datasync();
-      } finally {
-        await efh.close();
-      }
-    };
-    await Promise.all([this.fh.datasync().then(() => this.close()), writeEnvelope()]);
-    await rename(this.tmpPath, path.join(messDir, `${this.id}.eml`));
-    await rename(envTmp, path.join(messDir, `${this.id}.json`));
+    const json = Buffer.from(JSON.stringify({ id: this.id, size: this.size, ...envelope }));
+    const footer = Buffer.from(`\n#yubin-envelope:${String(json.length).padStart(10, '0')}\n`, 'latin1');
+    const size = this.size;
+    await this.write(Buffer.concat([json, footer]));
+    this.size = size;
+    await this.fh.datasync();
+    await this.close();
+    await rename(this.tmpPath, this.spool.messagePath(this.id));
     await this.spool.messSync.sync();
     this.spool.onCommit?.(this.id);
   }
