@@ -5,6 +5,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { bodyHash, DOMAIN, TOKEN_RE, type SentMessage } from './client.js';
+import { Spool } from '../../core/queue/spool.js';
 
 async function names(dir: string): Promise<string[]> {
   try {
@@ -15,9 +16,9 @@ async function names(dir: string): Promise<string[]> {
   }
 }
 
-/** Committed messages in the spool (their envelopes, `mess/ID.json`). */
+/** Committed messages in the spool (`mess/ID`, the envelope a trailer in the same file). */
 export async function queuedIds(dataDir: string): Promise<string[]> {
-  return (await names(path.join(dataDir, 'queue', 'mess'))).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
+  return new Spool(path.join(dataDir, 'queue')).list().catch(() => []);
 }
 
 export interface StuckMessage {
@@ -34,7 +35,7 @@ export async function describeQueued(dataDir: string, ids: readonly string[]): P
   const out: StuckMessage[] = [];
   for (const id of ids) {
     try {
-      const env = JSON.parse(await readFile(path.join(dataDir, 'queue', 'mess', `${id}.json`), 'utf8')) as { received: number };
+      const env = await new Spool(path.join(dataDir, 'queue')).readEnvelope(id);
       let state: { recipients: Array<{ address: string; status: string; attempts: number; next: number; error?: string }> } | undefined;
       try {
         state = JSON.parse(await readFile(path.join(dataDir, 'queue', 'state', `${id}.json`), 'utf8')) as typeof state;

@@ -27,6 +27,7 @@ import { Load, sleep } from './client.js';
 import { repoRoot } from './crash.js';
 import { queuedIds } from './scan.js';
 import { emptyLogCounts, ServerProcess } from './server.js';
+import { Spool } from '../../core/queue/spool.js';
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -59,14 +60,11 @@ listeners:
   - { name: smtp, protocol: smtp, listen: "127.0.0.1:${port}", plugins: [rcpthosts] }
 `,
   );
-  const mess = path.join(dataDir, 'queue', 'mess');
-  for (const d of ['mess', 'state', 'tmp']) await mkdir(path.join(dataDir, 'queue', d), { recursive: true });
+  const spool = new Spool(path.join(dataDir, 'queue'));
+  await spool.init(false);
   const now = Date.now();
   for (let i = 0; i < prefill; i++) {
-    const id = `PREFILL${String(i).padStart(8, '0')}`;
-    const envelope = { id, size: 16, sender: 'a@crash.test', senderParams: {}, recipients: [{ address: 'user1@crash.test', params: {} }], received: now, listener: 'smtp', remoteIp: '127.0.0.1', prependHeaders: '', kind: 'message' };
-    await writeFile(path.join(mess, `${id}.eml`), 'Subject: x\r\n\r\nx\r\n');
-    await writeFile(path.join(mess, `${id}.json`), JSON.stringify(envelope));
+    await spool.inject(Buffer.from('Subject: x\r\n\r\nx\r\n'), { sender: 'a@crash.test', senderParams: {}, recipients: [{ address: 'user1@crash.test', params: {} }], received: now, listener: 'smtp', remoteIp: '127.0.0.1', heloName: undefined, authUser: undefined, prependHeaders: '' });
   }
   console.log(`spool filled with ${prefill} held messages; starting yubin on 127.0.0.1:${port} with ${clients} clients already connecting`);
   let stopped = false;

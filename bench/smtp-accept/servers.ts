@@ -175,7 +175,7 @@ export function yubinLogProblems(logFile: string): string[] {
 export function yubinQueued(dir: string): number {
   const mess = path.join(dir, 'var/queue/mess');
   try {
-    return readdirSync(mess).filter((n) => n.endsWith('.json')).length;
+    return readdirSync(mess).filter((n) => /^[A-Z0-9]+$/.test(n)).length;
   } catch {
     return 0;
   }
@@ -201,7 +201,7 @@ export function yubin(repoRoot: string, dist?: string): ServerUnderTest {
       // the listen event (info) is not printed: the port is chosen here instead.
       const port = await freePort();
       // Delivery held: the scheduler runs but leaves every message in the spool,
-      // so the committed envelopes in var/queue/mess count what was accepted.
+      // so the committed messages in var/queue/mess (one file each) count what was accepted.
       const y = await startYubin(cli, dir, {
         port,
         tcpRules: '127.:allow,RBLSMTPD=""\n:allow\n',
