@@ -55,6 +55,8 @@ interface Active {
   jobs: number;
   /** Writes of this message's state, one after the other. */
   writing: Promise<void>;
+  /** A write is queued behind the one in flight; it will carry every change made until it starts. */
+  writeQueued: boolean;
   cancel?: 'delete' | 'bounce';
 }
 
@@ -308,7 +310,7 @@ export class Scheduler {
     const state: QueueState = (this.fresh.delete(id) ? undefined : await spool.readState(id)) ?? {
       recipients: envelope.recipients.map((r) => ({ address: r.address, status: 'pending', attempts: 0, next: envelope.received })),
     };
-    const msg: Active = { id, envelope, state, jobs: 0, writing: Promise.resolve() };
+    const msg: Active = { id, envelope, state, jobs: 0, writing: Promise.resolve(), writeQueued: false };
     const now = clock.now();
     if (this.bounceNow.delete(id) || state.bounceRequested) {
       state.bounceRequested = false;
@@ -502,8 +504,17 @@ export class Scheduler {
   private async jobDone(msg: Active): Promise<void> {
     msg.jobs--;
     if (msg.jobs > 0) {
-      // Other recipients are still in progress: persist what is known now, so a crash cannot redeliver it.
-      msg.writing = msg.writing.then(() => this.deps.spool.writeState(msg.id, msg.state)).catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
+      // Other recipients are still in progress: persist what is known now, so
+      // a crash cannot redeliver it. Deliveries finishing while a write is in
+      // flight share the next one.
+      if (msg.writeQueued) return;
+      msg.writeQueued = true;
+      msg.writing = msg.writing
+        .then(() => {
+          msg.writeQueued = false;
+          return this.deps.spool.writeState(msg.id, msg.state);
+        })
+        .catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
       return;
     }
     await this.finish(msg);

@@ -18,9 +18,10 @@
  * Delivery state lives beside the message in `state/ID.json` (written
  * atomically, see QueueState); the envelope itself is never rewritten.
  */
-import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 
@@ -85,11 +86,16 @@ export interface QueueState {
 export class DirSync {
   private inFlight: Promise<void> | undefined;
   private waiting: Promise<void> | undefined;
+  private fd: number | undefined;
   /** Syncs done and callers served: their ratio is the batching achieved. */
   syncs = 0;
   requests = 0;
 
-  constructor(private readonly dir: string) {}
+  /** `keepOpen`: hold the directory open between syncs (the spool's few directories, not every Maildir). */
+  constructor(
+    private readonly dir: string,
+    private readonly keepOpen = false,
+  ) {}
 
   sync(): Promise<void> {
     this.requests++;
@@ -114,13 +120,31 @@ export class DirSync {
 
   private async run(): Promise<void> {
     this.syncs++;
-    await fsyncPath(this.dir);
+    if (!this.keepOpen) return fsyncPath(this.dir);
+    this.fd ??= await fsOpen(this.dir, 'r');
+    try {
+      await fsFsync(this.fd);
+    } catch {
+      // The directory was replaced under us (a restore from backup): reopen once.
+      await fsClose(this.fd).catch(() => undefined);
+      this.fd = await fsOpen(this.dir, 'r');
+      await fsFsync(this.fd);
+    }
   }
 }
+
+// The callback API on plain descriptors: a third of FileHandle's cost per call on the hot path.
+const fsOpen = promisify(fs.open);
+const fsWrite = promisify(fs.write);
+const fsDatasync = promisify(fs.fdatasync);
+const fsFsync = promisify(fs.fsync);
+const fsClose = promisify(fs.close);
 
 /** The last bytes of a queue file: `\n#yubin-envelope:` and the envelope's length in 10 digits. */
 const FOOTER = /^\n#yubin-envelope:(\d{10})\n$/;
 const FOOTER_LENGTH = 28;
+
+const PID = process.pid.toString(36).padStart(4, '0');
 
 const isId = (name: string) => /^[A-Z0-9]+$/.test(name);
 
@@ -147,8 +171,8 @@ export class Spool {
     this.tmpDir = path.join(dir, 'tmp');
     this.messDir = path.join(dir, 'mess');
     this.stateDir = path.join(dir, 'state');
-    this.messSync = new DirSync(this.messDir);
-    this.stateSync = new DirSync(this.stateDir);
+    this.messSync = new DirSync(this.messDir, true);
+    this.stateSync = new DirSync(this.stateDir, true);
   }
 
   /** Creates the directories; with `clean`, removes what a crash left half-written (only the server does this). */
@@ -164,16 +188,19 @@ export class Spool {
     }
   }
 
-  /** Time-ordered, unique within the host: milliseconds, a sequence and randomness. */
+  /**
+   * Time-ordered and unique among the processes writing this spool (the
+   * server and any sendmail): milliseconds, the process id, a sequence.
+   */
   newId(): string {
-    this.seq = (this.seq + 1) % 1296;
-    return `${Date.now().toString(36)}${this.seq.toString(36).padStart(2, '0')}${randomBytes(4).toString('hex')}`.toUpperCase();
+    this.seq = (this.seq + 1) % 46_656;
+    return `${Date.now().toString(36)}${PID}${this.seq.toString(36).padStart(3, '0')}`.toUpperCase();
   }
 
   async begin(id: string): Promise<SpoolFile> {
     const tmp = path.join(this.tmpDir, id);
-    const fh = await open(tmp, 'wx', 0o600);
-    return new SpoolFile(this, id, tmp, fh);
+    const fd = await fsOpen(tmp, 'wx', 0o600);
+    return new SpoolFile(this, id, tmp, fd);
   }
 
   /** Writes a whole message (bounces, sendmail) with the same durability as SMTP. */
@@ -275,15 +302,12 @@ export class SpoolFile {
     private readonly spool: Spool,
     readonly id: string,
     readonly tmpPath: string,
-    private readonly fh: FileHandle,
+    private readonly fd: number,
   ) {}
 
   async write(chunk: Buffer): Promise<void> {
     let off = 0;
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
-      off += bytesWritten;
-    }
+    while (off < chunk.length) off += (await fsWrite(this.fd, chunk, off, chunk.length - off, null)).bytesWritten;
     this.size += chunk.length;
   }
 
@@ -298,7 +322,7 @@ export class SpoolFile {
     const size = this.size;
     await this.write(Buffer.concat([json, footer]));
     this.size = size;
-    await this.fh.datasync();
+    await fsDatasync(this.fd);
     await this.close();
     await rename(this.tmpPath, this.spool.messagePath(this.id));
     await this.spool.messSync.sync();
@@ -313,7 +337,7 @@ export class SpoolFile {
   private async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.fh.close();
+    await fsClose(this.fd);
   }
 }
 
