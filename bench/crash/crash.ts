@@ -16,11 +16,11 @@
  * test/crash.test.ts its small-scale test.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../common.js';
 import { DOMAIN, Load, prng, sleep, type LoadCounts, type MessageStatus, type PortSource } from './client.js';
 import { analyseRedeliveries, type RedeliveryReport } from './logs.js';
 import { describeQueued, queuedIds, scanMaildirs, type ScanResult, type StuckMessage } from './scan.js';
@@ -126,17 +126,6 @@ export interface CrashResult {
   readonly lostRecipients: ScanResult['lostRecipients'];
 }
 
-/** The checkout this module was built from (the directory with yubin's package.json). */
-export function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'yubin') return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the yubin checkout above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
 
 export const CONFIG = `hostname: mx.${DOMAIN}
 dataDir: ./var

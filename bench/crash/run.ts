@@ -10,7 +10,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { formatSummary, repoRoot, runCrash, type CrashOptions } from './crash.js';
+import { repoRoot } from '../common.js';
+import { formatSummary, runCrash, type CrashOptions } from './crash.js';
 
 const HELP = `usage: node dist/bench/crash/run.js [options]
 

@@ -24,7 +24,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { controlRequest } from '../../core/queue/control.js';
 import { Load, sleep } from './client.js';
-import { repoRoot } from './crash.js';
+import { repoRoot } from '../common.js';
 import { queuedIds } from './scan.js';
 import { emptyLogCounts, ServerProcess } from './server.js';
 import { Spool } from '../../core/queue/spool.js';

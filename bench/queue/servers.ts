@@ -11,9 +11,9 @@
  * server is given a DNS server it could reach outside loopback.
  */
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { freePort, mustRun, processTree, stopChild } from '../smtp-accept/proc.js';
+import { controlRequest } from '../../core/queue/control.js';
 import {
   countFiles,
   ensureHaraka,
@@ -112,33 +112,9 @@ export function countMaildirNew(root: string): number {
 // ---------------------------------------------------------------- yubin
 
 /** yubin's control socket: {"cmd":"status"} answers the scheduler's waiting / active / held counts. */
-function yubinStatus(dataDir: string): Promise<{ waiting?: number; active?: number; held?: number } | undefined> {
-  return new Promise((resolve) => {
-    const socket = net.connect(path.join(dataDir, 'yubin.sock'));
-    let buf = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(undefined);
-    }, 5000);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write('{"cmd":"status"}\n'));
-    socket.on('data', (chunk: string) => {
-      buf += chunk;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      socket.end();
-      try {
-        resolve(JSON.parse(buf.slice(0, nl)) as { waiting?: number; active?: number; held?: number });
-      } catch {
-        resolve(undefined);
-      }
-    });
-    socket.on('error', () => {
-      clearTimeout(timer);
-      resolve(undefined);
-    });
-  });
+async function yubinStatus(dataDir: string): Promise<{ waiting?: number; active?: number; held?: number } | undefined> {
+  const res = await controlRequest(dataDir, { cmd: 'status' }, 5000).catch(() => undefined);
+  return res?.ok ? res : undefined;
 }
 
 export function yubinQ(repoRoot: string, dist?: string): QueueServerSpec {
