@@ -13,6 +13,7 @@ import addressparser from 'nodemailer/lib/addressparser';
 import type { Config } from './config/schema.js';
 import { controlRequest } from './queue/control.js';
 import { Spool } from './queue/spool.js';
+import { rfc5322Date } from './smtp/received.js';
 
 export const EX_USAGE = 64;
 export const EX_DATAERR = 65;
@@ -129,10 +130,6 @@ function addressesIn(headers: readonly HeaderLine[], names: readonly string[]): 
   return out;
 }
 
-function rfc2822Date(ms: number): string {
-  return new Date(ms).toUTCString().replace('GMT', '+0000');
-}
-
 export interface Injected {
   readonly id: string;
   readonly recipients: readonly string[];
@@ -173,7 +170,7 @@ export async function sendmail(config: Config, args: SendmailArgs, input: Buffer
     const from = sender || qualify(user);
     added.push(`From: ${args.fullName ? `"${args.fullName.replace(/["\\\r\n]/g, '')}" <${from}>` : from}`);
   }
-  if (!has('date')) added.push(`Date: ${rfc2822Date(now)}`);
+  if (!has('date')) added.push(`Date: ${rfc5322Date(now)}`);
   if (!has('message-id')) added.push(`Message-ID: <${spool.newId()}.sendmail@${config.hostname}>`);
   const text = [...kept, ...added, '', ...body].join('\r\n') + '\r\n';
 
@@ -188,7 +185,7 @@ export async function sendmail(config: Config, args: SendmailArgs, input: Buffer
       remoteIp: '127.0.0.1',
       heloName: undefined,
       authUser: user,
-      prependHeaders: `Received: (yubin sendmail invoked by uid ${process.getuid?.() ?? 0}); ${rfc2822Date(now)}\r\n`,
+      prependHeaders: `Received: (yubin sendmail invoked by uid ${process.getuid?.() ?? 0}); ${rfc5322Date(now)}\r\n`,
     });
     const res = await controlRequest(config.dataDir, { cmd: 'notify', id }).catch(() => undefined);
     return { id, recipients: unique, notified: Boolean(res?.ok) };

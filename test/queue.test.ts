@@ -430,5 +430,5 @@ t.test('two hosts of ours relaying to each other: the hop count stops the loop a
   const [bounce] = await maildir(a, 'a.test', 'alice');
   t.ok(bounce, 'the sender got a bounce');
   t.match(bounce, /554 5\.4\.6 Too many hops/);
-  t.equal((bounce!.match(/^Received:/gm) ?? []).length >= 1, true);
+  t.ok((bounce!.match(/^Received: /gm) ?? []).length >= 50, 'the returned headers show the hops the message made before it was stopped');
 });

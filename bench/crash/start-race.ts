@@ -18,7 +18,6 @@
  * Exit 1 when the scheduler misses messages, 0 when it knows them all.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,17 +27,8 @@ import { repoRoot } from '../common.js';
 import { queuedIds } from './scan.js';
 import { emptyLogCounts, ServerProcess } from './server.js';
 import { Spool } from '../../core/queue/spool.js';
+import { freePort } from '../smtp-accept/proc.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { messages: { type: 'string', default: '30000' }, clients: { type: 'string', default: '4' }, keep: { type: 'boolean', default: false } } });

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { RecipientState } from './spool.js';
+import { rfc5322Date } from '../smtp/received.js';
 
 export interface BounceInput {
   readonly hostname: string;
@@ -31,7 +32,7 @@ function field(text: string): string {
 
 export function buildBounce(b: BounceInput): Buffer {
   const boundary = `${b.queueId}.${randomBytes(6).toString('hex')}/${b.hostname}`;
-  const date = new Date(b.now).toUTCString().replace('GMT', '+0000');
+  const date = rfc5322Date(b.now);
   const subject = b.delayed ? 'Delayed Mail (still being retried)' : b.double ? 'failure notice (a bounce could not be delivered)' : 'failure notice';
   const intro = b.delayed
     ? [
@@ -55,14 +56,14 @@ export function buildBounce(b: BounceInput): Buffer {
   }
   human.push(b.double ? '--- Below this line are the headers of the original bounce.' : '--- Below this line are the headers of your message.');
 
-  const status: string[] = [`Reporting-MTA: dns; ${b.hostname}`, `X-Yubin-Queue-ID: ${b.queueId}`, `Arrival-Date: ${new Date(b.arrival).toUTCString().replace('GMT', '+0000')}`, ''];
+  const status: string[] = [`Reporting-MTA: dns; ${b.hostname}`, `X-Yubin-Queue-ID: ${b.queueId}`, `Arrival-Date: ${rfc5322Date(b.arrival)}`, ''];
   for (const r of b.failed) {
     status.push(`Final-Recipient: rfc822; ${r.address}`);
     status.push(`Action: ${b.delayed ? 'delayed' : 'failed'}`);
     status.push(`Status: ${r.dsnStatus ?? (b.delayed ? '4.0.0' : '5.0.0')}`);
     if (r.remoteMta) status.push(`Remote-MTA: dns; ${r.remoteMta}`);
     if (r.diagnostic) status.push(`Diagnostic-Code: smtp; ${field(r.diagnostic)}`);
-    if (r.lastAttempt) status.push(`Last-Attempt-Date: ${new Date(r.lastAttempt).toUTCString().replace('GMT', '+0000')}`);
+    if (r.lastAttempt) status.push(`Last-Attempt-Date: ${rfc5322Date(r.lastAttempt)}`);
     status.push('');
   }
 

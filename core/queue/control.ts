@@ -39,10 +39,7 @@ export class ControlServer {
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
-          void handle(scheduler, line).then((res) => {
-            if (res.ok && line.includes('"notify"') === false) log.info({ event: 'control', request: line.trim() }, `control: ${line.trim()}`);
-            socket.write(JSON.stringify(res) + '\n');
-          });
+          void handle(scheduler, line, log).then((res) => socket.write(JSON.stringify(res) + '\n'));
         }
       });
     });
@@ -60,13 +57,15 @@ export class ControlServer {
   }
 }
 
-async function handle(scheduler: Scheduler, line: string): Promise<ControlResponse> {
+async function handle(scheduler: Scheduler, line: string, log: Logger): Promise<ControlResponse> {
   let req: ControlRequest;
   try {
     req = JSON.parse(line) as ControlRequest;
   } catch {
     return { ok: false, error: 'not JSON' };
   }
+  // What an administrator asked for is logged; sendmail's notices and status queries are not.
+  if (req.cmd === 'flush' || req.cmd === 'delete' || req.cmd === 'bounce') log.info({ event: 'control', request: req }, `control: ${req.cmd}${'id' in req ? ` ${req.id}` : ''}`);
   try {
     switch (req.cmd) {
       case 'flush':

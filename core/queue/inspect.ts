@@ -9,7 +9,7 @@ import type { Config } from '../config/schema.js';
 import { LocalDomains } from '../services/local-domains.js';
 import { splitAddress } from '../address.js';
 import { controlRequest } from './control.js';
-import { Spool, type Envelope, type QueueState, type RecipientState } from './spool.js';
+import { initialState, Spool, type Envelope, type QueueState, type RecipientState } from './spool.js';
 
 export class QueueCommandError extends Error {
   constructor(
@@ -138,7 +138,7 @@ export async function queueChange(config: Config, cmd: 'delete' | 'bounce', id: 
     if (cmd === 'delete') await spool.remove(id);
     else {
       const env = await spool.readEnvelope(id);
-      const state: QueueState = (await spool.readState(id)) ?? { recipients: env.recipients.map((r) => ({ address: r.address, status: 'pending' as const, attempts: 0, next: env.received })) };
+      const state = (await spool.readState(id)) ?? initialState(env);
       state.bounceRequested = true;
       await spool.writeState(id, state);
     }

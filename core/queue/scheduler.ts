@@ -26,7 +26,8 @@ import { buildBounce, readHeaderSection } from './bounce.js';
 import { MinHeap } from './heap.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
-import type { Envelope, QueueState, RecipientState, Spool } from './spool.js';
+import { initialState, type Envelope, type QueueState, type RecipientState, type Spool } from './spool.js';
+import { rfc5322Date } from '../smtp/received.js';
 
 export interface DeliveryRuntime {
   readonly pipeline: Pipeline;
@@ -307,9 +308,7 @@ export class Scheduler {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted meanwhile
       throw err;
     }
-    const state: QueueState = (this.fresh.delete(id) ? undefined : await spool.readState(id)) ?? {
-      recipients: envelope.recipients.map((r) => ({ address: r.address, status: 'pending', attempts: 0, next: envelope.received })),
-    };
+    const state = (this.fresh.delete(id) ? undefined : await spool.readState(id)) ?? initialState(envelope);
     const msg: Active = { id, envelope, state, jobs: 0, writing: Promise.resolve(), writeQueued: false };
     const now = clock.now();
     if (this.bounceNow.delete(id) || state.bounceRequested) {
@@ -599,7 +598,7 @@ export class Scheduler {
       remoteIp: '127.0.0.1',
       heloName: undefined,
       authUser: undefined,
-      prependHeaders: `Received: (yubin ${delayed ? 'delay notice' : 'bounce'} for ${msg.id}); ${new Date(now).toUTCString().replace('GMT', '+0000')}\r\n`,
+      prependHeaders: `Received: (yubin ${delayed ? 'delay notice' : 'bounce'} for ${msg.id}); ${rfc5322Date(now)}\r\n`,
       kind: double ? 'double-bounce' : 'bounce',
     });
     log.info({ event: delayed ? 'delay-notice' : 'bounce', id: msg.id, bounceId: id, to, rcpts: rcpts.map((r) => r.address) }, `${delayed ? 'delay notice' : double ? 'double bounce' : 'bounce'} msg ${msg.id} to <${to}> as ${id}`);

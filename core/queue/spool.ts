@@ -82,6 +82,11 @@ export interface QueueState {
   warned?: boolean;
 }
 
+/** The state of a message nothing has been tried for: every recipient pending, due at arrival. */
+export function initialState(envelope: Envelope): QueueState {
+  return { recipients: envelope.recipients.map((r) => ({ address: r.address, status: 'pending', attempts: 0, next: envelope.received })) };
+}
+
 /** Shares one fsync of a directory among everyone who asks while another is in flight. */
 export class DirSync {
   private inFlight: Promise<void> | undefined;
