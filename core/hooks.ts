@@ -32,6 +32,8 @@ export interface Connection {
   readonly id: string;
   /** Name of the listener that accepted it. */
   readonly listener: string;
+  /** What the listener speaks: a mailbox plugin refuses POP3 to a user with POP disabled. */
+  readonly protocol: 'smtp' | 'pop3';
   readonly remoteIp: string;
   readonly remotePort: number;
   readonly localIp: string;
@@ -114,8 +116,13 @@ export interface AuthContext {
   readonly username: string;
   /** The clear password (PLAIN, LOGIN); undefined for challenge-response methods. */
   readonly password: string | undefined;
-  /** For challenge-response methods (CRAM-MD5): checks a stored clear secret. */
+  /** For challenge-response methods (CRAM-MD5, APOP): checks a stored clear secret. */
   verify(secret: string): boolean;
+  /**
+   * POP3: the Maildir this user's session opens. The plugin that accepts the
+   * login names it; a POP3 login accepted without one is refused. SMTP ignores it.
+   */
+  mailbox(maildir: string): void;
 }
 
 export interface MailContext {

@@ -14,6 +14,8 @@ export interface PipelinePlugin {
   /** The definition's name, for logs. */
   readonly name: string;
   readonly hooks: Hooks;
+  /** SASL mechanisms the plugin's auth hook checks (PluginInstance.authMechanisms). */
+  authMechanisms?(): readonly string[];
 }
 
 export interface HookResult<K extends HookName> {
@@ -48,6 +50,19 @@ export class Pipeline {
   /** Some plugin of this pipeline serves the hook. */
   has(hook: HookName): boolean {
     return (this.byHook[hook]?.length ?? 0) > 0;
+  }
+
+  /**
+   * SASL mechanisms to offer: those the auth plugins name, in plugin order;
+   * PLAIN and LOGIN for an auth plugin that names none.
+   */
+  authMechanisms(): string[] {
+    const out = new Set<string>();
+    for (const p of this.plugins) {
+      if (typeof p.hooks.auth !== 'function') continue;
+      for (const m of p.authMechanisms?.() ?? ['PLAIN', 'LOGIN']) out.add(m.toUpperCase());
+    }
+    return [...out];
   }
 
   async run<K extends HookName>(hook: K, context: HookContexts[K], log: Logger = this.log): Promise<HookResult<K>> {

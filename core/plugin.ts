@@ -33,6 +33,12 @@ export interface PluginEnv<O> {
 
 export interface PluginInstance {
   readonly hooks: Hooks;
+  /**
+   * SASL mechanisms this plugin's auth hook can check, asked each time AUTH is
+   * offered (EHLO, POP3 CAPA). Challenge-response ones (CRAM-MD5) need a clear
+   * password, so a plugin names them only where it keeps one. Unset: PLAIN and LOGIN.
+   */
+  authMechanisms?(): readonly string[];
   /** Called when the plugin is replaced (reload) or the server stops. */
   close?(): void | Promise<void>;
 }

@@ -18,6 +18,7 @@ import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
 import { ControlServer } from './queue/control.js';
 import { isOwnAddress } from './ip.js';
 import { SmtpListener, type ListenerTls } from './smtp/listener.js';
+import { Pop3Listener } from './pop3/listener.js';
 import type { ListenerRuntime, SessionEnv } from './smtp/session.js';
 import { loadKeyPair, selfSignedKeyPair } from './tls.js';
 
@@ -66,8 +67,18 @@ class Generation {
   }
 }
 
+/** What the server needs of a listener, whatever protocol it speaks. */
+interface Listener {
+  runtime: ListenerRuntime;
+  readonly name: string;
+  listen(): Promise<AddressInfo>;
+  address(): AddressInfo;
+  applyLimits(): void;
+  drain(timeoutMs: number): Promise<void>;
+}
+
 export class YubinServer {
-  private readonly listeners = new Map<string, SmtpListener>();
+  private readonly listeners = new Map<string, Listener>();
   private generation!: Generation;
   private reloading: Promise<void> | undefined;
   private scheduler!: Scheduler;
@@ -84,7 +95,7 @@ export class YubinServer {
   static async start(loaded: LoadedConfig, options: StartOptions): Promise<YubinServer> {
     const { config } = loaded;
     const log = options.log;
-    const container = createServiceContainer(log, config.localDomains, config.dns, options.configure);
+    const container = createServiceContainer(log, config.localDomains, config.dns, options.configure, config.loginThrottle);
     const services = servicesFrom(container);
     const spool = new Spool(path.join(config.dataDir, 'queue'));
     await spool.init();
@@ -133,9 +144,10 @@ export class YubinServer {
     return { pipeline: generation.delivery(this.loaded, this.options.log), lease: generation };
   }
 
-  /** An address and port one of our listeners answers on: sending there would loop. */
+  /** An address and port one of our SMTP listeners answers on: sending there would loop. */
   private isOwnSocket(ip: string, port: number): boolean {
     for (const l of this.listeners.values()) {
+      if (l.runtime.config.protocol !== 'smtp') continue;
       const a = l.address();
       if (a.port !== port) continue;
       if (a.address === ip || ((a.address === '0.0.0.0' || a.address === '::') && isOwnAddress(ip))) return true;
@@ -184,6 +196,7 @@ export class YubinServer {
       const domains = this.services.localDomains;
       for (const d of before.localDomains) if (!loaded.config.localDomains.includes(d)) domains.delete(d);
       for (const d of loaded.config.localDomains) domains.add(d);
+      this.services.loginThrottle.configure(loaded.config.loginThrottle);
       old.retire();
       this.scheduler.reconsider();
       log.info({ event: 'reload', file: loaded.file }, 'configuration reloaded');
@@ -222,7 +235,7 @@ export class YubinServer {
     const generation = this.generation;
     const plugins = lc.plugins.map((ref) => {
       const p = generation.plugins.get(ref)!;
-      return { name: p.definition.name, hooks: p.instance.hooks };
+      return { name: p.definition.name, hooks: p.instance.hooks, authMechanisms: p.instance.authMechanisms?.bind(p.instance) };
     });
     return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log), lease: generation };
   }
@@ -241,7 +254,8 @@ export class YubinServer {
         keyPair = pair;
       }
     }
-    const listener = new SmtpListener(this.runtime(lc), this.env, { mode: lc.tls, keyPair }, log);
+    const tlsSettings: ListenerTls = { mode: lc.tls, keyPair };
+    const listener: Listener = lc.protocol === 'pop3' ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log) : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
     const address = await listener.listen();
     this.listeners.set(lc.name, listener);
     log.info(

@@ -72,7 +72,8 @@ export const limitsSchema = z.strictObject({
 export const listenerSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, - and _'),
-    protocol: z.enum(['smtp']),
+    /** smtp (with submission as a flavour of it) or pop3; the mailbox plugin on a pop3 listener serves its auth hook. */
+    protocol: z.enum(['smtp', 'pop3']),
     listen,
     tls: z.enum(['none', 'starttls', 'implicit']).default('none'),
     cert: z.string().optional(),
@@ -164,6 +165,19 @@ export const deliverySchema = z.strictObject({
   opportunisticTls: z.boolean().default(true),
 });
 
+export const loginThrottleSchema = z.strictObject({
+  /** Failed logins (per client IP and per account) that cost nothing. */
+  freeFailures: z.number().int().min(0).default(2),
+  /** Wait before the next answer after that; doubles with each further failure. */
+  delay: duration.default(1_000),
+  maxDelay: duration.default(16_000),
+  /** Failures after which logins are refused outright for `lockout`. */
+  lockoutAfter: positiveInt.default(10),
+  lockout: duration.default(15 * 60_000),
+  /** Failures are forgotten this long after the last one. */
+  window: duration.default(15 * 60_000),
+});
+
 export const configSchema = z
   .strictObject({
     hostname: hostname.default(() => os.hostname()),
@@ -181,6 +195,8 @@ export const configSchema = z
     dns: dnsSchema.default(() => dnsSchema.parse({})),
     queue: queueSchema.default(() => queueSchema.parse({})),
     delivery: deliverySchema.default(() => deliverySchema.parse({})),
+    /** Failed SMTP AUTH and POP3 logins, counted together. */
+    loginThrottle: loginThrottleSchema.default(() => loginThrottleSchema.parse({})),
   })
   .superRefine((c, ctx) => {
     const names = new Set<string>();
@@ -202,3 +218,4 @@ export type Limits = z.output<typeof limitsSchema>;
 export type DnsConfig = z.output<typeof dnsSchema>;
 export type QueueConfig = z.output<typeof queueSchema>;
 export type DeliveryConfig = z.output<typeof deliverySchema>;
+export type LoginThrottleSettings = z.output<typeof loginThrottleSchema>;

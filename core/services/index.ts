@@ -8,17 +8,20 @@ import type { Logger } from 'pino';
 import { SystemClock, type Clock } from './clock.js';
 import { LocalDomains } from './local-domains.js';
 import { NodeDns, type Dns } from './dns.js';
+import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig } from './login-throttle.js';
 import type { DnsConfig } from '../config/schema.js';
 
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain } from './local-domains.js';
 export { NodeDns, type Dns, type Lookup, type MxRecord } from './dns.js';
+export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
 
 export const Tokens = {
   Clock: Symbol.for('yubin.Clock') as InjectionToken<Clock>,
   Logger: Symbol.for('yubin.Logger') as InjectionToken<Logger>,
   LocalDomains: Symbol.for('yubin.LocalDomains') as InjectionToken<LocalDomains>,
   Dns: Symbol.for('yubin.Dns') as InjectionToken<Dns>,
+  LoginThrottle: Symbol.for('yubin.LoginThrottle') as InjectionToken<LoginThrottle>,
 } as const;
 
 /** What plugins get: the common services by name, and the container for the rest. */
@@ -26,6 +29,8 @@ export interface Services {
   readonly clock: Clock;
   readonly localDomains: LocalDomains;
   readonly dns: Dns;
+  /** Failed-login counts shared by SMTP AUTH and POP3. */
+  readonly loginThrottle: LoginThrottle;
   resolve<T>(token: InjectionToken<T>): T;
 }
 
@@ -35,6 +40,7 @@ export function createServiceContainer(
   localDomains: Iterable<string>,
   dns: Pick<DnsConfig, 'servers' | 'timeout' | 'tries'>,
   configure?: (c: DependencyContainer) => void,
+  loginThrottle: LoginThrottleConfig = DEFAULT_LOGIN_THROTTLE,
 ): DependencyContainer {
   const c = rootContainer.createChildContainer();
   c.register(Tokens.Logger, { useValue: logger });
@@ -42,6 +48,8 @@ export function createServiceContainer(
   c.register(Tokens.LocalDomains, { useValue: new LocalDomains(localDomains) });
   c.register(Tokens.Dns, { useValue: new NodeDns(dns) });
   configure?.(c);
+  // After configure: the throttle keeps time by whichever clock the test put in.
+  if (!c.isRegistered(Tokens.LoginThrottle)) c.register(Tokens.LoginThrottle, { useValue: new LoginThrottle(loginThrottle, c.resolve(Tokens.Clock)) });
   return c;
 }
 
@@ -50,6 +58,7 @@ export function servicesFrom(c: DependencyContainer): Services {
     clock: c.resolve(Tokens.Clock),
     localDomains: c.resolve(Tokens.LocalDomains),
     dns: c.resolve(Tokens.Dns),
+    loginThrottle: c.resolve(Tokens.LoginThrottle),
     resolve: <T>(token: InjectionToken<T>) => c.resolve(token),
   };
 }

@@ -193,7 +193,7 @@ export class YubinConnection extends SMTPConnection implements WireState {
     const options = this._server.options;
     const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
     if (!this.secure && !this._isDisabled('STARTTLS')) out.push('STARTTLS');
-    if (this.yubin.authOffered) out.push(`AUTH ${options.authMethods.join(' ')}`);
+    if (this.yubin.authOffered) out.push(`AUTH ${this.yubin.authMechanisms().join(' ')}`);
     return out;
   }
 
@@ -214,6 +214,11 @@ export class YubinConnection extends SMTPConnection implements WireState {
     }
     if (!this.yubin.authOffered) {
       this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
+      return callback();
+    }
+    const method = (command.toString().trim().split(/\s+/)[1] ?? '').toUpperCase();
+    if (method && !this.yubin.authMechanisms().includes(method)) {
+      this.send(504, '5.5.4 Unrecognized authentication type');
       return callback();
     }
     super.handler_AUTH(command, callback);

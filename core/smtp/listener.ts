@@ -13,6 +13,9 @@ import type { KeyPair } from '../tls.js';
 import { YubinConnection, type SessionFactory } from './connection.js';
 import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv } from './session.js';
 
+/** The SASL mechanisms smtp-server implements. */
+export const SASL_METHODS = ['PLAIN', 'LOGIN', 'CRAM-MD5'] as const;
+
 type Callback<T = void> = (err?: Error | null, result?: T) => void;
 
 /** An Error that carries the outcome, for smtp-server callbacks that only take errors. */
@@ -151,7 +154,8 @@ export class SmtpListener {
       hideSTARTTLS: tlsSettings.mode !== 'starttls',
       authOptional: true, // requireAuth is the session's rule, with its own reply
       allowInsecureAuth: true, // the session decides when AUTH is offered
-      authMethods: ['PLAIN', 'LOGIN'],
+      // Everything smtp-server can run; what is offered per connection is the session's choice.
+      authMethods: [...SASL_METHODS],
       closeTimeout: 1000,
       disableReverseLookup: true,
       hideENHANCEDSTATUSCODES: false,

@@ -97,6 +97,9 @@ class ConnectionView implements Connection {
   get authUser() {
     return this.wire.authUser;
   }
+  get protocol(): 'smtp' {
+    return 'smtp';
+  }
   get relayAllowed() {
     return this.state.relayClient !== undefined || this.wire.authUser !== undefined;
   }
@@ -152,6 +155,11 @@ export class SmtpSession {
     return this.authAvailable && this.connection.authUser === undefined && (this.connection.secure || this.runtime.config.allowInsecureAuth);
   }
 
+  /** SASL mechanisms to offer: what the auth plugins check and smtp-server speaks. */
+  authMechanisms(): string[] {
+    return this.runtime.pipeline.authMechanisms().filter((m) => m === 'PLAIN' || m === 'LOGIN' || m === 'CRAM-MD5');
+  }
+
   async connect(): Promise<Outcome> {
     this.log.info({ event: 'connect', port: this.connection.remotePort, local: `${this.connection.localIp}:${this.connection.localPort}` }, 'connection opened');
     const result = await this.decide('connect', { connection: this.connection });
@@ -167,22 +175,37 @@ export class SmtpSession {
   }
 
   async auth(method: string, username: string, password: string | undefined, verify: (secret: string) => boolean): Promise<Outcome> {
-    const ctx = { connection: this.connection, method, username, password, verify };
-    const result = await this.runHook('auth', ctx, { username, method });
+    const throttle = this.env.services.loginThrottle;
+    const ip = this.connection.remoteIp;
+    const verdict = throttle.check(ip, username);
+    if (verdict.locked) {
+      // No password is checked while locked out: guessing learns nothing.
+      this.logDecision('auth', 'core', 'defer', 454, `locked out after ${verdict.failures} failed logins (by ${verdict.by})`, { user: username, method });
+      return this.outcome(answer.defer(454, '4.7.0', 'Too many failed logins, try again later'));
+    }
+    if (verdict.wait > 0) {
+      this.log.info({ event: 'auth-delay', user: username, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying AUTH answer ${verdict.wait} ms after ${verdict.failures} failures`);
+      await new Promise((r) => setTimeout(r, verdict.wait));
+    }
+    const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
+    const result = await this.runHook('auth', ctx, { user: username, method });
     const a = result.answer;
     if (a.action === 'accept') {
+      throttle.success(ip, username);
       this.log.info({ event: 'auth', user: username, method }, 'authenticated');
       return ok({ code: 235, enhanced: '2.7.0', text: 'Authentication successful' });
     }
     if (a.action === 'defer' || a.action === 'disconnect') return this.outcome(a);
+    throttle.failure(ip, username);
     this.authFailures++;
     if (this.authFailures >= this.limits.maxAuthFailures) {
-      this.logDecision('auth', 'core', 'disconnect', 421, `${this.authFailures} failed AUTH attempts`);
+      this.logDecision('auth', 'core', 'disconnect', 421, `${this.authFailures} failed AUTH attempts`, { user: username });
       return this.outcome(answer.disconnect('Too many failed authentication attempts', '4.7.0'));
     }
     if (a.action === 'reject') return this.outcome(a);
     // Every plugin passed: nobody vouched for these credentials.
-    return this.coreReject('auth', answer.reject(535, '5.7.8', 'Authentication credentials invalid'));
+    this.logDecision('auth', 'core', 'reject', 535, 'no plugin accepted these credentials', { user: username, method });
+    return this.outcome(answer.reject(535, '5.7.8', 'Authentication credentials invalid'));
   }
 
   async mail(address: string, params: SmtpParams): Promise<Outcome> {
