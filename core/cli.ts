@@ -12,6 +12,7 @@ import { YubinServer } from './server.js';
 import { createServiceContainer, servicesFrom } from './services/index.js';
 import { formatList, queueChange, QueueCommandError, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
 import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
+import { MailCommandError, registerMailCommands } from '../plugins/vpopmail/cli.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -24,7 +25,7 @@ function configOption(): Option {
 
 /** One line per problem on stderr, then exit 2 for config problems or 1 for anything else. */
 function fail(err: unknown): never {
-  if (err instanceof QueueCommandError) {
+  if (err instanceof QueueCommandError || err instanceof MailCommandError) {
     process.stderr.write(`yubin: ${err.message}\n`);
     process.exit(err.exitCode);
   }
@@ -157,6 +158,7 @@ export function buildProgram(): Command {
       .addOption(configOption())
       .action(async (id: string, opts: { config: string }) => print(await queueChange(await configOf(opts), cmd, id)));
   }
+  registerMailCommands(program, configOption);
   program
     .command('sendmail')
     .description('sendmail-compatible injection: yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message')

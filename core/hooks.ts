@@ -164,6 +164,14 @@ export interface Delivery {
   readonly received: number;
   /** The message as queued, with the headers the server added (CRLF line ends). */
   readonly message: Pick<Message, 'size' | 'stream'>;
+  /**
+   * Sends a copy on to other addresses through the queue, with the same
+   * envelope sender (an alias, a forward, a catch-all), as qmail-local's
+   * forward does. `headers` (whole lines without line ends, e.g. a
+   * Delivered-To that makes a loop visible) go on top. Resolves with the new
+   * message's queue id once it is safely queued.
+   */
+  forward(recipients: readonly string[], headers?: readonly string[]): Promise<string>;
 }
 
 export interface DeliverContext {

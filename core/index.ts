@@ -31,7 +31,7 @@ export type {
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
 export { definePlugin, type OptionsIssue, type OptionsSchema, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
-export { LocalDomains, ManualClock, NodeDns, SystemClock, Tokens, type Clock, type Dns, type Lookup, type MxRecord, type Services } from './services/index.js';
+export { DEFAULT_LOGIN_THROTTLE, LocalDomains, LoginThrottle, ManualClock, NodeDns, SystemClock, Tokens, type Clock, type Dns, type LocalDomainSource, type LoginThrottleConfig, type Lookup, type MxRecord, type Services, type ThrottleVerdict } from './services/index.js';
 export { domainMatches, hasSenderRouting, splitAddress } from './address.js';
 export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './config/load.js';
 export type { Config, Limits, ListenerConfig } from './config/schema.js';
@@ -42,3 +42,4 @@ export { controlLines, WatchedFile, type WatchedFileOptions } from './watched-fi
 export { deliverToMaildir, ensureMaildir, LoopDetected, maildirName, type MaildirDelivery } from './maildir.js';
 export type { Envelope, EnvelopeAddress, MessageKind, QueueState, RecipientState, RecipientStatus } from './queue/spool.js';
 export type { Scheduler } from './queue/scheduler.js';
+export { readHeaderSection } from './queue/bounce.js';

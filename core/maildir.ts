@@ -85,6 +85,8 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
     fd = await fsOpen(tmp, 'wx', 0o600);
   }
   let size = 0;
+  /** Size with CRLF line ends, as POP3 sends it: one more octet per LF written. */
+  let lines = 0;
   let linked = false;
   let closed = false;
   let batch: Buffer[] = [];
@@ -105,6 +107,7 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
     batch.push(b);
     batched += b.length;
     size += b.length;
+    for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) lines++;
     if (batched >= WRITE_BATCH) await flush();
   };
   try {
@@ -138,7 +141,8 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
     await fsDatasync(fd);
     closed = true;
     await fsClose(fd);
-    const final = `${name},S=${size}`;
+    // S= is the stored size (Maildir++ quotas), W= the size on the wire with CRLF (POP3 LIST, as Dovecot names it).
+    const final = `${name},S=${size},W=${size + lines}`;
     await link(tmp, path.join(dir, 'new', final));
     linked = true;
     await unlink(tmp);

@@ -83,7 +83,7 @@ t.test('a message to a local address lands in its Maildir (Return-Path, Delivere
   t.same(await readdir(path.join(server.dataDir, 'mail/example.test/bob/Maildir/tmp')), []);
   t.same(await server.server.spool.list(), [], 'the queue is empty once delivered');
   const names = await readdir(path.join(server.dataDir, 'mail/example.test/bob/Maildir/new'));
-  t.match(names[0], /^\d+\.M\d+P\d+Q\d+\.[^,]+,S=\d+$/, 'unique time.MusecPpidQseq.host name with Maildir++ size');
+  t.match(names[0], /^\d+\.M\d+P\d+Q\d+\.[^,]+,S=\d+,W=\d+$/, 'unique time.MusecPpidQseq.host name with Maildir++ size and CRLF size');
   t.ok(server.logs.some((l) => l.event === 'delivery' && l.id === id && l.result === 'success'), 'the delivery is logged');
 });
 

@@ -402,8 +402,32 @@ export class Scheduler {
           size: Buffer.byteLength(env.prependHeaders) + env.size,
           stream: () => lazyStream(() => spool.openMessage(msg.id, env)),
         },
+        forward: (recipients, headers = []) => this.forward(msg, recipients, headers),
       },
     };
+  }
+
+  /** A deliver plugin's forward: a new message with the same sender, committed like any other. */
+  private async forward(msg: Active, recipients: readonly string[], headers: readonly string[]): Promise<string> {
+    const { spool, clock, log } = this.deps;
+    const env = msg.envelope;
+    if (!recipients.length) throw new Error('forward needs at least one recipient');
+    const chunks: Buffer[] = [];
+    for await (const c of await spool.openMessage(msg.id, env)) chunks.push(c as Buffer);
+    const id = await spool.inject(Buffer.concat(chunks), {
+      sender: env.sender,
+      senderParams: {},
+      recipients: recipients.map((address) => ({ address, params: {} })),
+      received: clock.now(),
+      listener: 'forward',
+      remoteIp: '127.0.0.1',
+      heloName: undefined,
+      authUser: undefined,
+      prependHeaders: headers.map((h) => `${h.replace(/[\r\n]+/g, ' ')}\r\n`).join(''),
+      kind: env.kind ?? 'message',
+    });
+    log.info({ event: 'forward', id: msg.id, forwardId: id, to: recipients }, `forwarded msg ${msg.id} to ${recipients.join(', ')} as ${id}`);
+    return id;
   }
 
   /** Runs the deliver hook; undefined when every plugin continued. */

@@ -12,7 +12,7 @@ import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig } from 
 import type { DnsConfig } from '../config/schema.js';
 
 export { ManualClock, SystemClock, type Clock } from './clock.js';
-export { LocalDomains, normalizeDomain } from './local-domains.js';
+export { LocalDomains, normalizeDomain, type LocalDomainSource } from './local-domains.js';
 export { NodeDns, type Dns, type Lookup, type MxRecord } from './dns.js';
 export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
 

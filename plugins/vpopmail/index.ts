@@ -1,0 +1,170 @@
+/**
+ * vpopmail: virtual domains and users from a mail store. On a listener it
+ * checks passwords (vchkpw: SMTP AUTH and POP3 logins), holds authenticated
+ * senders to their own addresses and refuses unknown recipients at RCPT; in
+ * `delivery.plugins` it delivers (vdelivermail). Its domains are local the
+ * moment `yubin domain add` writes them.
+ */
+import { answer, definePlugin, type AuthContext, type HookAnswers, type RcptContext } from '../../core/index.js';
+import { deliver } from './deliver.js';
+import { maildirOf, parseLogin } from './names.js';
+import { openStore, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
+import { hashPassword, needsRehash, verifyPassword } from './passwords.js';
+import { checkQuota, parseQuota } from './quota.js';
+import { resolveAddress } from './resolve.js';
+import type { MailStore, UserRecord } from './store.js';
+import type { Logger } from 'pino';
+
+const BAD_LOGIN = answer.reject(535, '5.7.8', 'Authentication credentials invalid');
+/** Checked when the user does not exist, so a wrong user name costs as long as a wrong password. */
+let dummyHash: Promise<string> | undefined;
+
+/** The domain names, re-read when the store changed (the CLI writes from another process). */
+class DomainCache {
+  private seen = -1;
+  private names = new Set<string>();
+  private clear = false;
+
+  constructor(private readonly store: MailStore) {}
+
+  private refresh(): void {
+    const counter = this.store.changeCounter();
+    if (counter === this.seen) return;
+    this.seen = counter;
+    const apply = (domains: Array<{ name: string; clearPasswords: boolean }>) => {
+      this.names = new Set(domains.map((d) => d.name));
+      this.clear = domains.some((d) => d.clearPasswords);
+    };
+    const listed = this.store.listDomains();
+    // SQLite answers at once; a networked store updates the set when its answer comes.
+    if (Array.isArray(listed)) apply(listed);
+    else void listed.then(apply);
+  }
+
+  has(domain: string): boolean {
+    this.refresh();
+    return this.names.has(domain);
+  }
+
+  list(): string[] {
+    this.refresh();
+    return [...this.names];
+  }
+
+  /** Some domain keeps clear passwords: CRAM-MD5 and APOP can be checked there. */
+  anyClearPasswords(): boolean {
+    this.refresh();
+    return this.clear;
+  }
+}
+
+async function passwordMatches(ctx: AuthContext, user: UserRecord): Promise<boolean> {
+  if (ctx.password === undefined) {
+    // Challenge-response (CRAM-MD5, APOP): only a stored clear password can answer it.
+    return user.clearPassword !== undefined && ctx.verify(user.clearPassword);
+  }
+  return verifyPassword(ctx.password, user.passwordHash);
+}
+
+export default definePlugin({
+  name: 'vpopmail',
+  options: vpopmailOptions,
+  setup({ options, dataDir, services, log }) {
+    const paths = storePaths(options, dataDir);
+    const store = openStore(paths);
+    const domains = new DomainCache(store);
+    const removeSource = services.localDomains.addSource(domains);
+    const env = { store, root: paths.root, options, log };
+
+    return {
+      authMechanisms: () => (domains.anyClearPasswords() ? ['PLAIN', 'LOGIN', 'CRAM-MD5', 'APOP'] : ['PLAIN', 'LOGIN']),
+      hooks: {
+        async auth(ctx) {
+          return authenticate(store, options, log, ctx, paths.root, services.clock.now());
+        },
+
+        async mail({ connection, sender }) {
+          const login = connection.authUser;
+          if (!login || !sender || !options.senderMustMatchLogin || connection.protocol !== 'smtp') return answer.continue();
+          const who = parseLogin(login, options.defaultDomain);
+          if (!who) return answer.continue(); // authenticated by another plugin
+          const own = `${who.name}@${who.domain}`;
+          const from = sender.address.toLowerCase();
+          if (from === own) return answer.continue();
+          const alias = await store.getAlias(sender.domain, sender.local.toLowerCase());
+          if (alias?.targets.some((t) => t.toLowerCase() === own)) return answer.continue();
+          return answer.reject(553, '5.7.1', `Sender address <${sender.address}> is not owned by ${own}`);
+        },
+
+        async rcpt(ctx) {
+          return checkRecipient(store, options, paths.root, ctx);
+        },
+
+        async deliver({ delivery }) {
+          if (!delivery.local) return answer.continue();
+          return deliver(env, delivery);
+        },
+      },
+      close() {
+        removeSource();
+        return store.close();
+      },
+    };
+  },
+});
+
+async function authenticate(store: MailStore, options: VpopmailOptions, log: Logger, ctx: AuthContext, root: string, now: number): Promise<HookAnswers['auth']> {
+  const who = parseLogin(ctx.username, options.defaultDomain);
+  const domain = who && (await store.getDomain(who.domain));
+  if (!who || !domain) return answer.continue(); // not one of our domains: another auth plugin may know it
+  const user = await store.getUser(who.domain, who.name);
+  if (!user) {
+    if (ctx.password !== undefined) await verifyPassword(ctx.password, await (dummyHash ??= hashPassword('no such user')));
+    return BAD_LOGIN;
+  }
+  if (!(await passwordMatches(ctx, user))) return BAD_LOGIN;
+  const service = ctx.connection.protocol;
+  if ((service === 'smtp' && user.flags.noSmtp) || (service === 'pop3' && user.flags.noPop)) {
+    // After the password check, so a disabled flag tells nothing to someone who does not know the password.
+    log.info({ user: `${who.name}@${who.domain}`, service }, `${service} disabled for this user`);
+    return BAD_LOGIN;
+  }
+  if (ctx.password !== undefined && needsRehash(user.passwordHash)) {
+    // An imported MD5-crypt or clear password becomes a modern hash at the first good login.
+    await store.updateUser(who.domain, who.name, { passwordHash: await hashPassword(ctx.password) });
+    log.info({ user: `${who.name}@${who.domain}` }, 'password re-hashed with scrypt');
+  }
+  await store.recordLogin(who.domain, who.name, now, ctx.connection.remoteIp, service);
+  ctx.mailbox(maildirOf(root, who.domain, who.name));
+  return answer.accept();
+}
+
+async function checkRecipient(store: MailStore, options: VpopmailOptions, root: string, ctx: RcptContext): Promise<HookAnswers['rcpt']> {
+  const { recipient, connection } = ctx;
+  if (!recipient.localDomain) {
+    // Relaying by an authenticated user: vpopmail's NO_RELAY flag takes it away.
+    const who = connection.authUser && connection.state.relayClient === undefined ? parseLogin(connection.authUser, options.defaultDomain) : undefined;
+    const user = who && (await store.getUser(who.domain, who.name));
+    if (user?.flags.noRelay) return answer.reject(550, '5.7.1', 'Relaying denied for this account');
+    return answer.continue();
+  }
+  const domain = await store.getDomain(recipient.domain);
+  if (!domain) return answer.continue();
+  const resolution = await resolveAddress(store, domain, recipient.local);
+  if (resolution.kind === 'catchall') {
+    const c = resolution.catchall;
+    if (c.kind === 'bounce-no-mailbox') return answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)');
+    if (c.kind === 'delete') return answer.discard('Recipient OK'); // looks like any other accept: no directory harvesting
+    return answer.continue();
+  }
+  if (resolution.kind === 'user' && options.overQuotaAtRcpt !== 'off') {
+    const user = resolution.user;
+    if (user.flags.bounceMail) return answer.reject(550, '5.2.1', 'This mailbox does not take mail. (#5.2.1)');
+    const quota = parseQuota(user.quota) ?? {};
+    // "Already full": not even one more byte or message fits.
+    if ((quota.bytes !== undefined || quota.count !== undefined) && (await checkQuota(maildirOf(root, domain.name, user.name), quota, 1)).over) {
+      return options.overQuotaAtRcpt === 'defer' ? answer.defer(452, '4.2.2', 'Mailbox full, try again later') : answer.reject(552, '5.2.2', 'Mailbox full');
+    }
+  }
+  return answer.continue();
+}

@@ -1,0 +1,42 @@
+/**
+ * The vpopmail plugin's options block (`plugins: vpopmail:` in the config),
+ * shared by the plugin and the `yubin domain|user|alias` commands so both
+ * find the same store and mailboxes.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+import { SqliteStore } from './sqlite-store.js';
+import type { MailStore } from './store.js';
+
+export const vpopmailOptions = z.strictObject({
+  /** The SQLite store; relative to dataDir. */
+  database: z.string().min(1).default('vpopmail.sqlite'),
+  /** Root of the domain directories (vpopmail's ~vpopmail/domains); relative to dataDir. */
+  root: z.string().min(1).default('domains'),
+  /** Domain for logins without one (vchkpw's default domain). */
+  defaultDomain: z.string().min(1).optional(),
+  /** Folder that mail flagged `X-Spam-Flag: YES` goes to where spam filing is on. */
+  spamFolder: z
+    .string()
+    .regex(/^\.[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a Maildir++ folder name such as .Spam')
+    .default('.Spam'),
+  /** A recipient already over quota at RCPT: defer (452 4.2.2), reject (552 5.2.2) or off (take it; it bounces at delivery). */
+  overQuotaAtRcpt: z.enum(['defer', 'reject', 'off']).default('defer'),
+  /** An authenticated sender may only use their own address or an alias that forwards to it in MAIL FROM. */
+  senderMustMatchLogin: z.boolean().default(true),
+});
+
+export type VpopmailOptions = z.output<typeof vpopmailOptions>;
+
+export interface StorePaths {
+  readonly database: string;
+  readonly root: string;
+}
+
+export function storePaths(options: VpopmailOptions, dataDir: string): StorePaths {
+  return { database: path.resolve(dataDir, options.database), root: path.resolve(dataDir, options.root) };
+}
+
+export function openStore(paths: StorePaths): MailStore {
+  return new SqliteStore(paths.database);
+}

@@ -1,0 +1,120 @@
+/**
+ * What the vpopmail plugin keeps: virtual domains, their users and aliases.
+ * The plugin and the CLI only talk to this interface, so a PostgreSQL store
+ * can follow the SQLite one without touching either.
+ *
+ * Methods may answer at once (SQLite is synchronous) or with a promise (a
+ * network database); callers always `await`.
+ */
+
+export type Awaitable<T> = T | Promise<T>;
+
+/** What happens to mail for an address of the domain that nobody has (vpopmail's .qmail-default). */
+export type Catchall = { readonly kind: 'bounce-no-mailbox' } | { readonly kind: 'delete' } | { readonly kind: 'forward'; readonly address: string };
+
+export interface DomainRecord {
+  readonly name: string;
+  readonly catchall: Catchall;
+  /** Keep users' clear passwords (vpopmail's CLEAR_PASSWD): needed for CRAM-MD5 and APOP. */
+  readonly clearPasswords: boolean;
+  /** File mail flagged `X-Spam-Flag: YES` into the spam folder (users may override). */
+  readonly spamFiling: boolean;
+  /** Quota given to new users (Maildir++ string or NOQUOTA). */
+  readonly defaultQuota: string;
+  readonly created: number;
+}
+
+/** vpopmail's gid flags, by name. The bit values are vpopmail's, so vpasswd files import as they are. */
+export const USER_FLAG_BITS = {
+  noPasswordChange: 0x01,
+  noPop: 0x02,
+  noWebmail: 0x04,
+  noImap: 0x08,
+  bounceMail: 0x10,
+  noRelay: 0x20,
+  noSmtp: 0x800,
+} as const;
+
+export type UserFlag = keyof typeof USER_FLAG_BITS;
+export type UserFlags = Readonly<Record<UserFlag, boolean>>;
+
+export function flagsFromBits(bits: number): UserFlags {
+  return Object.fromEntries(Object.entries(USER_FLAG_BITS).map(([k, bit]) => [k, (bits & bit) !== 0])) as Record<UserFlag, boolean>;
+}
+
+export function flagsToBits(flags: Partial<UserFlags>): number {
+  let bits = 0;
+  for (const [k, bit] of Object.entries(USER_FLAG_BITS)) if (flags[k as UserFlag]) bits |= bit;
+  return bits;
+}
+
+export interface UserRecord {
+  readonly domain: string;
+  /** Local part, lower case. */
+  readonly name: string;
+  /** Password hash: `$scrypt$` for new ones, imported `$1$` / `$5$` / `$6$` or clear text. */
+  readonly passwordHash: string;
+  /** Only where the domain keeps clear passwords. */
+  readonly clearPassword: string | undefined;
+  /** Maildir++ quota string or NOQUOTA. */
+  readonly quota: string;
+  readonly flags: UserFlags;
+  readonly realName: string;
+  /** Spam filing for this user; undefined follows the domain. */
+  readonly spamFiling: boolean | undefined;
+  readonly created: number;
+  readonly lastAuth: { readonly time: number; readonly ip: string; readonly service: string } | undefined;
+}
+
+export interface AliasRecord {
+  readonly domain: string;
+  readonly name: string;
+  /** Addresses mail is forwarded to, in the order added. */
+  readonly targets: readonly string[];
+}
+
+export type NewDomain = Pick<DomainRecord, 'name'> & Partial<Omit<DomainRecord, 'name' | 'created'>>;
+export type DomainChanges = Partial<Omit<DomainRecord, 'name' | 'created'>>;
+export type NewUser = Pick<UserRecord, 'domain' | 'name' | 'passwordHash'> & Partial<Omit<UserRecord, 'domain' | 'name' | 'passwordHash' | 'created' | 'lastAuth'>>;
+export type UserChanges = Partial<Omit<UserRecord, 'domain' | 'name' | 'created' | 'lastAuth' | 'flags'>> & { readonly flags?: Partial<UserFlags> };
+
+/** A record already exists, or one it needs does not: the CLI reports it as a usage error. */
+export class StoreConflict extends Error {}
+
+export interface MailStore {
+  /**
+   * A number that changes whenever the data changed, in this process or
+   * another (the CLI writes while the server runs). Read synchronously and
+   * often: it must be cheap.
+   */
+  changeCounter(): number;
+
+  getDomain(name: string): Awaitable<DomainRecord | undefined>;
+  listDomains(): Awaitable<DomainRecord[]>;
+  domainNames(): Awaitable<string[]>;
+  /** Throws StoreConflict when it exists. */
+  addDomain(domain: NewDomain): Awaitable<DomainRecord>;
+  updateDomain(name: string, changes: DomainChanges): Awaitable<DomainRecord | undefined>;
+  /** Removes the domain with its users and aliases; false when there was none. */
+  deleteDomain(name: string): Awaitable<boolean>;
+
+  getUser(domain: string, name: string): Awaitable<UserRecord | undefined>;
+  listUsers(domain: string): Awaitable<UserRecord[]>;
+  countUsers(domain: string): Awaitable<number>;
+  /** Throws StoreConflict when the user exists or the domain does not. */
+  addUser(user: NewUser): Awaitable<UserRecord>;
+  updateUser(domain: string, name: string, changes: UserChanges): Awaitable<UserRecord | undefined>;
+  deleteUser(domain: string, name: string): Awaitable<boolean>;
+  recordLogin(domain: string, name: string, time: number, ip: string, service: string): Awaitable<void>;
+
+  getAlias(domain: string, name: string): Awaitable<AliasRecord | undefined>;
+  listAliases(domain?: string): Awaitable<AliasRecord[]>;
+  /** Aliases of this domain that forward to this address (MAIL FROM checks on submission). */
+  aliasesTargeting(domain: string, address: string): Awaitable<AliasRecord[]>;
+  /** Throws StoreConflict when the domain does not exist. */
+  addAliasTarget(domain: string, name: string, target: string): Awaitable<AliasRecord>;
+  /** Removes one target, or the whole alias without one; false when nothing matched. */
+  removeAlias(domain: string, name: string, target?: string): Awaitable<boolean>;
+
+  close(): Awaitable<void>;
+}
