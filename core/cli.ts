@@ -79,9 +79,12 @@ function describeListener(loaded: LoadedConfig, i: number): string[] {
   const l = loaded.config.listeners[i]!;
   const host = l.listen.host.includes(':') ? `[${l.listen.host}]` : l.listen.host;
   const lim = l.limits;
+  const pop3 = l.protocol === 'pop3';
   const lines = [
-    `listener ${l.name}: ${l.protocol} on ${host}:${l.listen.port}, tls ${l.tls}${l.requireAuth ? ', AUTH required' : ''}${l.allowInsecureAuth ? ', AUTH allowed without TLS' : ''}`,
-    `  limits: message ${lim.maxMessageSize} bytes, ${lim.maxRecipients} recipients, line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s, ${lim.maxConnections} connections`,
+    `listener ${l.name}: ${l.protocol} on ${host}:${l.listen.port}, tls ${l.tls}${l.requireAuth && !pop3 ? ', AUTH required' : ''}${l.allowInsecureAuth ? ', logins allowed without TLS' : ''}`,
+    pop3
+      ? `  limits: line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s, ${lim.maxConnections} connections, ${lim.maxAuthFailures} failed logins`
+      : `  limits: message ${lim.maxMessageSize} bytes, ${lim.maxRecipients} recipients, line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s, ${lim.maxConnections} connections`,
   ];
   if (l.plugins.length === 0) lines.push('  plugins: none (the core still refuses relaying)');
   return lines;
@@ -94,7 +97,8 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const log = createLogger({ level: 'warn', destination: process.stderr });
   const services = servicesFrom(createServiceContainer(log, config.localDomains, config.dns));
   const plugins = await startPlugins(loaded, { services, log });
-  const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${config.localDomains.join(', ') || '(none)'}`];
+  // After the plugins started: the list includes a mailbox plugin's virtual domains.
+  const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${services.localDomains.list().join(', ') || '(none)'}`];
   config.listeners.forEach((l, i) => {
     out.push(...describeListener(loaded, i));
     l.plugins.forEach((ref, j) => {
