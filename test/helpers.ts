@@ -59,6 +59,8 @@ export function run(cmd: string, args: readonly string[], options: { input?: str
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A program that never reads its input (openssl passwd) may be gone before we write: not an error.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }
