@@ -108,6 +108,12 @@ out['quit'] = p.quit().decode()`);
     'the relayed message waits in the queue',
   );
 
+  // A domain added while the server runs is local at once: no restart, no waiting.
+  t.equal((await y('domain', 'add', 'second.test', '--password', 'pm2')).code, 0);
+  const second = await run('swaks', ['--server', `127.0.0.1:${smtp}`, '--to', 'postmaster@second.test', '--from', 'sender@remote.test']);
+  t.match(second.stdout, /250 2\.0\.0 Ok: queued/, 'the new domain takes mail at once');
+  await waitFor(async () => (await readdir(path.join(dir, 'var/domains/second.test/postmaster/Maildir/new')))[0]);
+
   t.equal((await y('user', 'mod', 'alice@example.test', '--disable', 'pop')).code, 0);
   const refused = await poplib(pop3!, 'alice@example.test', PASSWORD, `out['stat'] = list(p.stat())`);
   t.match(refused.error, /^-ERR/, 'POP disabled: the login is refused');

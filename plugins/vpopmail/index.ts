@@ -5,7 +5,7 @@
  * `delivery.plugins` it delivers (vdelivermail). Its domains are local the
  * moment `yubin domain add` writes them.
  */
-import { answer, definePlugin, type AuthContext, type HookAnswers, type RcptContext } from '../../core/index.js';
+import { answer, definePlugin, ensureMaildir, type AuthContext, type HookAnswers, type RcptContext } from '../../core/index.js';
 import { deliver } from './deliver.js';
 import { maildirOf, parseLogin } from './names.js';
 import { openStore, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
@@ -135,7 +135,10 @@ async function authenticate(store: MailStore, options: VpopmailOptions, log: Log
     log.info({ user: `${who.name}@${who.domain}` }, 'password re-hashed with scrypt');
   }
   await store.recordLogin(who.domain, who.name, now, ctx.connection.remoteIp, service);
-  ctx.mailbox(maildirOf(root, who.domain, who.name));
+  const maildir = maildirOf(root, who.domain, who.name);
+  // vdelivermail makes missing directories on delivery; a user who logs in before any mail sees an empty box.
+  if (service === 'pop3') await ensureMaildir(maildir);
+  ctx.mailbox(maildir);
   return answer.accept();
 }
 

@@ -162,7 +162,7 @@ export class SqliteStore implements MailStore {
 
   changeCounter(): number {
     // data_version moves when another connection commits; our own writes are counted apart.
-    return (this.db.pragma('data_version', { simple: true }) as number) * 1_000_000 + this.localChanges;
+    return (this.st('PRAGMA data_version').pluck().get() as number) * 1_000_000 + this.localChanges;
   }
 
   private changed<T>(value: T): T {
