@@ -1,39 +1,121 @@
 /**
- * One POP3 listener (qmail-popup + qmail-pop3d). STUB: being written.
+ * One POP3 listener (tcpserver running qmail-popup): plain or STLS on a
+ * net.Server, pop3s on a tls.Server. Each connection is a Pop3Session
+ * with the listener's plugins and limits as they were when it arrived.
  */
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerTls } from '../smtp/listener.js';
 import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
+import { plainIp } from './connection.js';
+import { Pop3Session } from './session.js';
+
+/** Longest a pop3s client may take over its handshake before it has a session to time out in. */
+const MAX_HANDSHAKE_MS = 60_000;
 
 export class Pop3Listener {
   private readonly server: net.Server;
+  private readonly sessions = new Set<Pop3Session>();
+  /** Every TCP connection, sessions or not: a pop3s handshake in progress has no session yet. */
+  private readonly sockets = new Set<net.Socket>();
+  private draining = false;
+
   constructor(
     public runtime: ListenerRuntime,
     readonly env: SessionEnv,
     readonly tlsSettings: ListenerTls,
     private readonly log: Logger,
   ) {
-    this.server = net.createServer((s) => s.end('-ERR not yet\r\n'));
-    void this.log;
+    // allowHalfOpen: a client that pipelines QUIT and shuts its side still gets every answer.
+    if (tlsSettings.mode === 'implicit') {
+      if (!tlsSettings.keyPair) throw new Error(`listener ${runtime.name}: implicit TLS needs a certificate`);
+      const server = tls.createServer({ ...tlsSettings.keyPair, allowHalfOpen: true, handshakeTimeout: this.handshakeTimeout() }, (socket) => this.accept(socket, true));
+      // Without a handler, one client's bad handshake would take the process down.
+      server.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
+        this.log.info({ listener: this.name, ip: plainIp(socket.remoteAddress), err: err.message, code: err.code }, 'TLS handshake failed');
+        socket.destroy();
+      });
+      this.server = server;
+    } else {
+      this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket, false));
+    }
+    this.server.on('connection', (socket: net.Socket) => {
+      this.sockets.add(socket);
+      socket.on('error', () => undefined); // reported by the session or the TLS server
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server.on('error', (err: Error) => this.log.error({ listener: this.name, err: err.message }, 'listener error'));
   }
+
   get name(): string {
     return this.runtime.name;
   }
+
+  /**
+   * After a reload. Nothing to copy: each session reads the limits from the
+   * runtime it started with, so new connections get the new ones and those in
+   * progress keep theirs. (The pop3s handshake timeout stays as it was at start.)
+   */
   applyLimits(): void {}
+
   async listen(): Promise<AddressInfo> {
     const { host, port } = this.runtime.config.listen;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => resolve());
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
     });
     return this.address();
   }
+
   address(): AddressInfo {
     return this.server.address() as AddressInfo;
   }
-  async drain(_timeoutMs: number): Promise<void> {
-    await new Promise<void>((r) => this.server.close(() => r()));
+
+  /**
+   * Stops accepting. Sessions waiting for a command are told `-ERR [SYS/TEMP]`
+   * and closed at once, one in the middle of a command (a long RETR) after it;
+   * none applies its deletions. What is left at the deadline is cut off.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const session of this.sessions) session.shutdown();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all([...this.sessions].map((s) => s.done)), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+    for (const session of this.sessions) session.destroy();
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+  }
+
+  private handshakeTimeout(): number {
+    return Math.min(MAX_HANDSHAKE_MS, this.runtime.config.limits.idleTimeout);
+  }
+
+  private accept(socket: net.Socket | tls.TLSSocket, secure: boolean): void {
+    socket.on('error', () => undefined); // until the session's own handlers are on
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    const runtime = this.runtime;
+    if (this.sessions.size >= runtime.config.limits.maxConnections) {
+      this.log.info({ listener: runtime.name, ip: plainIp(socket.remoteAddress), limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
+      socket.end('-ERR [SYS/TEMP] too many connections\r\n');
+      setTimeout(() => socket.destroy(), 1_000).unref();
+      return;
+    }
+    runtime.lease?.acquire();
+    const session = new Pop3Session(runtime, this.env, this.tlsSettings, socket, secure);
+    this.sessions.add(session);
+    void session.done.finally(() => {
+      this.sessions.delete(session);
+      runtime.lease?.release();
+    });
   }
 }

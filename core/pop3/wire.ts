@@ -30,6 +30,10 @@ export class Wire {
   readonly done: Promise<void>;
   /** A write is waiting for the client to read: the client, not the server, is slow. */
   writeBlocked = false;
+  /** Waiting for the client's next line. */
+  awaitingLine = false;
+  /** A STLS handshake is under way. */
+  handshaking = false;
   private isSecure: boolean;
   private lastError: Error | undefined;
 
@@ -67,7 +71,9 @@ export class Wire {
   }
 
   async nextLine(): Promise<LineEvent> {
+    this.awaitingLine = true;
     const event = await this.reader.next();
+    this.awaitingLine = false;
     if (this.reader.hasRoom && !this.gone && this.socket.isPaused()) this.socket.resume();
     return event;
   }
@@ -103,12 +109,17 @@ export class Wire {
     this.socket = secure;
     this.attach(secure);
     secure.setTimeout(this.idleMs);
+    this.handshaking = true;
     return new Promise<boolean>((resolve) => {
       secure.once('secure', () => {
+        this.handshaking = false;
         this.isSecure = true;
         resolve(true);
       });
-      void this.done.then(() => resolve(false));
+      void this.done.then(() => {
+        this.handshaking = false;
+        resolve(false);
+      });
     });
   }
 

@@ -85,7 +85,7 @@ export default definePlugin({
 
         async mail({ connection, sender }) {
           const login = connection.authUser;
-          if (!login || !sender || !options.senderMustMatchLogin || connection.protocol !== 'smtp') return answer.continue();
+          if (!login || !sender || !options.senderMustMatchLogin) return answer.continue();
           const who = parseLogin(login, options.defaultDomain);
           if (!who) return answer.continue(); // authenticated by another plugin
           const own = `${who.name}@${who.domain}`;
