@@ -75,11 +75,14 @@ export interface AliasRecord {
 
 export type NewDomain = Pick<DomainRecord, 'name'> & Partial<Omit<DomainRecord, 'name' | 'created'>>;
 export type DomainChanges = Partial<Omit<DomainRecord, 'name' | 'created'>>;
-export type NewUser = Pick<UserRecord, 'domain' | 'name' | 'passwordHash'> & Partial<Omit<UserRecord, 'domain' | 'name' | 'passwordHash' | 'created' | 'lastAuth'>>;
+export type NewUser = Pick<UserRecord, 'domain' | 'name' | 'passwordHash'> &
+  Partial<Omit<UserRecord, 'domain' | 'name' | 'passwordHash' | 'created' | 'lastAuth' | 'flags'>> & { readonly flags?: Partial<UserFlags> };
 export type UserChanges = Partial<Omit<UserRecord, 'domain' | 'name' | 'created' | 'lastAuth' | 'flags'>> & { readonly flags?: Partial<UserFlags> };
 
 /** A record already exists, or one it needs does not: the CLI reports it as a usage error. */
-export class StoreConflict extends Error {}
+export class StoreConflict extends Error {
+  override readonly name = 'StoreConflict';
+}
 
 export interface MailStore {
   /**
