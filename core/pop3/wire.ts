@@ -80,7 +80,7 @@ export class Wire {
 
   /** Writes and waits while the client is not reading; does nothing on a closed connection. */
   async write(data: string | Buffer): Promise<void> {
-    if (this.gone || this.socket.writableEnded || data.length === 0) return;
+    if (this.gone || this.socket.destroyed || this.socket.writableEnded || data.length === 0) return;
     if (this.socket.write(data)) return;
     this.writeBlocked = true;
     try {

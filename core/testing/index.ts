@@ -22,6 +22,7 @@ import { YubinServer } from '../server.js';
 import type { Envelope } from '../queue/spool.js';
 import { SmtpTestClient, type ConnectOptions } from './smtp-client.js';
 
+export { Pop3TestClient, type Pop3ConnectOptions, type Pop3Multiline } from './pop3-client.js';
 export { SmtpTestClient, toWire, type ConnectOptions, type MailOptions, type MailResult, type SmtpReply } from './smtp-client.js';
 
 /** A plugin named in a listener: by reference (built-in name, path, package) or given as a definition. */

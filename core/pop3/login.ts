@@ -1,0 +1,140 @@
+/**
+ * One POP3 login, whatever the command (USER/PASS, APOP, AUTH PLAIN):
+ * the shared failed-login throttle, the auth hook, the mailbox the accepting
+ * plugin names, its lock and its scan. Each attempt is one log line.
+ *
+ * A client learns only "failed": never whether the user exists, nor which
+ * plugin said no (the log says it).
+ */
+import type { Logger } from 'pino';
+import type { AuthContext } from '../hooks.js';
+import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
+import type { Pop3Connection } from './connection.js';
+import { lockMailbox, mailboxKey } from './mailbox-lock.js';
+import { cleanTmp, MaildirBox } from './maildir-box.js';
+
+export type LoginMethod = 'USER' | 'APOP' | 'PLAIN';
+
+export interface Credentials {
+  readonly method: LoginMethod;
+  readonly username: string;
+  /** The clear password; undefined for APOP. */
+  readonly password: string | undefined;
+  verify(secret: string): boolean;
+}
+
+export type LoginOutcome =
+  | { readonly ok: true; readonly box: MaildirBox; readonly release: () => void; readonly reply: string }
+  /** `reply` undefined: close without a word (a plugin's silent disconnect). */
+  | { readonly ok: false; readonly reply: string | undefined; readonly close: boolean };
+
+type Result = 'ok' | 'failed' | 'locked-out' | 'no-mailbox' | 'in-use' | 'deferred' | 'disconnected' | 'error';
+
+/** Hook texts go on a reply line: no line breaks or NULs from a plugin may split it. */
+export function oneLine(text: string): string {
+  return text.replace(/[\r\n\0]+/g, ' ');
+}
+
+export class Login {
+  private failures = 0;
+
+  constructor(
+    private readonly runtime: ListenerRuntime,
+    private readonly env: SessionEnv,
+    private readonly connection: Pop3Connection,
+    private readonly log: Logger,
+  ) {}
+
+  async attempt(c: Credentials): Promise<LoginOutcome> {
+    const { method, username } = c;
+    const throttle = this.env.services.loginThrottle;
+    const ip = this.connection.remoteIp;
+    const verdict = throttle.check(ip, username);
+    if (verdict.locked) {
+      // No password is checked while locked out: guessing learns nothing.
+      this.decision(c, 'core', 'defer', 454, `locked out after ${verdict.failures} failed logins (by ${verdict.by})`, 'locked-out');
+      return this.failed('-ERR [SYS/TEMP] Too many failed logins, try again later');
+    }
+    if (verdict.wait > 0) {
+      this.log.info({ event: 'auth-delay', user: username, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying login answer ${verdict.wait} ms after ${verdict.failures} failures`);
+      await new Promise((r) => setTimeout(r, verdict.wait));
+    }
+
+    let maildir: string | undefined;
+    const ctx: AuthContext = {
+      connection: this.connection,
+      method,
+      username,
+      password: c.password,
+      verify: (secret) => c.verify(secret),
+      mailbox: (dir) => {
+        maildir = dir;
+      },
+    };
+    const result = await this.runtime.pipeline.run('auth', ctx, this.log);
+    const a = result.answer;
+    const plugin = result.plugin ?? 'core';
+
+    if (a.action === 'accept') {
+      throttle.success(ip, username);
+      if (maildir === undefined) {
+        this.decision(c, plugin, 'reject', 550, 'login accepted without a mailbox', 'no-mailbox');
+        return { ok: false, reply: '-ERR [SYS/PERM] no mailbox for this user', close: false };
+      }
+      return this.openMailbox(c, plugin, maildir, a.code);
+    }
+    if (a.action === 'defer') {
+      this.decision(c, plugin, 'defer', a.code, result.fault ? 'plugin fault' : a.text, 'deferred');
+      return { ok: false, reply: `-ERR [SYS/TEMP] ${oneLine(a.text)}`, close: false };
+    }
+    if (a.action === 'disconnect') {
+      this.decision(c, plugin, 'disconnect', a.code, a.text, 'disconnected');
+      return { ok: false, reply: a.silent ? undefined : `-ERR ${oneLine(a.text)}`, close: true };
+    }
+    throttle.failure(ip, username);
+    if (a.action === 'reject') this.decision(c, plugin, 'reject', a.code, a.text, 'failed');
+    // Every plugin passed: nobody vouched for these credentials.
+    else this.decision(c, 'core', 'reject', 535, 'no plugin accepted these credentials', 'failed');
+    return this.failed('-ERR [AUTH] Authentication failed');
+  }
+
+  private async openMailbox(c: Credentials, plugin: string, maildir: string, code: number): Promise<LoginOutcome> {
+    const release = lockMailbox(await mailboxKey(maildir));
+    if (!release) {
+      this.decision(c, plugin, 'defer', 450, 'mailbox locked by another POP3 session', 'in-use', { maildir });
+      return { ok: false, reply: '-ERR [IN-USE] Mailbox is locked by another POP3 session', close: false };
+    }
+    let box: MaildirBox;
+    try {
+      box = await MaildirBox.open(maildir);
+    } catch (err) {
+      release();
+      this.log.error({ err, maildir }, 'cannot read the mailbox');
+      this.decision(c, plugin, 'defer', 451, `cannot read the mailbox: ${(err as Error).message}`, 'error', { maildir });
+      return { ok: false, reply: '-ERR [SYS/TEMP] cannot open the mailbox, try again later', close: false };
+    }
+    cleanTmp(maildir).then(
+      (removed) => {
+        if (removed > 0) this.log.info({ event: 'maildir-tmp', maildir, removed }, `removed ${removed} stale files from tmp/`);
+      },
+      (err: Error) => this.log.warn({ err: err.message, maildir }, 'cannot clean tmp/'),
+    );
+    const { count, octets } = box.stat();
+    this.decision(c, plugin, 'accept', code, undefined, 'ok', { maildir, messages: count, octets });
+    return { ok: true, box, release, reply: `+OK maildrop has ${count} messages (${octets} octets)` };
+  }
+
+  private failed(reply: string): LoginOutcome {
+    this.failures++;
+    const close = this.failures >= this.runtime.config.limits.maxAuthFailures;
+    if (close) this.log.info({ event: 'auth-failures', failures: this.failures }, `${this.failures} failed logins on this connection, closing`);
+    return { ok: false, reply, close };
+  }
+
+  private decision(c: Credentials, plugin: string, action: string, code: number, reason: string | undefined, result: Result, extra: Record<string, unknown> = {}): void {
+    this.log.info(
+      { event: 'login', hook: 'auth', plugin, action, code, reason, user: c.username, method: c.method, result, ...extra },
+      `login ${result}: ${c.username} (${c.method}) by ${plugin}${reason ? ': ' + reason : ''}`,
+    );
+  }
+}
