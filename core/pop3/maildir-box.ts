@@ -114,13 +114,28 @@ const SETTLE_MS = 2_000;
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 async function listDir(dir: string): Promise<string[]> {
+  return (await listEntries(dir)).map((d) => d.name);
+}
+
+async function listEntries(dir: string): Promise<fs.Dirent[]> {
   try {
-    return await readdir(dir);
+    return await readdir(dir, { withFileTypes: true });
   } catch (err) {
     // A Maildir nobody delivered to yet has no new/ or cur/: an empty mailbox, not an error.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
+}
+
+/**
+ * Delivery time in milliseconds from a Maildir name (`<sec>.M<usec>P...`,
+ * or `<sec>.<anything>`): the time the delivering program wrote into it,
+ * which orders messages as their mtimes would without a stat per file.
+ */
+export function timeFromName(name: string): number | undefined {
+  const m = /^(\d{9,11})\.(?:M(\d{1,6})P)?/.exec(name);
+  if (!m) return undefined;
+  return Number(m[1]) * 1000 + (m[2] ? Number(m[2]) / 1000 : 0);
 }
 
 async function countWireSize(file: string): Promise<number | undefined> {
@@ -176,11 +191,19 @@ async function listing(root: string, subdir: 'new' | 'cur'): Promise<readonly En
 async function scan(dir: string, subdir: 'new' | 'cur'): Promise<Entry[]> {
   const found: Array<{ name: string; mtime: number; stored: number }> = [];
   let calls = 0;
-  for (const name of await listDir(dir)) {
+  for (const dirent of await listEntries(dir)) {
+    const name = dirent.name;
     if (name.startsWith('.')) continue;
+    // A name that carries its delivery time and wire size needs no stat at all (the d_type
+    // says it is a file): a first login to 10,000 messages is two readdirs.
+    const time = dirent.isFile() ? timeFromName(name) : undefined;
+    if (time !== undefined && sizeFromName(name) !== undefined) {
+      found.push({ name, mtime: time, stored: -1 });
+      continue;
+    }
     // Plain concatenation: path.join's normalising showed up in the profile at 10,000 files.
     const st = fs.statSync(`${dir}/${name}`, { throwIfNoEntry: false });
-    if (st?.isFile()) found.push({ name, mtime: st.mtimeMs, stored: st.size });
+    if (st?.isFile()) found.push({ name, mtime: time ?? st.mtimeMs, stored: st.size });
     if (++calls % SLICE === 0) await yieldToLoop();
   }
   const sizes = found.map((e) => sizeFromName(e.name) ?? sizeCache.get(`${baseName(e.name)}\0${e.stored}`));
@@ -254,6 +277,23 @@ export class MaildirBox {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * A whole message at once, for the messages small enough to send in one
+   * write: one synchronous read is a few microseconds, where open, read and
+   * close through the thread pool cost a round trip each per RETR.
+   */
+  async readMessage(m: Pop3Message): Promise<Buffer | undefined> {
+    const read = () => {
+      try {
+        return fs.readFileSync(this.pathOf(m));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        return undefined;
+      }
+    };
+    return read() ?? ((await this.relocate(m)) ? read() : undefined);
   }
 
   /** UPDATE: removes what was deleted, moves what was read from new/ to cur/ as seen. */

@@ -4,11 +4,13 @@
  * that disconnects or times out changes nothing, as with qmail-pop3d.
  */
 import type { MaildirBox, Pop3Message, UpdateResult } from './maildir-box.js';
-import { WireEncoder } from './wire-format.js';
+import { encodeWhole, WireEncoder } from './wire-format.js';
 import type { Wire } from './wire.js';
 
 const READ_CHUNK = 64 * 1024;
 const MIN_READ = 4 * 1024;
+/** Messages up to this wire size are read and sent whole; bigger ones are streamed. */
+const WHOLE_MAX = 1024 * 1024;
 
 export const TRANSACTION_COMMANDS = new Set(['STAT', 'LIST', 'UIDL', 'TOP', 'RETR', 'DELE', 'RSET', 'NOOP', 'LAST']);
 
@@ -94,6 +96,7 @@ export class Pop3Transaction {
   private async retrieve(arg: string, bodyLines: number | undefined): Promise<void> {
     const m = await this.pick(arg);
     if (!m) return;
+    if (bodyLines === undefined && m.size <= WHOLE_MAX) return this.retrieveWhole(m);
     const handle = await this.box.openMessage(m);
     if (!handle) return this.say('-ERR [SYS/TEMP] message is gone');
     let complete = false;
@@ -119,6 +122,16 @@ export class Pop3Transaction {
       m.retrieved = true;
       this.last = Math.max(this.last, m.number);
     }
+  }
+
+  /** RETR of a message small enough to read and send in one piece (nearly all of them). */
+  private async retrieveWhole(m: Pop3Message): Promise<void> {
+    const data = await this.box.readMessage(m);
+    if (!data) return this.say('-ERR [SYS/TEMP] message is gone');
+    await this.wire.write(encodeWhole(data, Buffer.from(`+OK ${m.size} octets\r\n`)));
+    if (this.wire.closed) return;
+    m.retrieved = true;
+    this.last = Math.max(this.last, m.number);
   }
 
   /** The message an argument names, or undefined after writing why there is none. */
