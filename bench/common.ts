@@ -70,3 +70,15 @@ export function gitInfo(root: string) {
 }
 
 export const mb = (kb: number) => Math.round((kb / 1024) * 10) / 10;
+
+/** A seeded PRNG (mulberry32): a run's random choices are repeatable from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
+import { prng } from '../common.js';
 
 export type MessageStatus = 'acknowledged' | 'unacknowledged' | 'aborted' | 'rejected';
 
@@ -31,17 +32,8 @@ export interface SentMessage {
   reply?: string;
 }
 
-/** A seeded PRNG (mulberry32): the run's random choices are repeatable from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+
+export { prng };
 
 export const DOMAIN = 'crash.test';
 export const USERS = 10;

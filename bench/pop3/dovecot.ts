@@ -14,7 +14,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pidAlive, processTree, readStat, sleep, stopChild } from '../smtp-accept/proc.js';
+import { pidAlive, pollServer, processTree, readStat, sleep, stopChild } from '../smtp-accept/proc.js';
 import { Pop3Client } from './client.js';
 
 export interface BenchUser {
@@ -124,25 +124,16 @@ function dovecotProblems(log: string): string[] {
 }
 
 /** Connects until the server greets with +OK; throws on a -ERR greeting or when the process is gone. */
-export async function waitForPop3(port: number, timeoutMs: number, isDead: () => string | undefined): Promise<string> {
-  const deadline = performance.now() + timeoutMs;
-  let last: unknown;
-  while (performance.now() < deadline) {
-    const dead = isDead();
-    if (dead) throw new Error(dead);
-    try {
-      const { client, greeting } = await Pop3Client.connect(port);
-      await client.ok('QUIT').catch(() => undefined);
-      client.destroy();
-      return greeting;
-    } catch (err) {
-      last = err;
-      // A server that answers with -ERR is up but refusing: no point in waiting.
-      if (err instanceof Error && 'reply' in err && String((err as { reply: string }).reply).startsWith('-ERR')) throw err;
-      await sleep(100);
-    }
-  }
-  throw new Error(`no POP3 greeting on 127.0.0.1:${port} within ${timeoutMs} ms: ${last instanceof Error ? last.message : String(last)}`);
+export function waitForPop3(port: number, timeoutMs: number, isDead: () => string | undefined): Promise<string> {
+  const probe = async () => {
+    const { client, greeting } = await Pop3Client.connect(port);
+    await client.ok('QUIT').catch(() => undefined);
+    client.destroy();
+    return greeting;
+  };
+  // A server that answers with -ERR is up but refusing: no point in waiting.
+  const refusing = (err: unknown) => err instanceof Error && 'reply' in err && String((err as { reply: string }).reply).startsWith('-ERR');
+  return pollServer(`POP3 server on 127.0.0.1:${port}`, probe, timeoutMs, isDead, refusing);
 }
 
 /** Starts the private Dovecot instance. `dir` must be traversable by the login and mail users. */

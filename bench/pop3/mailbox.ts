@@ -15,6 +15,7 @@
 import { mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { prng } from '../common.js';
 import { mustRun } from '../smtp-accept/proc.js';
 
 export interface MessageFile {
@@ -35,18 +36,6 @@ export interface Mailbox {
   readonly totalCrlf: number;
   /** Messages with a body line that starts with a dot (dot-stuffed on the wire). */
   readonly withDotLines: number;
-}
-
-/** mulberry32: small, fast, deterministic. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const WORDS = (
@@ -161,7 +150,7 @@ export interface GenerateOptions {
 /** Writes a fresh Maildir (tmp, new, cur; messages in cur) and describes it. */
 export function generateMaildir(dir: string, o: GenerateOptions): Mailbox {
   for (const sub of ['tmp', 'new', 'cur']) mkdirSync(path.join(dir, sub), { recursive: true, mode: 0o700 });
-  const r = rng(o.seed);
+  const r = prng(o.seed);
   const messages: MessageFile[] = [];
   let totalStored = 0;
   let totalCrlf = 0;

@@ -142,21 +142,31 @@ export function probeGreeting(port: number, timeoutMs = 2000): Promise<string> {
   });
 }
 
-/** Polls probeGreeting until the server answers, the deadline passes, or isDead() says the server has gone. */
-export async function waitForGreeting(port: number, timeoutMs: number, isDead: () => string | undefined): Promise<string> {
+/**
+ * Calls `probe` until it answers, the deadline passes, or isDead() says the
+ * server has gone; `fatal` errors (a server that is up but refusing) end the
+ * wait at once.
+ */
+export async function pollServer<T>(what: string, probe: () => Promise<T>, timeoutMs: number, isDead: () => string | undefined, fatal: (err: unknown) => boolean = () => false): Promise<T> {
   const deadline = performance.now() + timeoutMs;
   let last: unknown;
   while (performance.now() < deadline) {
     const dead = isDead();
     if (dead) throw new Error(dead);
     try {
-      return await probeGreeting(port);
+      return await probe();
     } catch (err) {
+      if (fatal(err)) throw err;
       last = err;
       await sleep(100);
     }
   }
-  throw new Error(`server on 127.0.0.1:${port} did not greet within ${timeoutMs} ms: ${last instanceof Error ? last.message : String(last)}`);
+  throw new Error(`${what} did not answer within ${timeoutMs} ms: ${last instanceof Error ? last.message : String(last)}`);
+}
+
+/** Polls probeGreeting until the server answers, the deadline passes, or isDead() says the server has gone. */
+export function waitForGreeting(port: number, timeoutMs: number, isDead: () => string | undefined): Promise<string> {
+  return pollServer(`server on 127.0.0.1:${port}`, () => probeGreeting(port), timeoutMs, isDead);
 }
 
 // ---------------------------------------------------------------- /proc
