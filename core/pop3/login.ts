@@ -8,6 +8,7 @@
  */
 import type { Logger } from 'pino';
 import type { AuthContext } from '../hooks.js';
+import { loginTurn } from '../services/login-throttle.js';
 import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import type { Pop3Connection } from './connection.js';
 import { lockMailbox, mailboxKey } from './mailbox-lock.js';
@@ -49,15 +50,11 @@ export class Login {
     const { method, username } = c;
     const throttle = this.env.services.loginThrottle;
     const ip = this.connection.remoteIp;
-    const verdict = throttle.check(ip, username);
+    const verdict = await loginTurn(throttle, ip, username, method, this.log);
     if (verdict.locked) {
       // No password is checked while locked out: guessing learns nothing.
       this.decision(c, 'core', 'defer', 454, `locked out after ${verdict.failures} failed logins (by ${verdict.by})`, 'locked-out');
       return this.failed('-ERR [SYS/TEMP] Too many failed logins, try again later');
-    }
-    if (verdict.wait > 0) {
-      this.log.info({ event: 'auth-delay', user: username, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying login answer ${verdict.wait} ms after ${verdict.failures} failures`);
-      await new Promise((r) => setTimeout(r, verdict.wait));
     }
 
     let maildir: string | undefined;

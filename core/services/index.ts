@@ -14,7 +14,7 @@ import type { DnsConfig } from '../config/schema.js';
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain, type LocalDomainSource } from './local-domains.js';
 export { NodeDns, type Dns, type Lookup, type MxRecord } from './dns.js';
-export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
+export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, loginTurn, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
 
 export const Tokens = {
   Clock: Symbol.for('yubin.Clock') as InjectionToken<Clock>,

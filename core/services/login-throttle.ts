@@ -8,6 +8,7 @@
  * Counts live in memory (one process serves every listener), bounded in
  * size, and fade after `window` without a new failure.
  */
+import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
 
 export interface LoginThrottleConfig {
@@ -112,4 +113,18 @@ export class LoginThrottle {
       if (oldest !== undefined) this.entries.delete(oldest);
     }
   }
+}
+
+/**
+ * The part of a login every protocol shares: asks the throttle, and when
+ * failures call for it, logs and waits before the password is checked.
+ * Resolves with the verdict; a locked one means "refuse without checking".
+ */
+export async function loginTurn(throttle: LoginThrottle, ip: string, user: string, method: string, log: Logger): Promise<ThrottleVerdict> {
+  const verdict = throttle.check(ip, user);
+  if (!verdict.locked && verdict.wait > 0) {
+    log.info({ event: 'auth-delay', user, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying the login answer ${verdict.wait} ms after ${verdict.failures} failures`);
+    await new Promise((r) => setTimeout(r, verdict.wait));
+  }
+  return verdict;
 }

@@ -10,7 +10,7 @@ import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, HookContexts, HookName, Recipient, SmtpParams, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
-import type { Services } from '../services/index.js';
+import { loginTurn, type Services } from '../services/index.js';
 import type { Spool, SpoolFile } from '../queue/spool.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
@@ -177,15 +177,11 @@ export class SmtpSession {
   async auth(method: string, username: string, password: string | undefined, verify: (secret: string) => boolean): Promise<Outcome> {
     const throttle = this.env.services.loginThrottle;
     const ip = this.connection.remoteIp;
-    const verdict = throttle.check(ip, username);
+    const verdict = await loginTurn(throttle, ip, username, method, this.log);
     if (verdict.locked) {
       // No password is checked while locked out: guessing learns nothing.
       this.logDecision('auth', 'core', 'defer', 454, `locked out after ${verdict.failures} failed logins (by ${verdict.by})`, { user: username, method });
       return this.outcome(answer.defer(454, '4.7.0', 'Too many failed logins, try again later'));
-    }
-    if (verdict.wait > 0) {
-      this.log.info({ event: 'auth-delay', user: username, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying AUTH answer ${verdict.wait} ms after ${verdict.failures} failures`);
-      await new Promise((r) => setTimeout(r, verdict.wait));
     }
     const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
     const result = await this.runHook('auth', ctx, { user: username, method });
