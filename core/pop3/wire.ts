@@ -14,6 +14,8 @@ import { LineReader, type LineEvent } from './lines.js';
 
 type AnySocket = net.Socket | tls.TLSSocket;
 
+/** Held replies are sent once they reach this many octets, without waiting for the end of the turn. */
+const FLUSH_AT = 256 * 1024;
 /** How long a closing connection waits for the client to hang up before cutting it off. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -90,7 +92,10 @@ export class Wire {
       socket.cork();
       setImmediate(() => this.uncork(socket));
     }
-    if (this.socket.write(data)) return;
+    const written = this.socket.write(data);
+    // Enough for a few TCP segments: out it goes, so the client can send its next commands sooner.
+    if (this.corked && this.socket.writableLength >= FLUSH_AT) this.uncork(this.corked);
+    if (written) return;
     this.writeBlocked = true;
     try {
       await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
