@@ -9,7 +9,7 @@ import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from 
 import { createLogger } from './logger.js';
 import { closePlugins, startPlugins, unusedOptionBlocks } from './plugin-loader.js';
 import { YubinServer } from './server.js';
-import { createServiceContainer, servicesFrom } from './services/index.js';
+import { createServiceContainer, LocalDomains, servicesFrom } from './services/index.js';
 import { formatList, queueChange, QueueCommandError, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
 import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
 import { MailCommandError, registerMailCommands } from '../plugins/vpopmail/cli.js';
@@ -75,6 +75,26 @@ async function serve(opts: { config: string }): Promise<void> {
   }
 }
 
+/**
+ * The local domains as the server sees them: the config's and those of the
+ * mailbox plugins (vpopmail's virtual domains), for local/remote in `queue`
+ * listings. A plugin that cannot start leaves the config's list: the queue
+ * must be readable even then.
+ */
+async function localDomainsOf(loaded: LoadedConfig): Promise<LocalDomains> {
+  const { config } = loaded;
+  const log = createLogger({ level: 'error', destination: process.stderr });
+  const services = servicesFrom(createServiceContainer(log, config.localDomains, config.dns));
+  try {
+    const plugins = await startPlugins(loaded, { services, log });
+    const domains = new LocalDomains(services.localDomains.list());
+    await closePlugins(plugins.values(), log);
+    return domains;
+  } catch {
+    return new LocalDomains(config.localDomains);
+  }
+}
+
 function describeListener(loaded: LoadedConfig, i: number): string[] {
   const l = loaded.config.listeners[i]!;
   const host = l.listen.host.includes(':') ? `[${l.listen.host}]` : l.listen.host;
@@ -135,19 +155,27 @@ export function buildProgram(): Command {
 
   const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');
   const configOf = async (opts: { config: string }) => (await loadConfig(opts.config)).config;
+  const withLocals = async (opts: { config: string }) => {
+    const loaded = await loadConfig(opts.config);
+    return { config: loaded.config, locals: await localDomainsOf(loaded) };
+  };
   const print = (text: string): void => void process.stdout.write(text ? `${text}\n` : '');
   queue
     .command('stat')
     .description('messages in the queue and recipients pending (qmail-qstat)')
     .addOption(configOption())
-    .action(async (opts: { config: string }) => print(await queueStat(await configOf(opts))));
+    .action(async (opts: { config: string }) => {
+      const { config, locals } = await withLocals(opts);
+      print(await queueStat(config, locals));
+    });
   queue
     .command('list')
     .description('each message: id, age, sender, recipients, next attempt, last error (qmail-qread)')
     .addOption(configOption())
     .option('--json', 'one JSON array')
     .action(async (opts: { config: string; json?: boolean }) => {
-      const entries = await queueEntries(await configOf(opts));
+      const { config, locals } = await withLocals(opts);
+      const entries = await queueEntries(config, locals);
       print(opts.json ? JSON.stringify(entries, null, 2) : formatList(entries));
     });
   queue

@@ -14,7 +14,7 @@ async function setup(t: Parameters<typeof tempDir>[0]) {
   /** With standard input, for --password-stdin. */
   const ys = (input: string, ...args: string[]) => run(process.execPath, [CLI, ...args, '-c', config], { input });
   const store = () => new SqliteStore(path.join(dir, 'var/vpopmail.sqlite'));
-  return { dir, y, ys, store, root: path.join(dir, 'var/domains') };
+  return { dir, config, y, ys, store, root: path.join(dir, 'var/domains') };
 }
 
 t.test('domain add makes the postmaster and its Maildir; info and list, also as JSON', async (t) => {
@@ -128,4 +128,21 @@ t.test('bad input: one line naming the problem, exit 2, nothing changed', async 
     t.ok(r.stderr.trim().split('\n').length <= 2, `${args.join(' ')}: a short answer, not a stack trace`);
   }
   t.same(JSON.parse((await y('user', 'list', 'example.test', '--json')).stdout).length, 1, 'nothing was added');
+});
+
+t.test('queue list counts the virtual domains as local', async (t) => {
+  const { y, config } = await setup(t);
+  await y('domain', 'add', 'example.test', '--password', 'pm');
+  // No server runs: sendmail leaves the message in the spool for queue list to find.
+  const sent = await run(process.execPath, [CLI, 'sendmail', '-C', config, 'alice@example.test', 'bob@remote.test'], { input: 'Subject: hi\n\nhello\n' });
+  t.equal(sent.code, 0, sent.stderr);
+  const list = JSON.parse((await y('queue', 'list', '--json')).stdout) as Array<{ recipients: Array<{ address: string; channel: string }> }>;
+  t.same(
+    list[0]!.recipients.map((r) => [r.address, r.channel]),
+    [
+      ['alice@example.test', 'local'],
+      ['bob@remote.test', 'remote'],
+    ],
+  );
+  t.match((await y('queue', 'stat')).stdout, /recipients pending: 2 \(local 1, remote 1\)/);
 });

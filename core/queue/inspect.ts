@@ -74,9 +74,9 @@ async function entry(spool: Spool, id: string, locals: LocalDomains, now: number
   };
 }
 
-export async function queueEntries(config: Config): Promise<QueueEntry[]> {
+/** `locals`: the local domains with the mailbox plugins' virtual ones; default the config's list. */
+export async function queueEntries(config: Config, locals: LocalDomains = new LocalDomains(config.localDomains)): Promise<QueueEntry[]> {
   const spool = openSpool(config);
-  const locals = new LocalDomains(config.localDomains);
   const now = Date.now();
   const out: QueueEntry[] = [];
   for (const id of await spool.list().catch(() => [])) {
@@ -87,8 +87,8 @@ export async function queueEntries(config: Config): Promise<QueueEntry[]> {
 }
 
 /** qmail-qstat's two numbers, and the recipients still to do by channel. */
-export async function queueStat(config: Config): Promise<string> {
-  const entries = await queueEntries(config);
+export async function queueStat(config: Config, locals?: LocalDomains): Promise<string> {
+  const entries = await queueEntries(config, locals);
   const pending = entries.flatMap((e) => e.recipients.filter((r) => r.status === 'pending'));
   return [
     `messages in queue: ${entries.length}`,
