@@ -31,7 +31,31 @@ export type {
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
 export { definePlugin, type OptionsIssue, type OptionsSchema, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
-export { DEFAULT_LOGIN_THROTTLE, LocalDomains, LoginThrottle, ManualClock, NodeDns, SystemClock, Tokens, type Clock, type Dns, type LocalDomainSource, type LoginThrottleConfig, type Lookup, type MxRecord, type Services, type ThrottleVerdict } from './services/index.js';
+export {
+  DEFAULT_LOGIN_THROTTLE,
+  forwardConfirm,
+  LocalDomains,
+  LoginThrottle,
+  lookupDnsbl,
+  lookupRhsbl,
+  ManualClock,
+  MemoryStore,
+  NodeDns,
+  reverseIp,
+  SystemClock,
+  Tokens,
+  type Clock,
+  type Dns,
+  type DnsblResult,
+  type Fcrdns,
+  type KeyValueStore,
+  type LocalDomainSource,
+  type LoginThrottleConfig,
+  type Lookup,
+  type MxRecord,
+  type Services,
+  type ThrottleVerdict,
+} from './services/index.js';
 export { domainMatches, hasSenderRouting, splitAddress } from './address.js';
 export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './config/load.js';
 export type { Config, Limits, ListenerConfig } from './config/schema.js';

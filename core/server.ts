@@ -12,7 +12,7 @@ import type { ListenerConfig } from './config/schema.js';
 import { Pipeline } from './pipeline.js';
 import { closePlugins, startPlugins, unusedOptionBlocks, type ActivePlugin } from './plugin-loader.js';
 import type { PluginDefinition } from './plugin.js';
-import { createServiceContainer, servicesFrom, type Services } from './services/index.js';
+import { closeServices, createServiceContainer, servicesFrom, type Services } from './services/index.js';
 import { Spool } from './queue/spool.js';
 import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
 import { ControlServer } from './queue/control.js';
@@ -95,7 +95,7 @@ export class YubinServer {
   static async start(loaded: LoadedConfig, options: StartOptions): Promise<YubinServer> {
     const { config } = loaded;
     const log = options.log;
-    const container = createServiceContainer(log, config.localDomains, config.dns, options.configure, config.loginThrottle);
+    const container = createServiceContainer(log, config.localDomains, config.dns, options.configure, config.loginThrottle, { config: config.store, dataDir: config.dataDir });
     const services = servicesFrom(container);
     const spool = new Spool(path.join(config.dataDir, 'queue'));
     await spool.init();
@@ -218,6 +218,7 @@ export class YubinServer {
     await this.control?.close();
     this.control = undefined;
     this.generation.retire();
+    await closeServices(this.container);
   }
 
   /** Closes everything at once. */
@@ -229,6 +230,7 @@ export class YubinServer {
     await this.control?.close();
     this.control = undefined;
     this.generation.retire();
+    await closeServices(this.container);
   }
 
   private runtime(lc: ListenerConfig): ListenerRuntime {

@@ -112,6 +112,23 @@ export const dnsSchema = z.strictObject({
   /** One query's timeout. */
   timeout: duration.default(5_000),
   tries: positiveInt.default(2),
+  /** Answers kept (TTL-respecting, least recently used out first); 0 turns the cache off. */
+  cacheSize: z.number().int().min(0).default(10_000),
+  /** Bounds on how long an answer is kept, whatever its TTL says; negative answers use negativeTtl. */
+  minTtl: duration.default(0),
+  maxTtl: duration.default(86_400_000),
+  negativeTtl: duration.default(300_000),
+});
+
+export const storeSchema = z.strictObject({
+  /** Where plugins keep state (greylisting, counters): memory, sqlite (dataDir/state.sqlite) or redis. */
+  backend: z.enum(['memory', 'sqlite', 'redis']).default('sqlite'),
+  /** SQLite file, relative to dataDir. */
+  file: z.string().min(1).default('state.sqlite'),
+  /** Redis URL, e.g. redis://127.0.0.1:6379/0 (backend redis). */
+  url: z.string().min(1).optional(),
+  /** Prefix of every key in Redis, so several yubin clusters can share one server. */
+  prefix: z.string().default('yubin:'),
 });
 
 export const queueSchema = z.strictObject({
@@ -195,6 +212,8 @@ export const configSchema = z
     dns: dnsSchema.default(() => dnsSchema.parse({})),
     queue: queueSchema.default(() => queueSchema.parse({})),
     delivery: deliverySchema.default(() => deliverySchema.parse({})),
+    /** State shared by plugins between connections (and between hosts, with redis). */
+    store: storeSchema.default(() => storeSchema.parse({})),
     /** Failed SMTP AUTH and POP3 logins, counted together. */
     loginThrottle: loginThrottleSchema.default(() => loginThrottleSchema.parse({})),
   })
@@ -219,3 +238,4 @@ export type DnsConfig = z.output<typeof dnsSchema>;
 export type QueueConfig = z.output<typeof queueSchema>;
 export type DeliveryConfig = z.output<typeof deliverySchema>;
 export type LoginThrottleSettings = z.output<typeof loginThrottleSchema>;
+export type StoreConfig = z.output<typeof storeSchema>;

@@ -7,6 +7,8 @@
  * bounces mail on a flaky resolver, or lets a listed client through.
  */
 import { Resolver } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { normalizeIp } from '../ip.js';
 import type { DnsConfig } from '../config/schema.js';
 
 export type Lookup<T> =
@@ -19,12 +21,44 @@ export interface MxRecord {
   readonly priority: number;
 }
 
+/**
+ * Forward-confirmed reverse DNS (FCrDNS): `confirmed` when a PTR name of the
+ * IP resolves back to it; `unconfirmed` when PTR names exist but none does
+ * (spamdyke's "does not resolve"); `none` when there is no PTR at all.
+ */
+export type Fcrdns =
+  | { readonly kind: 'confirmed'; readonly name: string; readonly names: readonly string[] }
+  | { readonly kind: 'unconfirmed'; readonly names: readonly string[] }
+  | { readonly kind: 'none' }
+  | { readonly kind: 'failed'; readonly error: string };
+
 export interface Dns {
   mx(name: string): Promise<Lookup<MxRecord>>;
   a(name: string): Promise<Lookup<string>>;
   aaaa(name: string): Promise<Lookup<string>>;
   txt(name: string): Promise<Lookup<string>>;
   ptr(ip: string): Promise<Lookup<string>>;
+  fcrdns(ip: string): Promise<Fcrdns>;
+}
+
+/** At most this many PTR names are checked forward (a client could publish hundreds). */
+const MAX_PTR_NAMES = 10;
+
+/** FCrDNS over any Dns: PTR, then A or AAAA of each name (at most 10) in parallel. */
+export async function forwardConfirm(dns: Pick<Dns, 'ptr' | 'a' | 'aaaa'>, ip: string): Promise<Fcrdns> {
+  const ptr = await dns.ptr(ip);
+  if (ptr.kind === 'failed') return { kind: 'failed', error: ptr.error };
+  if (ptr.kind === 'none') return { kind: 'none' };
+  const names = ptr.records.slice(0, MAX_PTR_NAMES).map((n) => n.toLowerCase().replace(/\.$/, ''));
+  const v6 = isIP(ip) === 6;
+  const want = normalizeIp(ip);
+  const answers = await Promise.all(names.map((n) => (v6 ? dns.aaaa(n) : dns.a(n))));
+  const i = answers.findIndex((a) => a.kind === 'found' && a.records.some((r) => normalizeIp(r) === want));
+  if (i >= 0) return { kind: 'confirmed', name: names[i]!, names };
+  // Only failures and no confirmation: we cannot tell, and must not call it unconfirmed.
+  const failed = answers.find((a) => a.kind === 'failed');
+  if (failed && failed.kind === 'failed' && answers.every((a) => a.kind !== 'found')) return { kind: 'failed', error: failed.error };
+  return { kind: 'unconfirmed', names };
 }
 
 const NONE: Record<string, 'nxdomain' | 'nodata'> = { ENOTFOUND: 'nxdomain', ENODATA: 'nodata' };
@@ -55,6 +89,10 @@ export class NodeDns implements Dns {
 
   ptr(ip: string): Promise<Lookup<string>> {
     return this.lookup(() => this.resolver.reverse(ip));
+  }
+
+  fcrdns(ip: string): Promise<Fcrdns> {
+    return forwardConfirm(this, ip);
   }
 
   private async lookup<T>(query: () => Promise<T[]>): Promise<Lookup<T>> {

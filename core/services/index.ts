@@ -9,11 +9,15 @@ import { SystemClock, type Clock } from './clock.js';
 import { LocalDomains } from './local-domains.js';
 import { NodeDns, type Dns } from './dns.js';
 import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig } from './login-throttle.js';
-import type { DnsConfig } from '../config/schema.js';
+import type { DnsConfig, StoreConfig } from '../config/schema.js';
+import type { KeyValueStore } from './store.js';
+import { createStore } from './store-backends.js';
 
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain, type LocalDomainSource } from './local-domains.js';
-export { NodeDns, type Dns, type Lookup, type MxRecord } from './dns.js';
+export { forwardConfirm, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRecord } from './dns.js';
+export { lookupDnsbl, lookupRhsbl, reverseIp, type DnsblResult } from './dnsbl.js';
+export { MemoryStore, type KeyValueStore } from './store.js';
 export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, loginTurn, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
 
 export const Tokens = {
@@ -22,7 +26,28 @@ export const Tokens = {
   LocalDomains: Symbol.for('yubin.LocalDomains') as InjectionToken<LocalDomains>,
   Dns: Symbol.for('yubin.Dns') as InjectionToken<Dns>,
   LoginThrottle: Symbol.for('yubin.LoginThrottle') as InjectionToken<LoginThrottle>,
+  Store: Symbol.for('yubin.Store') as InjectionToken<KeyValueStore>,
 } as const;
+
+/** The store, opened at most once, closed with the server. */
+class StoreHolder {
+  private store: KeyValueStore | undefined;
+  constructor(private readonly create: () => KeyValueStore) {}
+  open(): KeyValueStore {
+    return (this.store ??= this.create());
+  }
+  async close(): Promise<void> {
+    const s = this.store;
+    this.store = undefined;
+    await s?.close();
+  }
+}
+const STORE_HOLDER = Symbol.for('yubin.StoreHolder') as InjectionToken<StoreHolder>;
+
+/** Closes what the container opened on demand (the store); safe to call twice. */
+export async function closeServices(c: DependencyContainer): Promise<void> {
+  if (c.isRegistered(STORE_HOLDER)) await c.resolve(STORE_HOLDER).close();
+}
 
 /** What plugins get: the common services by name, and the container for the rest. */
 export interface Services {
@@ -31,6 +56,8 @@ export interface Services {
   readonly dns: Dns;
   /** Failed-login counts shared by SMTP AUTH and POP3. */
   readonly loginThrottle: LoginThrottle;
+  /** State kept between connections (greylisting, counters); opened on first use. */
+  readonly store: KeyValueStore;
   resolve<T>(token: InjectionToken<T>): T;
 }
 
@@ -41,6 +68,7 @@ export function createServiceContainer(
   dns: Pick<DnsConfig, 'servers' | 'timeout' | 'tries'>,
   configure?: (c: DependencyContainer) => void,
   loginThrottle: LoginThrottleConfig = DEFAULT_LOGIN_THROTTLE,
+  store?: { readonly config: StoreConfig; readonly dataDir: string },
 ): DependencyContainer {
   const c = rootContainer.createChildContainer();
   c.register(Tokens.Logger, { useValue: logger });
@@ -50,6 +78,13 @@ export function createServiceContainer(
   configure?.(c);
   // After configure: the throttle keeps time by whichever clock the test put in.
   if (!c.isRegistered(Tokens.LoginThrottle)) c.register(Tokens.LoginThrottle, { useValue: new LoginThrottle(loginThrottle, c.resolve(Tokens.Clock)) });
+  if (!c.isRegistered(Tokens.Store)) {
+    // Opened when a plugin first asks: commands that never need it (check-config) open no database or Redis connection.
+    const settings = store ?? { config: { backend: 'memory' as const, file: 'state.sqlite', prefix: 'yubin:' }, dataDir: '.' };
+    const holder = new StoreHolder(() => createStore(settings.config, settings.dataDir, c.resolve(Tokens.Clock)));
+    c.register(STORE_HOLDER, { useValue: holder });
+    c.register(Tokens.Store, { useFactory: () => holder.open() });
+  }
   return c;
 }
 
@@ -59,6 +94,9 @@ export function servicesFrom(c: DependencyContainer): Services {
     localDomains: c.resolve(Tokens.LocalDomains),
     dns: c.resolve(Tokens.Dns),
     loginThrottle: c.resolve(Tokens.LoginThrottle),
+    get store() {
+      return c.resolve(Tokens.Store);
+    },
     resolve: <T>(token: InjectionToken<T>) => c.resolve(token),
   };
 }
