@@ -122,6 +122,24 @@ export class YubinConnection extends SMTPConnection implements WireState {
     this.close(); // idempotent: answer() may have closed already
   }
 
+  /**
+   * A command before the greeting: the client did not wait for it (RFC 5321
+   * section 3.1), as bulk senders that blast their dialogue do. smtp-server
+   * would answer 421 "You talk too soon"; this is spamdyke's answer, logged
+   * as a decision. A connect plugin that holds the greeting back (spamdyke's
+   * greeting-delay-secs) makes the test bite.
+   */
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    if (!this._ready && !this._upgrading) {
+      if (this._closing) return callback?.();
+      this.yubin.earlyTalker(command.toString('latin1').slice(0, 64));
+      this.send(554, '5.5.1 Refused. You are not following the SMTP protocol.', false);
+      this.close();
+      return callback?.();
+    }
+    super._onCommand(command, callback);
+  }
+
   // ---- parser ----
 
   override _createParser(): StrictSmtpStream {

@@ -260,6 +260,11 @@ export class SmtpSession {
     }
   }
 
+  /** The client sent a command before the greeting; the wire layer refuses it. */
+  earlyTalker(command: string): void {
+    this.logDecision('connect', 'core', 'reject', 554, 'early talker: a command before the greeting', { command: command.replace(/[\r\n]+$/, '') });
+  }
+
   /** Called once when the connection is gone. */
   end(): void {
     if (this.closed) return;
