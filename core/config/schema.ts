@@ -64,6 +64,8 @@ export const limitsSchema = z.strictObject({
   /** Longest command or message line, CRLF included. */
   maxLineLength: z.number().int().min(512).default(4096),
   idleTimeout: duration.default(300_000),
+  /** Longest a connection may last, however busy (spamdyke's connection-timeout-secs); unset: no limit. */
+  maxConnectionTime: duration.optional(),
   maxConnections: positiveInt.default(100),
   /** Failed AUTH attempts before the connection is closed. */
   maxAuthFailures: positiveInt.default(3),

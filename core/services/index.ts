@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { SystemClock, type Clock } from './clock.js';
 import { LocalDomains } from './local-domains.js';
 import { NodeDns, type Dns } from './dns.js';
+import { CachingDns, TtlNodeDns } from './dns-cache.js';
 import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig } from './login-throttle.js';
 import type { DnsConfig, StoreConfig } from '../config/schema.js';
 import type { KeyValueStore } from './store.js';
@@ -16,6 +17,7 @@ import { createStore } from './store-backends.js';
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain, type LocalDomainSource } from './local-domains.js';
 export { forwardConfirm, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRecord } from './dns.js';
+export { CachingDns, TtlNodeDns, type DnsCacheConfig, type TimedLookup, type TtlDns } from './dns-cache.js';
 export { lookupDnsbl, lookupRhsbl, reverseIp, type DnsblResult } from './dnsbl.js';
 export { MemoryStore, type KeyValueStore } from './store.js';
 export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, loginTurn, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
@@ -65,7 +67,7 @@ export interface Services {
 export function createServiceContainer(
   logger: Logger,
   localDomains: Iterable<string>,
-  dns: Pick<DnsConfig, 'servers' | 'timeout' | 'tries'>,
+  dns: Pick<DnsConfig, 'servers' | 'timeout' | 'tries' | 'cacheSize' | 'minTtl' | 'maxTtl' | 'negativeTtl'>,
   configure?: (c: DependencyContainer) => void,
   loginThrottle: LoginThrottleConfig = DEFAULT_LOGIN_THROTTLE,
   store?: { readonly config: StoreConfig; readonly dataDir: string },
@@ -74,7 +76,10 @@ export function createServiceContainer(
   c.register(Tokens.Logger, { useValue: logger });
   c.register(Tokens.Clock, { useValue: new SystemClock() });
   c.register(Tokens.LocalDomains, { useValue: new LocalDomains(localDomains) });
-  c.register(Tokens.Dns, { useValue: new NodeDns(dns) });
+  // Answers cached per server (TTL-respecting, LRU), timed by whichever clock configure puts in.
+  let clock: Clock | undefined;
+  const now = () => (clock ??= c.resolve(Tokens.Clock)).now();
+  c.register(Tokens.Dns, { useValue: dns.cacheSize > 0 ? new CachingDns(new TtlNodeDns(dns), dns, now) : new NodeDns(dns) });
   configure?.(c);
   // After configure: the throttle keeps time by whichever clock the test put in.
   if (!c.isRegistered(Tokens.LoginThrottle)) c.register(Tokens.LoginThrottle, { useValue: new LoginThrottle(loginThrottle, c.resolve(Tokens.Clock)) });

@@ -265,6 +265,11 @@ export class SmtpSession {
     this.logDecision('connect', 'core', 'reject', 554, 'early talker: a command before the greeting', { command: command.replace(/[\r\n]+$/, '') });
   }
 
+  /** The listener's maxConnectionTime ran out; the wire layer says 421 and closes. */
+  connectionTimedOut(limit: number): void {
+    this.logDecision('connect', 'core', 'disconnect', 421, `connection time limit of ${limit / 1000} s reached`);
+  }
+
   /** Called once when the connection is gone. */
   end(): void {
     if (this.closed) return;
