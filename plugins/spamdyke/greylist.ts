@@ -1,0 +1,131 @@
+/**
+ * Greylisting (Harris 2003; RFC 6647) over a KeyValueStore, so one greylist
+ * can live in memory, in SQLite or in Redis shared by several MX hosts.
+ *
+ * A first attempt is deferred and its time recorded; a retry after
+ * `minDelayMs` and within `retryWindowMs` of the first attempt passes and
+ * auto-whitelists the key for `whitelistLifetimeMs`, renewed on every pass.
+ * A retry too soon is deferred again without resetting the first-seen time;
+ * a retry after the window starts over.
+ *
+ * Keys (all lower case, under `greylist:`):
+ *   greylist:new:<id>  first-seen time (ms), TTL retryWindowMs
+ *   greylist:ok:<id>   time of the last pass, TTL whitelistLifetimeMs
+ * where <id> is `sender|recipient` (spamdyke: the client IP is not part of
+ * the key) or `net|sender|recipient` with the client's /24 (IPv4) or /64
+ * (IPv6) as net. The null sender is `<>`.
+ */
+import net from 'node:net';
+import type { KeyValueStore } from '../../core/services/store.js';
+
+export interface GreylistOptions {
+  /** spamdyke's (sender, recipient) pair, or the classic triplet with the client's /24 (IPv6: /64). */
+  readonly key: 'sender-recipient' | 'triplet';
+  readonly minDelayMs: number; // default 300_000
+  readonly retryWindowMs: number; // how long a first attempt waits for its retry; default 2 days
+  readonly whitelistLifetimeMs: number; // auto-whitelist after a pass, renewed on each pass; default 36 days
+}
+
+const DAY = 86_400_000;
+
+export const DEFAULT_GREYLIST: GreylistOptions = Object.freeze({
+  key: 'sender-recipient',
+  minDelayMs: 300_000,
+  retryWindowMs: 2 * DAY,
+  whitelistLifetimeMs: 36 * DAY,
+});
+
+export type GreylistVerdict =
+  | { readonly kind: 'pass'; readonly reason: 'whitelisted' | 'retried' }
+  | { readonly kind: 'defer'; readonly reason: 'new' | 'too-soon'; readonly retryInMs: number };
+
+/** Expands an IPv6 address to its eight 16-bit groups. */
+function ipv6Groups(ip: string): number[] | undefined {
+  let text = ip;
+  const zone = text.indexOf('%');
+  if (zone >= 0) text = text.slice(0, zone);
+  // A trailing dotted IPv4 part (::ffff:192.0.2.1) is two groups.
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const b = v4[1]!.split('.').map(Number);
+    text = text.slice(0, v4.index) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+  }
+  const [head, tail, extra] = text.split('::');
+  if (extra !== undefined) return undefined;
+  const h = head ? head.split(':') : [];
+  const t = tail === undefined ? [] : tail ? tail.split(':') : [];
+  const fill = tail === undefined ? 0 : 8 - h.length - t.length;
+  if (fill < 0) return undefined;
+  const groups = [...h, ...Array<string>(fill).fill('0'), ...t].map((g) => parseInt(g, 16));
+  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
+}
+
+/** The client's network for triplet keys: `a.b.c.0/24`, or the /64 of an IPv6 address. */
+export function clientNet(ip: string): string {
+  const bare = ip.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  if (net.isIPv4(bare)) return `${bare.split('.').slice(0, 3).join('.')}.0/24`;
+  if (net.isIPv6(bare)) {
+    const g = ipv6Groups(bare);
+    if (g) {
+      // IPv4-mapped (::ffff:a.b.c.d): the IPv4 /24.
+      if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.0/24`;
+      return `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
+    }
+  }
+  return bare; // not an address (a test, a socket path): the value itself
+}
+
+/** Escapes the separator so two different pairs never share a key. */
+function part(s: string): string {
+  return s.replace(/%/g, '%25').replace(/\|/g, '%7C');
+}
+
+function address(a: string): string {
+  const s = a.trim().toLowerCase().replace(/^<(.*)>$/, '$1');
+  return s === '' ? '<>' : s;
+}
+
+export class Greylist {
+  constructor(
+    private readonly store: KeyValueStore,
+    private readonly now: () => number,
+    private readonly options: GreylistOptions,
+  ) {}
+
+  /** The store key suffix for one attempt (exposed for logs and tests). */
+  id(t: { readonly ip: string; readonly sender: string; readonly recipient: string }): string {
+    const pair = `${part(address(t.sender))}|${part(address(t.recipient))}`;
+    return this.options.key === 'triplet' ? `${part(clientNet(t.ip))}|${pair}` : pair;
+  }
+
+  async check(t: { readonly ip: string; readonly sender: string; readonly recipient: string }): Promise<GreylistVerdict> {
+    const id = this.id(t);
+    const okKey = `greylist:ok:${id}`;
+    const newKey = `greylist:new:${id}`;
+    const { minDelayMs, retryWindowMs, whitelistLifetimeMs } = this.options;
+    const now = this.now();
+
+    if ((await this.store.get(okKey)) !== undefined) {
+      await this.store.set(okKey, String(now), whitelistLifetimeMs);
+      return { kind: 'pass', reason: 'whitelisted' };
+    }
+
+    // Two attempts (another connection, another MX host) at once: exactly one records the first sight.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (await this.store.add(newKey, String(now), retryWindowMs)) return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };
+      const seen = await this.store.get(newKey);
+      if (seen === undefined) continue; // expired between add and get: try to record it again
+      const first = Number(seen);
+      if (!Number.isFinite(first)) {
+        await this.store.set(newKey, String(now), retryWindowMs);
+        return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };
+      }
+      const waited = now - first;
+      if (waited < minDelayMs) return { kind: 'defer', reason: 'too-soon', retryInMs: minDelayMs - waited };
+      await this.store.set(okKey, String(now), whitelistLifetimeMs);
+      await this.store.delete(newKey);
+      return { kind: 'pass', reason: 'retried' };
+    }
+    return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };
+  }
+}
