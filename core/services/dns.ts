@@ -9,6 +9,7 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { normalizeIp } from '../ip.js';
+import { reverseIp } from './dnsbl.js';
 import type { DnsConfig } from '../config/schema.js';
 
 export type Lookup<T> =
@@ -88,7 +89,9 @@ export class NodeDns implements Dns {
   }
 
   ptr(ip: string): Promise<Lookup<string>> {
-    return this.lookup(() => this.resolver.reverse(ip));
+    // resolvePtr, not reverse(): reverse() reports a SERVFAIL as ENOTFOUND, and a
+    // failed lookup passed off as "no PTR" would refuse good clients on a flaky resolver.
+    return this.lookup(() => this.resolver.resolvePtr(`${reverseIp(ip)}.${isIP(ip) === 6 ? 'ip6' : 'in-addr'}.arpa`));
   }
 
   fcrdns(ip: string): Promise<Fcrdns> {
