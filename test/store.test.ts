@@ -4,7 +4,6 @@
  * Memory and SQLite keep time by a ManualClock; Redis expires keys by its own
  * clock, so its expiry tests wait a short real TTL.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
@@ -12,36 +11,7 @@ import { ManualClock } from '../core/services/clock.js';
 import { MemoryStore, type KeyValueStore } from '../core/services/store.js';
 import { createStore, RedisKeyValueStore, SqliteKeyValueStore } from '../core/services/store-backends.js';
 import { freePort, needs, run, sleep, tempDir } from './helpers.js';
-
-/** redis-server as a child on a free loopback port; stopped by PID when `t` ends. */
-async function startRedis(t: Test, fixedPort?: number): Promise<{ url: string; port: number; child: ChildProcess; stop(): Promise<void> }> {
-  const port = fixedPort ?? (await freePort());
-  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGTERM');
-    await exited;
-  };
-  t.teardown(stop);
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 10_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('Ready to accept connections')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`redis-server exited with ${code}: ${out}`));
-    });
-  });
-  return { url: `redis://127.0.0.1:${port}/0`, port, child, stop };
-}
+import { startRedis } from './peers/redis.js';
 
 interface Harness {
   readonly store: KeyValueStore;

@@ -3,46 +3,17 @@
  * on memory and SQLite, keying (pair, /24 and /64 triplets, case, null
  * sender), and two Greylist instances (two MX hosts) over one redis-server.
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { ManualClock } from '../../core/services/clock.js';
 import { MemoryStore, type KeyValueStore } from '../../core/services/store.js';
 import { RedisKeyValueStore, SqliteKeyValueStore } from '../../core/services/store-backends.js';
 import { clientNet, DEFAULT_GREYLIST, Greylist, type GreylistOptions } from '../../plugins/spamdyke/greylist.js';
-import { freePort, needs, sleep, tempDir } from '../helpers.js';
+import { needs, sleep, tempDir } from '../helpers.js';
+import { startRedis } from '../peers/redis.js';
 
 const MIN = 60_000;
 const DAY = 86_400_000;
-
-/** redis-server as a child on a free loopback port; stopped by PID when `t` ends. */
-async function startRedis(t: Test): Promise<string> {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGTERM');
-    await exited;
-  });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 10_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('Ready to accept connections')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`redis-server exited with ${code}: ${out}`));
-    });
-  });
-  return `redis://127.0.0.1:${port}/0`;
-}
 
 /** Records the keys a store is asked about. */
 class KeySpy implements KeyValueStore {
@@ -182,7 +153,7 @@ for (const [name, open] of Object.entries(backends)) {
 }
 
 t.test('redis: two MX hosts (two Greylist instances) share one greylist', needs('redis-server'), async (t) => {
-  const url = await startRedis(t);
+  const url = (await startRedis(t)).url;
   const mx1Store = new RedisKeyValueStore(url, { prefix: 'yubin:' });
   const mx2Store = new RedisKeyValueStore(url, { prefix: 'yubin:' });
   t.teardown(async () => {
