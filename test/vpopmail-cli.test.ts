@@ -1,4 +1,5 @@
 /** `yubin domain|user|alias` as an administrator types them: effects on the store and disk, JSON, one-line errors with exit 2. */
+import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
@@ -145,4 +146,12 @@ t.test('queue list counts the virtual domains as local', async (t) => {
     ],
   );
   t.match((await y('queue', 'stat')).stdout, /recipients pending: 2 \(local 1, remote 1\)/);
+});
+
+t.test('check-config creates no store; the first domain add does', async (t) => {
+  const { dir, y } = await setup(t);
+  t.equal((await y('check-config')).code, 0);
+  t.notOk(existsSync(path.join(dir, 'var/vpopmail.sqlite')), 'nothing written by a check');
+  await y('domain', 'add', 'example.test', '--password', 'pm');
+  t.ok(existsSync(path.join(dir, 'var/vpopmail.sqlite')));
 });

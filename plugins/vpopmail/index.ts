@@ -8,7 +8,7 @@
 import { answer, definePlugin, ensureMaildir, type AuthContext, type HookAnswers, type RcptContext } from '../../core/index.js';
 import { deliver } from './deliver.js';
 import { maildirOf, parseLogin } from './names.js';
-import { openStore, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
+import { openStoreWhenPresent, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
 import { hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { checkQuota, parseQuota } from './quota.js';
 import { resolveAddress } from './resolve.js';
@@ -71,7 +71,7 @@ export default definePlugin({
   options: vpopmailOptions,
   setup({ options, dataDir, services, log }) {
     const paths = storePaths(options, dataDir);
-    const store = openStore(paths);
+    const store = openStoreWhenPresent(paths);
     const domains = new DomainCache(store);
     const removeSource = services.localDomains.addSource(domains);
     const env = { store, root: paths.root, options, log };

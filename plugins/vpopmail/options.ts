@@ -3,6 +3,7 @@
  * shared by the plugin and the `yubin domain|user|alias` commands so both
  * find the same store and mailboxes.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { SqliteStore } from './sqlite-store.js';
@@ -39,4 +40,40 @@ export function storePaths(options: VpopmailOptions, dataDir: string): StorePath
 
 export function openStore(paths: StorePaths): MailStore {
   return new SqliteStore(paths.database);
+}
+
+/** What a store without a file answers to reads: nothing exists yet. */
+const EMPTY_READS: Partial<Record<keyof MailStore, unknown>> = {
+  getDomain: undefined,
+  getUser: undefined,
+  getAlias: undefined,
+  listDomains: [],
+  domainNames: [],
+  listUsers: [],
+  listAliases: [],
+  aliasesTargeting: [],
+  countUsers: 0,
+};
+
+/**
+ * The server's view of the store: the database is opened once it exists, so
+ * `check-config` and a server nobody has added a domain to create no file;
+ * the first `yubin domain add` creates it and the server picks it up at its
+ * next lookup. Writes (a re-hashed password) open or create it.
+ */
+export function openStoreWhenPresent(paths: StorePaths): MailStore {
+  let inner: SqliteStore | undefined;
+  const open = (create: boolean) => (inner ??= create || existsSync(paths.database) ? new SqliteStore(paths.database) : undefined);
+  return new Proxy({} as MailStore, {
+    get(_target, prop: keyof MailStore) {
+      if (prop === 'close') return () => inner?.close();
+      if (prop === 'changeCounter') return () => open(false)?.changeCounter() ?? -1;
+      const read = prop in EMPTY_READS;
+      return (...args: unknown[]) => {
+        const store = open(!read);
+        if (!store) return EMPTY_READS[prop];
+        return (store[prop] as (...a: unknown[]) => unknown).apply(store, args);
+      };
+    },
+  });
 }
