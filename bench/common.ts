@@ -82,3 +82,24 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * For a benchmark's child server: `close` once on SIGTERM, SIGINT or when the
+ * parent's stdin goes away (the parent died without stopping us), then exit.
+ */
+export function exitWhenTold(close: () => Promise<void> | undefined): (code: number) => Promise<void> {
+  let stopping = false;
+  const stop = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    try {
+      await close();
+    } finally {
+      process.exit(code);
+    }
+  };
+  process.once('SIGTERM', () => void stop(0));
+  process.once('SIGINT', () => void stop(0));
+  process.stdin.on('end', () => void stop(0)).resume();
+  return stop;
+}

@@ -15,6 +15,7 @@ import { answer } from '../../core/answers.js';
 import { createLogger } from '../../core/logger.js';
 import { definePlugin } from '../../core/plugin.js';
 import { startTestServer, type TestServer } from '../../core/testing/index.js';
+import { exitWhenTold } from '../common.js';
 
 interface Input {
   readonly users: Record<string, string>;
@@ -46,20 +47,7 @@ const benchAuth = definePlugin({
 });
 
 let server: TestServer | undefined;
-let stopping = false;
-async function stop(code: number): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  try {
-    await server?.close();
-  } finally {
-    process.exit(code);
-  }
-}
-process.once('SIGTERM', () => void stop(0));
-process.once('SIGINT', () => void stop(0));
-// The bench holds our stdin open: if it goes away without stopping us, stop anyway.
-process.stdin.on('end', () => void stop(0)).resume();
+exitWhenTold(() => server?.close());
 
 try {
   server = await startTestServer({
