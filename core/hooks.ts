@@ -51,6 +51,17 @@ export interface Connection {
   readonly state: ConnectionState;
   /** Runs once when the connection ends, however it ends. */
   onClose(callback: () => void): void;
+  /**
+   * Tightens this connection's timeouts, in milliseconds: `idle` between
+   * commands, `total` for the whole connection (spamdyke's idle-timeout-secs
+   * and connection-timeout-secs). It only ever lowers the listener's limits.
+   */
+  limitTime(limits: TimeLimits): void;
+}
+
+export interface TimeLimits {
+  readonly idle?: number;
+  readonly total?: number;
 }
 
 export interface Address {

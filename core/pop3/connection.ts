@@ -3,7 +3,7 @@
  * SMTP, so one connect-hook plugin (tcprules, a DNSBL) serves both.
  */
 import type { Logger } from 'pino';
-import type { Connection, ConnectionState } from '../hooks.js';
+import type { Connection, ConnectionState, TimeLimits } from '../hooks.js';
 
 export interface Endpoints {
   readonly remoteIp: string;
@@ -28,7 +28,12 @@ export class Pop3Connection implements Connection {
     readonly listener: string,
     private readonly endpoints: Endpoints,
     private readonly tls: { readonly secure: boolean },
+    private readonly limiter: (limits: TimeLimits) => void = () => undefined,
   ) {}
+
+  limitTime(limits: TimeLimits): void {
+    this.limiter(limits);
+  }
 
   get remoteIp() {
     return this.endpoints.remoteIp;

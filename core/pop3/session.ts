@@ -61,6 +61,7 @@ export class Pop3Session {
       runtime.name,
       { remoteIp: plainIp(socket.remoteAddress), remotePort: socket.remotePort ?? 0, localIp: plainIp(socket.localAddress), localPort: socket.localPort ?? 0 },
       this.wire,
+      (l) => this.limitTime(l),
     );
     this.log = env.log.child({ listener: runtime.name, conn: id, ip: this.connection.remoteIp });
     this.login = new Login(runtime, env, this.connection, this.log);
@@ -123,7 +124,8 @@ export class Pop3Session {
 
   /** Reads and runs commands until the session ends; true when QUIT applied the UPDATE. */
   private async commands(): Promise<boolean> {
-    this.wire.setIdleTimeout(this.runtime.config.limits.idleTimeout, () => this.idle());
+    // A connect plugin may have lowered the idle timeout already.
+    this.wire.setIdleTimeout(Math.min(this.idleLimit, this.runtime.config.limits.idleTimeout), () => this.idle());
     for (;;) {
       if (this.leaving) return this.goodbye();
       const event = await this.wire.nextLine();
@@ -275,6 +277,29 @@ export class Pop3Session {
     );
     await this.say(s.failed > 0 ? '-ERR [SYS/TEMP] some deleted messages were not removed' : `+OK ${s.deleted} deleted, ${s.left} left`);
     return 'updated';
+  }
+
+  private idleLimit = Infinity;
+  private totalLimit = Infinity;
+  private totalTimer: NodeJS.Timeout | undefined;
+
+  /** A plugin lowers the timeouts (Connection.limitTime); never above the listener's. */
+  private limitTime({ idle, total }: { readonly idle?: number; readonly total?: number }): void {
+    if (idle !== undefined && idle > 0 && idle < Math.min(this.idleLimit, this.runtime.config.limits.idleTimeout)) {
+      this.idleLimit = idle;
+      this.wire.setIdleTimeout(idle, () => this.idle());
+    }
+    if (total !== undefined && total > 0 && total < this.totalLimit) {
+      this.totalLimit = total;
+      if (this.totalTimer) clearTimeout(this.totalTimer);
+      this.totalTimer = setTimeout(() => {
+        this.log.info({ event: 'timeout', limit: total }, 'connection time limit reached, closing');
+        void this.wire.write('-ERR [SYS/TEMP] connection time limit reached\r\n');
+        void this.wire.close();
+      }, total);
+      this.totalTimer.unref();
+      void this.wire.done.then(() => clearTimeout(this.totalTimer));
+    }
   }
 
   private idle(): void {

@@ -102,6 +102,29 @@ export class YubinConnection extends SMTPConnection implements WireState {
     this.okReply = reply;
   }
 
+  private totalTimer: NodeJS.Timeout | undefined;
+  private totalLimit = Infinity;
+  private idleLimit = Infinity;
+
+  /** Lowers the idle timeout (smtp-server's socket timeout) and sets or shortens the connection's time limit. */
+  limitTime(limits: { readonly idle?: number; readonly total?: number }): void {
+    const { idle, total } = limits;
+    if (idle !== undefined && idle > 0 && idle < Math.min(this.idleLimit, this._server.options.socketTimeout ?? Infinity)) {
+      this.idleLimit = idle;
+      this._socket.setTimeout(idle);
+    }
+    if (total !== undefined && total > 0 && total < this.totalLimit) {
+      this.totalLimit = total;
+      if (this.totalTimer) clearTimeout(this.totalTimer);
+      this.totalTimer = setTimeout(() => {
+        this.yubin.connectionTimedOut(total);
+        this.send(421, '4.4.2 Connection time limit reached, closing');
+      }, total);
+      this.totalTimer.unref();
+      this._socket.once('close', () => clearTimeout(this.totalTimer));
+    }
+  }
+
   /** Closes without a word, as tcpserver does for a denied client. */
   drop(): void {
     this._socket.destroy();

@@ -200,20 +200,13 @@ export class SmtpListener {
     const lease = conn.yubin.runtime.lease;
     this.open.add(conn);
     lease?.acquire();
-    const limit = conn.yubin.limits.maxConnectionTime;
     // A client that keeps a connection busy forever (a slow drip of RCPTs) is cut off after the limit.
-    const timer = limit === undefined ? undefined : setTimeout(() => this.expire(conn, limit), limit);
-    timer?.unref();
+    const limit = conn.yubin.limits.maxConnectionTime;
+    if (limit !== undefined) conn.limitTime({ total: limit });
     conn.yubin.connection.onClose(() => {
-      if (timer) clearTimeout(timer);
       this.open.delete(conn);
       lease?.release();
     });
-  }
-
-  private expire(conn: YubinConnection, limit: number): void {
-    conn.yubin.connectionTimedOut(limit);
-    conn.send(421, '4.4.2 Connection time limit reached, closing');
   }
 
   /** After a message: a draining listener lets the client go now the transaction is done. */

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
-import type { Address, Connection, ConnectionState, HookContexts, HookName, Recipient, SmtpParams, Transaction, TransactionState } from '../hooks.js';
+import type { Address, Connection, ConnectionState, HookContexts, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
 import { loginTurn, type Services } from '../services/index.js';
 import type { Spool, SpoolFile } from '../queue/spool.js';
@@ -56,6 +56,8 @@ export interface WireState {
   readonly authUser: string | undefined;
   /** The client greeted with EHLO. */
   readonly esmtp: boolean;
+  /** Lowers the connection's timeouts (Connection.limitTime). */
+  limitTime(limits: TimeLimits): void;
 }
 
 /** A data stream from smtp-server, with its size bookkeeping. */
@@ -105,6 +107,9 @@ class ConnectionView implements Connection {
   }
   onClose(callback: () => void): void {
     this.closeCallbacks.push(callback);
+  }
+  limitTime(limits: TimeLimits): void {
+    this.wire.limitTime(limits);
   }
 }
 

@@ -352,6 +352,10 @@ export default definePlugin({
     return {
       hooks: {
         async connect({ connection }) {
+          // Timeouts hold for everyone, trusted or not: they protect the server, not the mailboxes.
+          if (o.idleTimeoutSecs > 0 || o.connectionTimeoutSecs > 0) {
+            connection.limitTime({ idle: o.idleTimeoutSecs * 1000 || undefined, total: o.connectionTimeoutSecs * 1000 || undefined });
+          }
           if (exempt(connection)) return answer.continue();
           // The IP whitelist is decided at once, so later plugins of this hook see `trusted`.
           const ip = normalizeIp(connection.remoteIp);

@@ -108,11 +108,13 @@ export const options = z.strictObject({
   /**
    * greeting-delay-secs: hold the greeting back this long; a client that sends
    * anything first is an early talker and the core refuses it with 554. Keep it
-   * below hookTimeout (30 s by default). idle-timeout-secs and
-   * connection-timeout-secs are the listener's limits.idleTimeout and
-   * limits.maxConnectionTime.
+   * below hookTimeout (30 s by default).
    */
   greetingDelaySecs: z.number().min(0).max(25).default(0),
+  /** idle-timeout-secs: silence allowed between commands (lowers the listener's idleTimeout); 0 = the listener's. */
+  idleTimeoutSecs: z.number().min(0).default(0),
+  /** connection-timeout-secs: the longest a connection may last; 0 = no limit beyond the listener's. */
+  connectionTimeoutSecs: z.number().min(0).default(0),
 
   /** max-recipients: 0 = no limit. */
   maxRecipients: z.number().int().nonnegative().default(0),

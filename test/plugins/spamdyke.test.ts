@@ -342,3 +342,30 @@ t.test('greetingDelaySecs: a client that talks before the delayed greeting is re
   t.ok(Date.now() - started >= 450, 'the greeting waited');
   t.equal(patient.mail.code, 250, 'a client that waits is served');
 });
+
+t.test('idleTimeoutSecs and connectionTimeoutSecs lower the listener limits for this connection', async (t) => {
+  const idle = await server(t, { idleTimeoutSecs: 0.4 });
+  const c = await idle.connect({ localAddress: '127.0.0.42' });
+  await c.ehlo();
+  // Silent for a second: past spamdyke's 0.4 s, far below the listener's 5 minutes.
+  await new Promise((r) => setTimeout(r, 1_000));
+  const after = await c.command('NOOP').then(
+    (r) => `${r.code} ${r.text}`,
+    (err: Error) => `closed: ${err.message}`,
+  );
+  t.match(after, /^(421 |closed)/, `the idle client was let go (${after})`);
+
+  const total = await server(t, { connectionTimeoutSecs: 0.6 });
+  const d = await total.connect({ localAddress: '127.0.0.43' });
+  await d.ehlo();
+  const begun = Date.now();
+  let last = 0;
+  while (Date.now() - begun < 3_000) {
+    const r = await d.command('NOOP').catch(() => undefined);
+    if (!r) break;
+    last = r.code;
+    if (r.code === 421) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(last, 421, 'a busy client is cut off at the connection time limit');
+});
