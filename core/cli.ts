@@ -13,6 +13,7 @@ import { createServiceContainer, LocalDomains, servicesFrom } from './services/i
 import { formatList, queueChange, QueueCommandError, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
 import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
 import { MailCommandError, registerMailCommands } from '../plugins/vpopmail/cli.js';
+import { DkimCommandError, registerDkimCommands } from '../plugins/mailauth/cli.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -25,7 +26,7 @@ function configOption(): Option {
 
 /** One line per problem on stderr, then exit 2 for config problems or 1 for anything else. */
 function fail(err: unknown): never {
-  if (err instanceof QueueCommandError || err instanceof MailCommandError) {
+  if (err instanceof QueueCommandError || err instanceof MailCommandError || err instanceof DkimCommandError) {
     process.stderr.write(`yubin: ${err.message}\n`);
     process.exit(err.exitCode);
   }
@@ -191,6 +192,7 @@ export function buildProgram(): Command {
       .action(async (id: string, opts: { config: string }) => print(await queueChange(await configOf(opts), cmd, id)));
   }
   registerMailCommands(program, configOption);
+  registerDkimCommands(program, configOption);
   program
     .command('sendmail')
     .description('sendmail-compatible injection: yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message')

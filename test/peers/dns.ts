@@ -47,7 +47,8 @@ export async function startDnsServer(zones: Record<string, ZoneRecords>): Promis
       if (q.type === 'MX') for (const mx of zone.MX ?? []) answers.push({ ...base, type: 'MX', data: mx });
       if (q.type === 'A') for (const a of zone.A ?? []) answers.push({ ...base, type: 'A', data: a });
       if (q.type === 'AAAA') for (const a of zone.AAAA ?? []) answers.push({ ...base, type: 'AAAA', data: a });
-      if (q.type === 'TXT') for (const t of zone.TXT ?? []) answers.push({ ...base, type: 'TXT', data: t });
+      // A TXT string longer than 255 octets goes out as several character-strings (a DKIM key is ~400).
+      if (q.type === 'TXT') for (const t of zone.TXT ?? []) answers.push({ ...base, type: 'TXT', data: (t.match(/[\s\S]{1,255}/g) ?? ['']).map((c) => Buffer.from(c)) });
       if (q.type === 'PTR') for (const p of zone.PTR ?? []) answers.push({ ...base, type: 'PTR', data: p });
     }
     const flags = (rcode === 'NXDOMAIN' ? 3 : rcode === 'SERVFAIL' ? 2 : 0) | dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE;
