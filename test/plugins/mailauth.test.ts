@@ -20,7 +20,7 @@ const auth = definePlugin({
 
 const MESSAGE = ['From: Alice <alice@example.test>', 'To: bob@remote.test', 'Subject: signed', 'Date: Thu, 26 Nov 2026 03:00:00 +0000', 'Message-ID: <1@example.test>', '', 'Hello Bob,', 'this is signed.', ''].join('\n');
 
-async function rig(t: Parameters<typeof tempDir>[0]) {
+async function rig(t: Parameters<typeof tempDir>[0], extra: Record<string, unknown> = {}) {
   const dataDir = await tempDir(t);
   const key = await generateKey(path.join(dataDir, 'dkim'), 'example.test', 'sel1');
   const record = dkimRecord('example.test', 'sel1', key.pem);
@@ -36,7 +36,7 @@ async function rig(t: Parameters<typeof tempDir>[0]) {
       { name: 'submission', allowInsecureAuth: true, plugins: [auth, 'mailauth'] },
       { name: 'mx', plugins: ['mailauth'] },
     ],
-    pluginOptions: { mailauth: { sign: { 'example.test': { selector: 'sel1' } }, enforceDmarc: true } },
+    pluginOptions: { mailauth: { sign: { 'example.test': { selector: 'sel1' } }, enforceDmarc: true, ...extra } },
     config: { dns: { servers: [dns.address], timeout: 1000, tries: 1 } },
   });
   t.teardown(async () => {
@@ -100,4 +100,21 @@ t.test('yubin dkim keygen writes the key and prints the record', async (t) => {
   t.equal(again.code, 2);
   t.match(again.stderr, /^yubin: a key for example\.test with selector s2026 exists/);
   t.equal((await yubin(['dkim', 'keygen', 'not a domain', '-c', config])).code, 2);
+});
+
+t.test('enforceSpf: a sender whose SPF fails for this client is refused at MAIL', async (t) => {
+  const server = await rig(t, { enforceSpf: true });
+  const refused = await server.connect({ listener: 'mx', localAddress: '127.0.0.7' });
+  await refused.ehlo('forger.example');
+  const r = await refused.command('MAIL FROM:<alice@example.test>');
+  t.equal(r.code, 550);
+  t.equal(r.enhanced, '5.7.23');
+  t.match(r.text, /SPF check failed: example\.test does not designate 127\.0\.0\.7/);
+  await refused.quit();
+  const allowed = await server.connect({ listener: 'mx', localAddress: '127.0.0.1' });
+  await allowed.ehlo('mx.example.test');
+  t.equal((await allowed.command('MAIL FROM:<alice@example.test>')).code, 250, 'the listed address passes');
+  await allowed.command('RSET');
+  t.equal((await allowed.command('MAIL FROM:<someone@nospf.test>')).code, 250, 'no SPF record is not a fail');
+  await allowed.quit();
 });
