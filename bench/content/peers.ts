@@ -6,9 +6,8 @@
  * yubin (yubin-server.ts). test/peers/* are not imported because they pull in
  * tap (test/helpers.ts), which would start a TAP run in this process.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +15,10 @@ import { ping } from '../../plugins/clamav/clamd.js';
 import { CLOCK_TICKS_PER_SECOND, freePort, sleep, stopChild } from '../smtp-accept/proc.js';
 import { tail } from '../smtp-accept/servers.js';
 import type { Input as YubinInput } from './yubin-server.js';
+import { clamavIds, EICAR } from '../../test/peers/clamd.js';
+import { pingSpamd } from '../../test/peers/spamd.js';
+
+export { EICAR };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -68,23 +71,6 @@ function groupAlive(pgid: number): boolean {
 }
 
 /** `PING SPAMC/1.5` → true on `SPAMD/1.x 0 PONG` (as test/peers/spamd.ts). */
-function pingSpamd(port: number, timeout = 1000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ host: '127.0.0.1', port });
-    let got = '';
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeout);
-    s.on('connect', () => s.end('PING SPAMC/1.5\r\n\r\n'));
-    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
-    s.on('end', () => done(/^SPAMD\/1\.\d+ 0 PONG\r\n/.test(got)));
-    s.on('error', () => done(false));
-  });
-}
-
 function logTo(logFile: string): number {
   return openSync(logFile, 'a');
 }
@@ -151,7 +137,7 @@ export async function startSpamd(dir: string, children = 2): Promise<Peer & { ar
       await peer.stop();
       throw new Error(`spamd exited (${child.exitCode ?? child.signalCode}):\n${tail(logFile)}`);
     }
-    if (await pingSpamd(port)) break;
+    if (await pingSpamd(port, '127.0.0.1', 1000)) break;
     if (Date.now() > deadline) {
       await peer.stop();
       throw new Error(`spamd did not answer PING within 60 s:\n${tail(logFile)}`);
@@ -159,15 +145,6 @@ export async function startSpamd(dir: string, children = 2): Promise<Peer & { ar
     await sleep(200);
   }
   return peer;
-}
-
-export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
-
-function clamavIds(): { uid: number; gid: number } | undefined {
-  const r = spawnSync('id', ['-u', 'clamav']);
-  const g = spawnSync('id', ['-g', 'clamav']);
-  if (r.status !== 0 || g.status !== 0) return undefined;
-  return { uid: Number(r.stdout.toString().trim()), gid: Number(g.stdout.toString().trim()) };
 }
 
 /** clamd in the foreground on 127.0.0.1:PORT with one EICAR .ndb signature; ready when it answers PING. */

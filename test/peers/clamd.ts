@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { ping } from '../../plugins/clamav/clamd.js';
-import { freePort, sleep } from '../helpers.js';
+import { freePort, sleep } from './net.js';
 
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 /** The name clamd reports for the custom signature (.UNOFFICIAL is added for non-official databases). */
@@ -25,7 +25,7 @@ export interface ClamdPeer {
   stop(): Promise<void>;
 }
 
-function clamavIds(): { uid: number; gid: number } | undefined {
+export function clamavIds(): { uid: number; gid: number } | undefined {
   const r = spawnSync('id', ['-u', 'clamav']);
   const g = spawnSync('id', ['-g', 'clamav']);
   if (r.status !== 0 || g.status !== 0) return undefined;

@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
-import { freePort, sleep } from '../helpers.js';
+import { freePort, sleep } from './net.js';
 
 export interface SpamdPeer {
   readonly host: string;
