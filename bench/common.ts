@@ -103,3 +103,33 @@ export function exitWhenTold(close: () => Promise<void> | undefined): (code: num
   process.stdin.on('end', () => void stop(0)).resume();
   return stop;
 }
+
+/**
+ * Runs a benchmark's main with its peers stopped however it ends (error,
+ * SIGINT, SIGTERM), then exits: 0 done, 1 failed, 130 interrupted.
+ */
+export async function runBench(name: string, main: () => Promise<void>, stopAll: () => Promise<void>): Promise<never> {
+  const onSignal = () => void stopAll().finally(() => process.exit(130));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let exitCode = 0;
+  try {
+    await main();
+  } catch (err) {
+    process.stderr.write(`${name} bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    exitCode = 1;
+  } finally {
+    await stopAll();
+  }
+  process.exit(exitCode);
+}
+
+/** A benchmark child server's settings, passed as JSON in an environment variable. */
+export function childInput<T>(variable: string): T {
+  const input = JSON.parse(process.env[variable] ?? 'null') as T | null;
+  if (!input) {
+    process.stderr.write(`yubin-server: ${variable} is not set\n`);
+    process.exit(2);
+  }
+  return input;
+}

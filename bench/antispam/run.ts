@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { loadAverage, machineInfo, positive, repoRoot, sh, table } from '../common.js';
+import { loadAverage, machineInfo, positive, repoRoot, runBench, sh, table } from '../common.js';
 import { CLOCK_TICKS_PER_SECOND, OtherCpu, readMemory, readStat, sleep } from '../smtp-accept/proc.js';
 import { yubinLogProblems } from '../smtp-accept/servers.js';
 import { idleSession, smallMessage, transaction, type TransactionResult } from './client.js';
@@ -447,18 +447,4 @@ async function main(): Promise<void> {
   if (!o.keep) rmSync(workdir, { recursive: true, force: true });
 }
 
-let exitCode = 0;
-const onSignal = () => {
-  void stopAll().finally(() => process.exit(130));
-};
-process.once('SIGINT', onSignal);
-process.once('SIGTERM', onSignal);
-try {
-  await main();
-} catch (err) {
-  process.stderr.write(`antispam bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  exitCode = 1;
-} finally {
-  await stopAll();
-}
-process.exit(exitCode);
+await runBench('antispam', main, stopAll);

@@ -15,7 +15,7 @@
  */
 import { createLogger } from '../../core/logger.js';
 import { startTestServer, type TestServer } from '../../core/testing/index.js';
-import { exitWhenTold } from '../common.js';
+import { childInput, exitWhenTold } from '../common.js';
 
 export interface Input {
   readonly dataDir: string;
@@ -27,11 +27,7 @@ export interface Input {
   readonly maxConnections: number;
 }
 
-const input = JSON.parse(process.env.YUBIN_BENCH_ANTISPAM ?? 'null') as Input | null;
-if (!input) {
-  process.stderr.write('yubin-server: YUBIN_BENCH_ANTISPAM is not set\n');
-  process.exit(2);
-}
+const input = childInput<Input>('YUBIN_BENCH_ANTISPAM');
 
 let server: TestServer | undefined;
 exitWhenTold(() => server?.close());

@@ -16,7 +16,7 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadAverage, machineInfo, positive, prng, repoRoot, sh, table } from '../common.js';
+import { loadAverage, machineInfo, positive, prng, repoRoot, runBench, sh, table } from '../common.js';
 import { connect, ReplyReader } from '../antispam/client.js';
 import { freePort, OtherCpu, readMemory, sleep } from '../smtp-accept/proc.js';
 import { yubinLogProblems } from '../smtp-accept/servers.js';
@@ -466,20 +466,4 @@ async function main(): Promise<void> {
   if (!o.keep) rmSync(workdir, { recursive: true, force: true });
 }
 
-let exitCode = 0;
-const onSignal = () => {
-  void stopAll().finally(() => process.exit(130));
-};
-process.once('SIGINT', onSignal);
-process.once('SIGTERM', onSignal);
-try {
-  await main();
-} catch (err) {
-  process.stderr.write(`content bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  exitCode = 1;
-} finally {
-  await stopAll();
-}
-process.exit(exitCode);
-
-
+await runBench('content', main, stopAll);

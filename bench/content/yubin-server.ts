@@ -12,7 +12,7 @@
  */
 import { createLogger } from '../../core/logger.js';
 import { startTestServer, type TestServer } from '../../core/testing/index.js';
-import { exitWhenTold } from '../common.js';
+import { childInput, exitWhenTold } from '../common.js';
 
 export interface Input {
   readonly dataDir: string;
@@ -26,11 +26,7 @@ export interface Input {
   readonly dnsPort: number;
 }
 
-const input = JSON.parse(process.env.YUBIN_BENCH_CONTENT ?? 'null') as Input | null;
-if (!input) {
-  process.stderr.write('yubin-server: YUBIN_BENCH_CONTENT is not set\n');
-  process.exit(2);
-}
+const input = childInput<Input>('YUBIN_BENCH_CONTENT');
 
 let server: TestServer | undefined;
 exitWhenTold(() => server?.close());
