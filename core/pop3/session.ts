@@ -16,6 +16,7 @@ import { apopVerifier, decodePlain, passwordVerifier } from './credentials.js';
 import { Login, oneLine, type Credentials } from './login.js';
 import { Pop3Transaction, TRANSACTION_COMMANDS } from './transaction.js';
 import { Wire } from './wire.js';
+import { ConnectionTimeLimits } from '../time-limits.js';
 
 const AUTHORIZATION_COMMANDS = new Set(['CAPA', 'STLS', 'USER', 'PASS', 'APOP', 'AUTH', 'QUIT', 'NOOP']);
 const PLAINTEXT_REFUSED = '-ERR [AUTH] Plaintext authentication disallowed without TLS, use STLS';
@@ -35,6 +36,8 @@ export class Pop3Session {
   readonly done: Promise<void>;
   private readonly wire: Wire;
   private readonly login: Login;
+  /** The listener's idle timeout and connection limit, as connect plugins lower them. */
+  private readonly timeLimits: ConnectionTimeLimits;
   /** The greeting's `<...>`; undefined when no auth plugin can check APOP. */
   private readonly timestamp: string | undefined;
   /** Name given with USER, waiting for PASS. */
@@ -55,13 +58,22 @@ export class Pop3Session {
   ) {
     const limits = runtime.config.limits;
     this.wire = new Wire(socket, secure, limits.maxLineLength);
+    this.timeLimits = new ConnectionTimeLimits(limits.idleTimeout, {
+      idle: (ms) => this.wire.setIdleTimeout(ms, () => this.idle()),
+      expired: (total) => {
+        this.log.info({ event: 'timeout', limit: total }, 'connection time limit reached, closing');
+        void this.wire.write('-ERR [SYS/TEMP] connection time limit reached\r\n');
+        void this.wire.close();
+      },
+    });
+    void this.wire.done.then(() => this.timeLimits.stop());
     const id = env.spool.newId();
     this.connection = new Pop3Connection(
       id,
       runtime.name,
       { remoteIp: plainIp(socket.remoteAddress), remotePort: socket.remotePort ?? 0, localIp: plainIp(socket.localAddress), localPort: socket.localPort ?? 0 },
       this.wire,
-      (l) => this.limitTime(l),
+      (l) => this.timeLimits.lower(l),
     );
     this.log = env.log.child({ listener: runtime.name, conn: id, ip: this.connection.remoteIp });
     this.login = new Login(runtime, env, this.connection, this.log);
@@ -125,7 +137,7 @@ export class Pop3Session {
   /** Reads and runs commands until the session ends; true when QUIT applied the UPDATE. */
   private async commands(): Promise<boolean> {
     // A connect plugin may have lowered the idle timeout already.
-    this.wire.setIdleTimeout(Math.min(this.idleLimit, this.runtime.config.limits.idleTimeout), () => this.idle());
+    this.wire.setIdleTimeout(this.timeLimits.idle, () => this.idle());
     for (;;) {
       if (this.leaving) return this.goodbye();
       const event = await this.wire.nextLine();
@@ -277,29 +289,6 @@ export class Pop3Session {
     );
     await this.say(s.failed > 0 ? '-ERR [SYS/TEMP] some deleted messages were not removed' : `+OK ${s.deleted} deleted, ${s.left} left`);
     return 'updated';
-  }
-
-  private idleLimit = Infinity;
-  private totalLimit = Infinity;
-  private totalTimer: NodeJS.Timeout | undefined;
-
-  /** A plugin lowers the timeouts (Connection.limitTime); never above the listener's. */
-  private limitTime({ idle, total }: { readonly idle?: number; readonly total?: number }): void {
-    if (idle !== undefined && idle > 0 && idle < Math.min(this.idleLimit, this.runtime.config.limits.idleTimeout)) {
-      this.idleLimit = idle;
-      this.wire.setIdleTimeout(idle, () => this.idle());
-    }
-    if (total !== undefined && total > 0 && total < this.totalLimit) {
-      this.totalLimit = total;
-      if (this.totalTimer) clearTimeout(this.totalTimer);
-      this.totalTimer = setTimeout(() => {
-        this.log.info({ event: 'timeout', limit: total }, 'connection time limit reached, closing');
-        void this.wire.write('-ERR [SYS/TEMP] connection time limit reached\r\n');
-        void this.wire.close();
-      }, total);
-      this.totalTimer.unref();
-      void this.wire.done.then(() => clearTimeout(this.totalTimer));
-    }
   }
 
   private idle(): void {

@@ -9,6 +9,8 @@ import type tls from 'node:tls';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection';
 import type { SMTPServer } from 'smtp-server';
 import type { Reply } from '../answers.js';
+import type { TimeLimits } from '../hooks.js';
+import { ConnectionTimeLimits } from '../time-limits.js';
 import { formatReply } from '../answers.js';
 import type { Outcome, SmtpSession, WireState } from './session.js';
 import { StrictSmtpStream, type DataViolation } from './strict-stream.js';
@@ -102,27 +104,22 @@ export class YubinConnection extends SMTPConnection implements WireState {
     this.okReply = reply;
   }
 
-  private totalTimer: NodeJS.Timeout | undefined;
-  private totalLimit = Infinity;
-  private idleLimit = Infinity;
+  private timeLimits: ConnectionTimeLimits | undefined;
 
   /** Lowers the idle timeout (smtp-server's socket timeout) and sets or shortens the connection's time limit. */
-  limitTime(limits: { readonly idle?: number; readonly total?: number }): void {
-    const { idle, total } = limits;
-    if (idle !== undefined && idle > 0 && idle < Math.min(this.idleLimit, this._server.options.socketTimeout ?? Infinity)) {
-      this.idleLimit = idle;
-      this._socket.setTimeout(idle);
+  limitTime(limits: TimeLimits): void {
+    if (!this.timeLimits) {
+      const limiter = new ConnectionTimeLimits(this._server.options.socketTimeout ?? Infinity, {
+        idle: (ms) => this._socket.setTimeout(ms),
+        expired: (total) => {
+          this.yubin.connectionTimedOut(total);
+          this.send(421, '4.4.2 Connection time limit reached, closing');
+        },
+      });
+      this._socket.once('close', () => limiter.stop());
+      this.timeLimits = limiter;
     }
-    if (total !== undefined && total > 0 && total < this.totalLimit) {
-      this.totalLimit = total;
-      if (this.totalTimer) clearTimeout(this.totalTimer);
-      this.totalTimer = setTimeout(() => {
-        this.yubin.connectionTimedOut(total);
-        this.send(421, '4.4.2 Connection time limit reached, closing');
-      }, total);
-      this.totalTimer.unref();
-      this._socket.once('close', () => clearTimeout(this.totalTimer));
-    }
+    this.timeLimits.lower(limits);
   }
 
   /** Closes without a word, as tcpserver does for a denied client. */
