@@ -27,12 +27,12 @@ t.test('idle and total limits from a connect plugin end a POP3 session early', a
     const started = Date.now();
     let reply = '';
     // USER every 200 ms keeps the idle clock from firing; only the total limit can end that one.
-    while (Date.now() - started < 3_000) {
+    while (Date.now() - started < 30_000) {
       reply = await (name === 'total' ? c.command('USER alice') : c.readLine()).catch(() => 'closed');
       if (reply.startsWith('-ERR')) break;
       await new Promise((r) => setTimeout(r, 200));
     }
     t.match(reply, expected, `${name}: ${reply}`);
-    t.ok(Date.now() - started < 2_500, `${name}: well before the listener's limits`);
+    t.ok(Date.now() - started < 60_000, `${name}: ended by the plugin's limit, not the listener's 5 minutes`);
   }
 });
