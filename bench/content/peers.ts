@@ -7,18 +7,16 @@
  * tap (test/helpers.ts), which would start a TAP run in this process.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ping } from '../../plugins/clamav/clamd.js';
 import { CLOCK_TICKS_PER_SECOND, freePort, sleep, stopChild } from '../smtp-accept/proc.js';
 import { tail } from '../smtp-accept/servers.js';
 import type { Input as YubinInput } from './yubin-server.js';
-import { clamavIds, EICAR } from '../../test/peers/clamd.js';
-import { pingSpamd } from '../../test/peers/spamd.js';
+import { writeClamdConfig } from '../../test/peers/clamd.js';
+import { pingSpamd, spamdArgs } from '../../test/peers/spamd.js';
 
-export { EICAR };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -70,7 +68,6 @@ function groupAlive(pgid: number): boolean {
   return false;
 }
 
-/** `PING SPAMC/1.5` → true on `SPAMD/1.x 0 PONG` (as test/peers/spamd.ts). */
 function logTo(logFile: string): number {
   return openSync(logFile, 'a');
 }
@@ -79,19 +76,7 @@ function logTo(logFile: string): number {
 export async function startSpamd(dir: string, children = 2): Promise<Peer & { args: string[] }> {
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const args = [
-    '-L',
-    ...(os.userInfo().uid === 0 ? ['-u', 'debian-spamd'] : []),
-    `--listen=127.0.0.1:${port}`,
-    '--allowed-ips=127.0.0.1',
-    '-m',
-    String(children),
-    '--min-spare=1',
-    `--max-spare=${children}`,
-    `--pidfile=${path.join(dir, 'spamd.pid')}`,
-    '--syslog=stderr',
-    '--nouser-config',
-  ];
+  const args = spamdArgs(dir, port, children);
   const logFile = path.join(dir, 'spamd.log');
   const fd = logTo(logFile);
   let child: ChildProcess;
@@ -149,28 +134,14 @@ export async function startSpamd(dir: string, children = 2): Promise<Peer & { ar
 
 /** clamd in the foreground on 127.0.0.1:PORT with one EICAR .ndb signature; ready when it answers PING. */
 export async function startClamd(dir: string): Promise<Peer> {
-  const db = path.join(dir, 'db');
-  mkdirSync(db, { recursive: true });
-  writeFileSync(path.join(db, 'custom.ndb'), `Custom.EICAR.NDB:0:*:${Buffer.from(EICAR).toString('hex')}\n`);
+  mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const ids = os.userInfo().uid === 0 ? clamavIds() : undefined;
-  const conf = [
-    `TCPSocket ${port}`,
-    'TCPAddr 127.0.0.1',
-    `DatabaseDirectory ${db}`,
-    `TemporaryDirectory ${dir}`,
-    'Foreground yes',
-    ...(ids ? ['User clamav'] : []),
-    'StreamMaxLength 25M',
-    'LogTime no',
-  ].join('\n');
-  writeFileSync(path.join(dir, 'clamd.conf'), conf + '\n');
-  if (ids) for (const p of [dir, db, path.join(db, 'custom.ndb'), path.join(dir, 'clamd.conf')]) chownSync(p, ids.uid, ids.gid);
+  const conf = await writeClamdConfig(dir, port);
   const logFile = path.join(dir, 'clamd.log');
   const fd = logTo(logFile);
   let child: ChildProcess;
   try {
-    child = spawn('clamd', ['-c', path.join(dir, 'clamd.conf')], { stdio: ['ignore', fd, fd] });
+    child = spawn('clamd', ['-c', conf], { stdio: ['ignore', fd, fd] });
   } finally {
     closeSync(fd);
   }

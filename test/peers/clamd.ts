@@ -32,16 +32,16 @@ export function clamavIds(): { uid: number; gid: number } | undefined {
   return { uid: Number(r.stdout.toString().trim()), gid: Number(g.stdout.toString().trim()) };
 }
 
-/** clamd as a child on a free loopback port, ready when it answers zPING with PONG; stopped by PID when `t` ends. */
-export async function startClamd(t: Test, opts: { streamMaxLength?: string } = {}): Promise<ClamdPeer> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'yubin-clamd-'));
+/**
+ * A clamd.conf in `dir` for 127.0.0.1:PORT with a one-signature EICAR
+ * database (freshclam cannot download here); returns its path. As root,
+ * clamd drops to the clamav user, which must be able to read all of it.
+ */
+export async function writeClamdConfig(dir: string, port: number, streamMaxLength = '25M'): Promise<string> {
   const db = path.join(dir, 'db');
-  await mkdir(db);
+  await mkdir(db, { recursive: true });
   await writeFile(path.join(db, 'custom.ndb'), `Custom.EICAR.NDB:0:*:${Buffer.from(EICAR).toString('hex')}\n`);
-  const port = await freePort();
-  // As root clamd drops to User; it must be able to read the database.
-  const asRoot = os.userInfo().uid === 0;
-  const ids = asRoot ? clamavIds() : undefined;
+  const ids = os.userInfo().uid === 0 ? clamavIds() : undefined;
   const conf = [
     `TCPSocket ${port}`,
     'TCPAddr 127.0.0.1',
@@ -49,13 +49,22 @@ export async function startClamd(t: Test, opts: { streamMaxLength?: string } = {
     `TemporaryDirectory ${dir}`,
     'Foreground yes',
     ...(ids ? ['User clamav'] : []),
-    `StreamMaxLength ${opts.streamMaxLength ?? '25M'}`,
+    `StreamMaxLength ${streamMaxLength}`,
     'LogTime no',
   ].join('\n');
-  await writeFile(path.join(dir, 'clamd.conf'), conf + '\n');
-  if (ids) for (const p of [dir, db, path.join(db, 'custom.ndb'), path.join(dir, 'clamd.conf')]) await chown(p, ids.uid, ids.gid);
+  const file = path.join(dir, 'clamd.conf');
+  await writeFile(file, conf + '\n');
+  if (ids) for (const p of [dir, db, path.join(db, 'custom.ndb'), file]) await chown(p, ids.uid, ids.gid);
+  return file;
+}
 
-  const child = spawn('clamd', ['-c', path.join(dir, 'clamd.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** clamd as a child on a free loopback port, ready when it answers zPING with PONG; stopped by PID when `t` ends. */
+export async function startClamd(t: Test, opts: { streamMaxLength?: string } = {}): Promise<ClamdPeer> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'yubin-clamd-'));
+  const port = await freePort();
+  const conf = await writeClamdConfig(dir, port, opts.streamMaxLength);
+
+  const child = spawn('clamd', ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

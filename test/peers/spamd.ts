@@ -62,23 +62,27 @@ function groupAlive(pgid: number): boolean {
   }
 }
 
-export async function startSpamd(t: Test): Promise<SpamdPeer> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'yubin-spamd-'));
-  const port = await freePort();
-  const args = [
+/** spamd kept off the network (-L), on 127.0.0.1:PORT, with `children` preforked children and its pidfile in `dir`. */
+export function spamdArgs(dir: string, port: number, children = 2): string[] {
+  return [
     '-L',
-    '-u',
-    'debian-spamd',
+    ...(os.userInfo().uid === 0 ? ['-u', 'debian-spamd'] : []),
     `--listen=127.0.0.1:${port}`,
     '--allowed-ips=127.0.0.1',
     '-m',
-    '2',
+    String(children),
     '--min-spare=1',
-    '--max-spare=2',
+    `--max-spare=${children}`,
     `--pidfile=${path.join(dir, 'spamd.pid')}`,
     '--syslog=stderr',
     '--nouser-config',
   ];
+}
+
+export async function startSpamd(t: Test): Promise<SpamdPeer> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'yubin-spamd-'));
+  const port = await freePort();
+  const args = spamdArgs(dir, port);
   // detached: its own process group, so one kill reaches the preforked children too.
   const child = spawn('spamd', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   const pgid = child.pid!;
