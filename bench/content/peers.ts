@@ -11,11 +11,11 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ping } from '../../plugins/clamav/clamd.js';
-import { CLOCK_TICKS_PER_SECOND, freePort, sleep, stopChild } from '../smtp-accept/proc.js';
+import { CLOCK_TICKS_PER_SECOND, freePort, readStat, sleep, stopChild } from '../smtp-accept/proc.js';
 import { tail } from '../smtp-accept/servers.js';
 import type { Input as YubinInput } from './yubin-server.js';
 import { writeClamdConfig } from '../../test/peers/clamd.js';
-import { pingSpamd, spamdArgs } from '../../test/peers/spamd.js';
+import { groupAlive, pingSpamd, spamdArgs } from '../../test/peers/spamd.js';
 
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -54,19 +54,6 @@ function groupCpuTicks(pgid: number): number {
   return ticks;
 }
 
-function groupAlive(pgid: number): boolean {
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(f[2]) === pgid && f[0] !== 'Z') return true;
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return false;
-}
 
 function logTo(logFile: string): number {
   return openSync(logFile, 'a');
@@ -150,15 +137,7 @@ export async function startClamd(dir: string): Promise<Peer> {
     pid,
     port,
     logFile,
-    cpuS: () => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_SECOND;
-      } catch {
-        return 0;
-      }
-    },
+    cpuS: () => (readStat(pid)?.cpuTicks ?? 0) / CLOCK_TICKS_PER_SECOND,
     async stop() {
       started.delete(peer);
       await stopChild(child, 'SIGTERM', 10_000);
@@ -207,15 +186,7 @@ export async function startYubin(input: YubinInput, logFile: string): Promise<Yu
     },
     logFile,
     dataDir: input.dataDir,
-    cpuS: () => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_SECOND;
-      } catch {
-        return 0;
-      }
-    },
+    cpuS: () => (readStat(pid)?.cpuTicks ?? 0) / CLOCK_TICKS_PER_SECOND,
     async stop() {
       started.delete(peer);
       await stopChild(child, 'SIGTERM', 10_000);

@@ -40,7 +40,7 @@ export function pingSpamd(port: number, host = '127.0.0.1', timeout = 1000): Pro
 }
 
 /** A live (not zombie) process is left in the group. */
-function groupAlive(pgid: number): boolean {
+export function groupAlive(pgid: number): boolean {
   if (existsSync('/proc/self/stat')) {
     for (const pid of readdirSync('/proc')) {
       if (!/^\d+$/.test(pid)) continue;
