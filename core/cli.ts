@@ -101,11 +101,12 @@ function describeListener(loaded: LoadedConfig, i: number): string[] {
   const host = l.listen.host.includes(':') ? `[${l.listen.host}]` : l.listen.host;
   const lim = l.limits;
   const pop3 = l.protocol === 'pop3';
+  const connections = `${lim.maxConnections} connections (${lim.maxConnectionsPerIp || 'any number'} per IP), ${lim.maxConnectionTime / 1000} s each at most`;
   const lines = [
     `listener ${l.name}: ${l.protocol} on ${host}:${l.listen.port}, tls ${l.tls}${l.requireAuth && !pop3 ? ', AUTH required' : ''}${l.allowInsecureAuth ? ', logins allowed without TLS' : ''}`,
     pop3
-      ? `  limits: line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s, ${lim.maxConnections} connections, ${lim.maxAuthFailures} failed logins`
-      : `  limits: message ${lim.maxMessageSize} bytes, ${lim.maxRecipients} recipients, line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s, ${lim.maxConnections} connections`,
+      ? `  limits: line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s (${lim.firstCommandTimeout / 1000} s before login), ${connections}, ${lim.maxAuthFailures} failed logins`
+      : `  limits: message ${lim.maxMessageSize} bytes, ${lim.maxRecipients} recipients, line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s (${lim.firstCommandTimeout / 1000} s before HELO), ${connections}, data at least ${lim.minDataRate} bytes/s`,
   ];
   if (l.plugins.length === 0) lines.push('  plugins: none (the core still refuses relaying)');
   return lines;

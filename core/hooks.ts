@@ -19,6 +19,8 @@ export interface ConnectionState {
   rblsmtpd?: string;
   /** Whitelisted client: anti-spam plugins skip it. */
   trusted?: boolean;
+  /** tcprules MAXCONNIP: open connections allowed from this client's IP, overriding the listener's limit (0: no limit). */
+  maxConnectionsPerIp?: number;
   /** Every variable a tcprules rule set, as tcpserver put them into the environment. */
   env: Record<string, string>;
 }
@@ -189,6 +191,31 @@ export interface DeliverContext {
   readonly delivery: Delivery;
 }
 
+/**
+ * Asked at RCPT, of the plugins in `delivery.plugins`, for a recipient of a
+ * local domain: would your deliver hook take this address? What the
+ * session can know is refused there, in the session, instead of being
+ * accepted and bounced later to a sender who may be forged (backscatter).
+ *
+ * Answer `accept` (mine, it will be delivered), `reject` (the deliver hook
+ * would bounce it: 550 5.1.1 now instead), `defer` (cannot tell now: 4xx) or
+ * `continue` (not mine). When every plugin that delivers also verifies and
+ * all continue, nobody would take the address and it is refused, as the
+ * queue would bounce it.
+ */
+export interface VerifyContext {
+  readonly connection: Connection;
+  readonly sender: Address | null;
+  readonly recipient: Recipient;
+  /**
+   * The address the deliver hook's `Delivered-To` line will name for this
+   * recipient, when it is not the recipient's own (an extension address
+   * `alice-news@` delivered to `alice@`). A message that already carries
+   * that line is refused as a loop at the end of DATA instead of bouncing.
+   */
+  deliveredTo(address: string): void;
+}
+
 export interface HookContexts {
   connect: ConnectContext;
   helo: HeloContext;
@@ -198,10 +225,11 @@ export interface HookContexts {
   data: DataContext;
   queue: QueueContext;
   deliver: DeliverContext;
+  verify: VerifyContext;
 }
 
 export type HookName = keyof HookContexts;
-export const HOOK_NAMES: readonly HookName[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'deliver'];
+export const HOOK_NAMES: readonly HookName[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'deliver', 'verify'];
 
 type SessionAnswer = Continue | Accept | Reject | Defer | Disconnect;
 type TransactionAnswer = SessionAnswer | Discard;
@@ -217,6 +245,8 @@ export interface HookAnswers {
   queue: TransactionAnswer;
   /** accept = delivered, defer = try again later, reject = bounce. */
   deliver: Continue | Accept | Reject | Defer;
+  /** accept = would be delivered, reject = would bounce (refused at RCPT), defer = cannot tell now. */
+  verify: Continue | Accept | Reject | Defer;
 }
 
 export type HookFunction<K extends HookName> = (context: HookContexts[K]) => HookAnswers[K] | Promise<HookAnswers[K]>;

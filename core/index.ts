@@ -28,6 +28,7 @@ export type {
   SmtpParams,
   Transaction,
   TransactionState,
+  VerifyContext,
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
 export { definePlugin, type OptionsIssue, type OptionsSchema, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
@@ -54,6 +55,8 @@ export {
   type Lookup,
   type MxRecord,
   type Services,
+  type LoginTicket,
+  type ThrottledBy,
   type ThrottleVerdict,
 } from './services/index.js';
 export { domainMatches, hasSenderRouting, splitAddress } from './address.js';

@@ -8,6 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { answer, validateAnswer, type Defer } from './answers.js';
+import { defaultAccount } from './services/login-throttle.js';
 import type { HookAnswers, HookContexts, HookName, Hooks } from './hooks.js';
 
 export interface PipelinePlugin {
@@ -16,6 +17,8 @@ export interface PipelinePlugin {
   readonly hooks: Hooks;
   /** SASL mechanisms the plugin's auth hook checks (PluginInstance.authMechanisms). */
   authMechanisms?(): readonly string[];
+  /** The canonical account a login name stands for (PluginInstance.loginAccount). */
+  loginAccount?(username: string): string | undefined;
 }
 
 export interface HookResult<K extends HookName> {
@@ -52,6 +55,12 @@ export class Pipeline {
     return (this.byHook[hook]?.length ?? 0) > 0;
   }
 
+  /** Every plugin of this pipeline that serves `hook` also serves `other` (and some serves it). */
+  everyServes(hook: HookName, other: HookName): boolean {
+    const serving = this.plugins.filter((p) => typeof p.hooks[hook] === 'function');
+    return serving.length > 0 && serving.every((p) => typeof p.hooks[other] === 'function');
+  }
+
   /**
    * SASL mechanisms to offer: those the auth plugins name, in plugin order;
    * PLAIN and LOGIN for an auth plugin that names none.
@@ -63,6 +72,20 @@ export class Pipeline {
       for (const m of p.authMechanisms?.() ?? ['PLAIN', 'LOGIN']) out.add(m.toUpperCase());
     }
     return [...out];
+  }
+
+  /**
+   * The account a login name stands for, so the failed-login throttle counts
+   * `alice%DOM.TEST.` and `alice@dom.test` as one: the first auth plugin that
+   * names it decides; otherwise the name case-folded, `%` as `@`, no trailing dot.
+   */
+  loginAccount(username: string): string {
+    for (const p of this.plugins) {
+      if (typeof p.hooks.auth !== 'function') continue;
+      const account = p.loginAccount?.(username);
+      if (account) return account;
+    }
+    return defaultAccount(username);
   }
 
   async run<K extends HookName>(hook: K, context: HookContexts[K], log: Logger = this.log): Promise<HookResult<K>> {

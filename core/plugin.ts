@@ -39,6 +39,13 @@ export interface PluginInstance {
    * password, so a plugin names them only where it keeps one. Unset: PLAIN and LOGIN.
    */
   authMechanisms?(): readonly string[];
+  /**
+   * The canonical account a login name stands for, the one this plugin's auth
+   * hook would check (`alice%DOM.TEST.` → `alice@dom.test`), so the
+   * failed-login throttle counts every spelling of an account as one.
+   * Undefined for a name the plugin does not know how to read.
+   */
+  loginAccount?(username: string): string | undefined;
   /** Called when the plugin is replaced (reload) or the server stops. */
   close?(): void | Promise<void>;
 }

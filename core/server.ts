@@ -14,13 +14,14 @@ import { closePlugins, startPlugins, unusedOptionBlocks, type ActivePlugin } fro
 import type { PluginDefinition } from './plugin.js';
 import { closeServices, createServiceContainer, servicesFrom, type Services } from './services/index.js';
 import { Spool } from './queue/spool.js';
+import { SpoolSpace } from './queue/space.js';
 import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
 import { ControlServer } from './queue/control.js';
 import { isOwnAddress } from './ip.js';
 import { SmtpListener, type ListenerTls } from './smtp/listener.js';
 import { Pop3Listener } from './pop3/listener.js';
 import type { ListenerRuntime, SessionEnv } from './smtp/session.js';
-import { loadKeyPair, selfSignedKeyPair } from './tls.js';
+import { loadKeyPair, selfSignedKeyPair, tlsPolicy } from './tls.js';
 
 export interface StartOptions {
   readonly log: Logger;
@@ -99,7 +100,8 @@ export class YubinServer {
     const services = servicesFrom(container);
     const spool = new Spool(path.join(config.dataDir, 'queue'));
     await spool.init();
-    const env: SessionEnv = { hostname: config.hostname, spool, services, log };
+    const spoolSpace = new SpoolSpace(spool.dir, config.queue.minFreeSpace, log.child({ component: 'queue' }));
+    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log };
     const server = new YubinServer(loaded, options, container, services, env);
     for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which nothing uses`);
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
@@ -197,6 +199,7 @@ export class YubinServer {
       for (const d of before.localDomains) if (!loaded.config.localDomains.includes(d)) domains.delete(d);
       for (const d of loaded.config.localDomains) domains.add(d);
       this.services.loginThrottle.configure(loaded.config.loginThrottle);
+      this.env.spoolSpace.configure(loaded.config.queue.minFreeSpace);
       old.retire();
       this.scheduler.reconsider();
       log.info({ event: 'reload', file: loaded.file }, 'configuration reloaded');
@@ -237,9 +240,10 @@ export class YubinServer {
     const generation = this.generation;
     const plugins = lc.plugins.map((ref) => {
       const p = generation.plugins.get(ref)!;
-      return { name: p.definition.name, hooks: p.instance.hooks, authMechanisms: p.instance.authMechanisms?.bind(p.instance) };
+      return { name: p.definition.name, hooks: p.instance.hooks, authMechanisms: p.instance.authMechanisms?.bind(p.instance), loginAccount: p.instance.loginAccount?.bind(p.instance) };
     });
-    return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log), lease: generation };
+    const delivery = generation.delivery(this.loaded, this.options.log);
+    return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log), delivery, lease: generation };
   }
 
   private async startListener(lc: ListenerConfig): Promise<void> {
@@ -256,7 +260,7 @@ export class YubinServer {
         keyPair = pair;
       }
     }
-    const tlsSettings: ListenerTls = { mode: lc.tls, keyPair };
+    const tlsSettings: ListenerTls = { mode: lc.tls, keyPair, policy: tlsPolicy(lc.tlsProfile, lc.tlsCiphers) };
     const listener: Listener = lc.protocol === 'pop3' ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log) : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
     const address = await listener.listen();
     this.listeners.set(lc.name, listener);
@@ -268,5 +272,5 @@ export class YubinServer {
 }
 
 function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
-  return a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.tls === b.tls && a.cert === b.cert && a.key === b.key;
+  return a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.tls === b.tls && a.cert === b.cert && a.key === b.key && a.tlsProfile === b.tlsProfile && a.tlsCiphers === b.tlsCiphers;
 }

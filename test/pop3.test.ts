@@ -648,32 +648,34 @@ t.test('limits: idle timeout, line length, connections, failed logins per connec
   });
 });
 
-t.test('failed logins are throttled with SMTP AUTH, across connections', async (t) => {
+t.test('failed logins are throttled across connections; a known client network keeps its account', async (t) => {
   const dir = await standardBox(t);
-  const s = await pop3Server(t, mailboxPlugin({ alice: dir }), { config: { loginThrottle: { freeFailures: 2, delay: '1s', lockoutAfter: 4 } } });
-  const attempt = async (password: string) => {
+  const s = await pop3Server(t, mailboxPlugin({ alice: dir, bob: dir }), { config: { loginThrottle: { freeFailures: 2, delay: '1s', lockoutAfter: 4 } } });
+  const attempt = async (user: string, password: string) => {
     const c = await connect(t, s.port);
-    await c.command('USER alice');
+    await c.command(`USER ${user}`);
     const started = Date.now();
-    const reply = await c.command(`PASS ${password}`, );
+    const reply = await c.command(`PASS ${password}`);
     const ms = Date.now() - started;
     c.close();
     return { reply, ms };
   };
   for (let i = 0; i < 3; i++) {
-    const r = await attempt('wrong');
+    const r = await attempt('alice', 'wrong');
     t.equal(r.reply, '-ERR [AUTH] Authentication failed');
     t.ok(r.ms < 800, `failure ${i + 1} answered at once`);
   }
-  const fourth = await attempt('secret');
+  const fourth = await attempt('alice', 'secret');
   t.match(fourth.reply, /^\+OK maildrop/, 'the right password still works');
   t.ok(fourth.ms >= 950, `after three failures the answer waits (${fourth.ms} ms)`);
   t.match(s.logs.find((l) => l.event === 'auth-delay'), { user: 'alice', wait: 1000 });
-  const fifth = await attempt('wrong');
-  t.equal(fifth.reply, '-ERR [AUTH] Authentication failed');
-  const sixth = await attempt('secret');
-  t.equal(sixth.reply, '-ERR [SYS/TEMP] Too many failed logins, try again later', 'locked out: not even the right password is checked');
-  t.match(s.logs.filter((l) => l.event === 'login').at(-1), { result: 'locked-out', plugin: 'core', user: 'alice' });
+  // alice has now logged in from this network: the IP's three failures no longer count against her.
+  t.equal((await attempt('alice', 'wrong')).reply, '-ERR [AUTH] Authentication failed');
+  t.match((await attempt('alice', 'secret')).reply, /^\+OK maildrop/, 'not locked out: her own network is known');
+  // bob never logged in from here: alice's first three failures count for him, and one of his own makes four.
+  t.equal((await attempt('bob', 'wrong')).reply, '-ERR [AUTH] Authentication failed');
+  t.equal((await attempt('bob', 'secret')).reply, '-ERR [SYS/TEMP] Too many failed logins, try again later', 'locked out: not even the right password is checked');
+  t.match(s.logs.filter((l) => l.event === 'login').at(-1), { result: 'locked-out', plugin: 'core', user: 'bob' });
 });
 
 // ---- shutdown ----

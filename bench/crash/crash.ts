@@ -27,8 +27,13 @@ import { describeQueued, queuedIds, scanMaildirs, type ScanResult, type StuckMes
 import { emptyLogCounts, ServerProcess, type LogCounts } from './server.js';
 
 export interface CrashOptions {
-  /** SIGKILLs to deliver (default 50). */
+  /** Stops to make (default 50). */
   readonly kills?: number;
+  /**
+   * How each stop is made: SIGKILL (the default: a crash) or SIGTERM (a clean
+   * restart, after which nothing may be delivered twice; no stops in start-up).
+   */
+  readonly signal?: 'SIGKILL' | 'SIGTERM';
   /** Concurrent SMTP clients (default 8). */
   readonly clients?: number;
   /** Seed of the PRNG behind kill times, recipients and bodies (default: from the clock; reported). */
@@ -78,7 +83,7 @@ export interface KillRecord {
 export interface CrashResult {
   readonly ok: boolean;
   readonly seed: number;
-  readonly options: { kills: number; clients: number; minDelayMs: number; maxDelayMs: number; earlyKillRatio: number; tailMs: number; thinkMs: number };
+  readonly options: { signal: 'SIGKILL' | 'SIGTERM'; kills: number; clients: number; minDelayMs: number; maxDelayMs: number; earlyKillRatio: number; tailMs: number; thinkMs: number };
   readonly dir: string;
   readonly kept: boolean;
   readonly kills: number;
@@ -217,12 +222,14 @@ function runCli(cli: string, args: string[], onChild: ((child: ChildProcess) => 
 }
 
 export async function runCrash(options: CrashOptions = {}): Promise<CrashResult> {
+  const signal = options.signal ?? 'SIGKILL';
   const opts = {
+    signal,
     kills: options.kills ?? 50,
     clients: options.clients ?? 8,
     minDelayMs: options.minDelayMs ?? 50,
     maxDelayMs: options.maxDelayMs ?? 400,
-    earlyKillRatio: options.earlyKillRatio ?? 0.1,
+    earlyKillRatio: signal === 'SIGTERM' ? 0 : (options.earlyKillRatio ?? 0.1),
     tailMs: options.tailMs ?? 1500,
     thinkMs: options.thinkMs ?? 0,
   };
@@ -273,11 +280,12 @@ export async function runCrash(options: CrashOptions = {}): Promise<CrashResult>
       const inFlight = load.inFlight;
       const awaitingReply = load.awaitingReply;
       const uptimeMs = Math.round(performance.now() - server.spawnedAt);
-      await server.kill9();
+      if (signal === 'SIGTERM') await server.stop(60_000);
+      else await server.kill9();
       const queued = (await queuedIds(dataDir)).length;
       const rec: KillRecord = { n, atMs: Math.round(performance.now() - started), time: new Date(server.endedAt ?? Date.now()).toISOString(), early: wasEarly, uptimeMs, inFlight, awaitingReply, queued, acknowledgedSoFar: load.acknowledged };
       killLog.push(rec);
-      log(`kill ${n}/${opts.kills}: pid ${server.pid} after ${uptimeMs} ms${wasEarly ? ' (before ready)' : ''}; in flight ${inFlight} (${awaitingReply} awaiting 250), queued ${queued}, acknowledged so far ${load.acknowledged}`);
+      log(`${signal === 'SIGTERM' ? 'stop' : 'kill'} ${n}/${opts.kills}: pid ${server.pid} after ${uptimeMs} ms${wasEarly ? ' (before ready)' : ''}; in flight ${inFlight} (${awaitingReply} awaiting 250), queued ${queued}, acknowledged so far ${load.acknowledged}`);
       early = rand() < opts.earlyKillRatio;
       server = rig.spawn();
     }
@@ -425,7 +433,7 @@ function readdirSafe(dir: string): Promise<string[]> {
 export function formatSummary(r: CrashResult): string {
   const pct = (a: number, b: number) => (b ? ` (${((100 * a) / b).toFixed(1)} %)` : '');
   const lines = [
-    `crash run, seed ${r.seed}: ${r.kills} kills (${r.killLog.filter((k) => k.early).length} during start-up), ${r.options.clients} clients, ${(r.elapsedMs / 1000).toFixed(1)} s`,
+    `crash run (${r.options.signal}), seed ${r.seed}: ${r.kills} ${r.options.signal === 'SIGTERM' ? 'clean restarts' : 'kills'} (${r.killLog.filter((k) => k.early).length} during start-up), ${r.options.clients} clients, ${(r.elapsedMs / 1000).toFixed(1)} s`,
     `  kills with messages in flight     ${r.killsInFlight}/${r.kills} (${r.killsAwaitingReply} with a 250 outstanding, ${r.killsWithQueue} with mail queued)`,
     `  server starts                     ${r.serverStarts} (mean ${r.meanStartMs} ms to ready)`,
     `  messages sent                     ${r.messages.total}: acknowledged ${r.messages.acknowledged}, unacknowledged ${r.messages.unacknowledged}, aborted before the dot ${r.messages.aborted}, rejected ${r.messages.rejected}`,

@@ -15,7 +15,9 @@ import { formatSummary, runCrash, type CrashOptions } from './crash.js';
 
 const HELP = `usage: node dist/bench/crash/run.js [options]
 
-  --kills N            SIGKILLs to deliver (default 50)
+  --kills N            stops to make (default 50)
+  --sigterm            stop with SIGTERM (clean restarts: nothing may be delivered twice)
+                       instead of SIGKILL
   --clients N          concurrent SMTP clients (default 8)
   --seed N             PRNG seed for kill times, recipients and bodies (default: from the clock; printed)
   --min-delay MS       shortest time from a server's ready to its kill (default 50)
@@ -66,6 +68,7 @@ async function main(): Promise<number> {
       tail: { type: 'string' },
       think: { type: 'string' },
       'settle-timeout': { type: 'string' },
+      sigterm: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       out: { type: 'string' },
       quiet: { type: 'boolean', default: false },
@@ -78,6 +81,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const options: CrashOptions = {
+    signal: values.sigterm ? 'SIGTERM' : 'SIGKILL',
     kills: num('kills', values.kills, 50),
     clients: num('clients', values.clients, 8),
     seed: values.seed === undefined ? undefined : num('seed', values.seed, 0),
@@ -88,7 +92,7 @@ async function main(): Promise<number> {
     thinkMs: num('think', values.think, 0),
     settleTimeoutMs: num('settle-timeout', values['settle-timeout'], 600) * 1000,
     keep: values.keep,
-    log: values.quiet ? (line) => (line.startsWith('kill ') ? undefined : console.log(line)) : (line) => console.log(line),
+    log: values.quiet ? (line) => (/^(kill|stop) /.test(line) ? undefined : console.log(line)) : (line) => console.log(line),
   };
   if ((options.kills ?? 0) < 1 || (options.clients ?? 0) < 1) throw new UsageError('--kills and --clients must be at least 1');
   if ((options.earlyKillRatio ?? 0) > 1) throw new UsageError('--early-ratio must be between 0 and 1');
@@ -98,7 +102,7 @@ async function main(): Promise<number> {
   const result = await runCrash(options);
   console.log(formatSummary(result));
   const date = new Date().toISOString().slice(0, 10);
-  const out = values.out ?? path.join(root, 'bench', 'results', `crash-${date}.json`);
+  const out = values.out ?? path.join(root, 'bench', 'results', `crash-${values.sigterm ? 'sigterm-' : ''}${date}.json`);
   mkdirSync(path.dirname(out), { recursive: true });
   const env = { date: new Date().toISOString(), commit: commit(root), node: process.version, platform: `${os.platform()} ${os.release()}`, cpus: os.cpus().length, tmpdir: os.tmpdir() };
   writeFileSync(out, JSON.stringify({ env, ...result }, null, 2) + '\n');

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import os from 'node:os';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
+import { cipherListProblem } from '../tls.js';
 
 const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = parseSize(v);
@@ -64,9 +65,24 @@ export const limitsSchema = z.strictObject({
   /** Longest command or message line, CRLF included. */
   maxLineLength: z.number().int().min(512).default(4096),
   idleTimeout: duration.default(300_000),
-  /** Longest a connection may last, however busy (spamdyke's connection-timeout-secs); unset: no limit. */
-  maxConnectionTime: duration.optional(),
+  /**
+   * The idle timeout until the client's first valid command (HELO/EHLO; a POP3 login):
+   * a connection that says nothing useful gives its slot back soon.
+   */
+  firstCommandTimeout: duration.default(30_000),
+  /** Longest a connection may last, however busy (spamdyke's connection-timeout-secs). */
+  maxConnectionTime: duration.default(3_600_000),
+  /**
+   * In DATA, after min(idleTimeout, 60 s), the client must keep up this many bytes a
+   * second on average (Postfix's smtpd_min_data_rate), or gets 421; 0: no minimum.
+   */
+  minDataRate: z.number().int().min(0).default(500),
   maxConnections: positiveInt.default(100),
+  /**
+   * Open connections from one IP address (tcpserver's MAXCONNIP); past it, 421 after the
+   * connect hook, so a tcprules rule can raise or lower it for some clients. 0: no limit.
+   */
+  maxConnectionsPerIp: z.number().int().min(0).default(20),
   /** Failed AUTH attempts before the connection is closed. */
   maxAuthFailures: positiveInt.default(3),
 });
@@ -80,6 +96,10 @@ export const listenerSchema = z
     tls: z.enum(['none', 'starttls', 'implicit']).default('none'),
     cert: z.string().optional(),
     key: z.string().optional(),
+    /** Mozilla's TLS profile: intermediate (TLS 1.2 with forward-secret AEAD suites, and 1.3) or modern (TLS 1.3 only). */
+    tlsProfile: z.enum(['intermediate', 'modern']).default('intermediate'),
+    /** TLS 1.2 cipher list in OpenSSL's syntax, replacing the profile's (for a client that needs an older suite). */
+    tlsCiphers: z.string().min(1).optional(),
     /** MAIL needs a successful AUTH first (submission). */
     requireAuth: z.boolean().default(false),
     /** Offer AUTH on a connection without TLS. Off: passwords never cross the wire in clear. */
@@ -92,6 +112,10 @@ export const listenerSchema = z
   .superRefine((l, ctx) => {
     if ((l.cert === undefined) !== (l.key === undefined)) {
       ctx.addIssue({ code: 'custom', path: [l.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together' });
+    }
+    if (l.tlsCiphers !== undefined) {
+      const problem = cipherListProblem(l.tlsCiphers);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['tlsCiphers'], message: problem });
     }
     if (l.tls === 'none' && l.cert !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['cert'], message: 'a certificate on a listener with tls: none is never used' });
@@ -153,6 +177,11 @@ export const queueSchema = z.strictObject({
   doubleBounceTo: emailAddress.optional(),
   /** Send a delay notice once a message has waited this long (off by default, as in qmail). */
   delayWarning: duration.optional(),
+  /**
+   * Free space the spool's filesystem must keep (Postfix's queue_minfree): below it, MAIL
+   * gets 452 4.3.1 and an alarm is logged every minute. 0: no check.
+   */
+  minFreeSpace: size.default(100 * 1024 * 1024),
 });
 
 const tlsMode = z.enum(['none', 'starttls', 'implicit']);
@@ -195,6 +224,11 @@ export const loginThrottleSchema = z.strictObject({
   lockout: duration.default(15 * 60_000),
   /** Failures are forgotten this long after the last one. */
   window: duration.default(15 * 60_000),
+  /**
+   * A successful login makes its client network (/24, /64) known to the account for this
+   * long: the account's and the IP's counts, and so their lockouts, do not apply there. 0: never.
+   */
+  rememberSuccess: duration.default(30 * 86_400_000),
 });
 
 export const configSchema = z

@@ -11,6 +11,7 @@ import type { ListenerTls } from '../smtp/listener.js';
 import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import { plainIp } from './connection.js';
 import { Pop3Session } from './session.js';
+import { IpConnections } from '../session/ip-connections.js';
 
 /** Longest a pop3s client may take over its handshake before it has a session to time out in. */
 const MAX_HANDSHAKE_MS = 60_000;
@@ -20,6 +21,9 @@ export class Pop3Listener {
   private readonly sessions = new Set<Pop3Session>();
   /** Every TCP connection, sessions or not: a pop3s handshake in progress has no session yet. */
   private readonly sockets = new Set<net.Socket>();
+  private readonly perIp = new IpConnections();
+  /** The key pair and TLS policy STLS upgrades with, made once. */
+  private readonly stlsContext: tls.SecureContext | undefined;
   private draining = false;
 
   constructor(
@@ -29,21 +33,14 @@ export class Pop3Listener {
     private readonly log: Logger,
   ) {
     // allowHalfOpen: a client that pipelines QUIT and shuts its side still gets every answer.
-    if (tlsSettings.mode === 'implicit') {
-      if (!tlsSettings.keyPair) throw new Error(`listener ${runtime.name}: implicit TLS needs a certificate`);
-      const server = tls.createServer({ ...tlsSettings.keyPair, allowHalfOpen: true, handshakeTimeout: this.handshakeTimeout() }, (socket) => this.accept(socket, true));
-      // Without a handler, one client's bad handshake would take the process down.
-      server.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
-        this.log.info({ listener: this.name, ip: plainIp(socket.remoteAddress), err: err.message, code: err.code }, 'TLS handshake failed');
-        socket.destroy();
-      });
-      this.server = server;
-    } else {
-      this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket, false));
-    }
+    const context = tlsSettings.keyPair ? tls.createSecureContext({ ...tlsSettings.keyPair, ...tlsSettings.policy }) : undefined;
+    if (tlsSettings.mode === 'implicit' && !context) throw new Error(`listener ${runtime.name}: implicit TLS needs a certificate`);
+    this.stlsContext = tlsSettings.mode === 'starttls' ? context : undefined;
+    const implicit = tlsSettings.mode === 'implicit' ? context : undefined;
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => (implicit ? this.handshake(socket, implicit) : this.accept(socket, false)));
     this.server.on('connection', (socket: net.Socket) => {
       this.sockets.add(socket);
-      socket.on('error', () => undefined); // reported by the session or the TLS server
+      socket.on('error', () => undefined); // reported by the session or the handshake
       socket.once('close', () => this.sockets.delete(socket));
     });
     this.server.on('error', (err: Error) => this.log.error({ listener: this.name, err: err.message }, 'listener error'));
@@ -97,6 +94,34 @@ export class Pop3Listener {
     return Math.min(MAX_HANDSHAKE_MS, this.runtime.config.limits.idleTimeout);
   }
 
+  /**
+   * pop3s: the TLS handshake before there is a session. It is bounded in time, and a
+   * client that fails it or hangs up in the middle of it is closed at once (with
+   * allowHalfOpen, nothing else would close a socket whose client sent its FIN).
+   */
+  private handshake(raw: net.Socket, secureContext: tls.SecureContext): void {
+    const socket = new tls.TLSSocket(raw, { isServer: true, secureContext });
+    let done = false;
+    const give = (why: string, err?: Error & { code?: string }) => {
+      if (done) return;
+      done = true;
+      this.log.info({ listener: this.name, ip: plainIp(raw.remoteAddress), err: err?.message ?? why, code: err?.code }, 'TLS handshake failed');
+      socket.destroy();
+    };
+    socket.setTimeout(this.handshakeTimeout(), () => give('handshake timed out'));
+    socket.once('error', (err: Error) => give('error', err));
+    socket.once('end', () => give('client hung up'));
+    raw.once('end', () => give('client hung up'));
+    raw.once('close', () => give('connection closed'));
+    socket.once('secure', () => {
+      if (done) return;
+      done = true;
+      socket.setTimeout(0);
+      socket.removeAllListeners('timeout');
+      this.accept(socket, true);
+    });
+  }
+
   private accept(socket: net.Socket | tls.TLSSocket, secure: boolean): void {
     socket.on('error', () => undefined); // until the session's own handlers are on
     if (this.draining) {
@@ -111,11 +136,14 @@ export class Pop3Listener {
       return;
     }
     runtime.lease?.acquire();
-    const session = new Pop3Session(runtime, this.env, this.tlsSettings, socket, secure);
+    const slot = this.perIp.add(plainIp(socket.remoteAddress));
+    const session = new Pop3Session(runtime, this.env, this.stlsContext, socket, secure, slot);
     this.sessions.add(session);
     void session.done.finally(() => {
       this.sessions.delete(session);
+      slot.release();
       runtime.lease?.release();
     });
   }
 }
+

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import type { AuthContext } from '../hooks.js';
-import { loginTurn } from '../services/login-throttle.js';
+import { authenticate } from '../session/authenticate.js';
 import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import type { Pop3Connection } from './connection.js';
 import { lockMailbox, mailboxKey } from './mailbox-lock.js';
@@ -48,15 +48,6 @@ export class Login {
 
   async attempt(c: Credentials): Promise<LoginOutcome> {
     const { method, username } = c;
-    const throttle = this.env.services.loginThrottle;
-    const ip = this.connection.remoteIp;
-    const verdict = await loginTurn(throttle, ip, username, method, this.log);
-    if (verdict.locked) {
-      // No password is checked while locked out: guessing learns nothing.
-      this.decision(c, 'core', 'defer', 454, `locked out after ${verdict.failures} failed logins (by ${verdict.by})`, 'locked-out');
-      return this.failed('-ERR [SYS/TEMP] Too many failed logins, try again later');
-    }
-
     let maildir: string | undefined;
     const ctx: AuthContext = {
       connection: this.connection,
@@ -68,28 +59,26 @@ export class Login {
         maildir = dir;
       },
     };
-    const result = await this.runtime.pipeline.run('auth', ctx, this.log);
-    const a = result.answer;
-    const plugin = result.plugin ?? 'core';
-
-    if (a.action === 'accept') {
-      throttle.success(ip, username);
-      if (maildir === undefined) {
-        this.decision(c, plugin, 'reject', 550, 'login accepted without a mailbox', 'no-mailbox');
-        return { ok: false, reply: '-ERR [SYS/PERM] no mailbox for this user', close: false };
-      }
-      return this.openMailbox(c, plugin, maildir, a.code);
+    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log);
+    switch (r.kind) {
+      case 'locked':
+        // No password is checked while locked out: guessing learns nothing.
+        this.decision(c, 'core', 'defer', 454, `locked out after ${r.verdict.failures} failed logins (by ${r.verdict.by})`, 'locked-out');
+        return this.failed('-ERR [SYS/TEMP] Too many failed logins, try again later');
+      case 'accepted':
+        if (maildir === undefined) {
+          this.decision(c, r.plugin, 'reject', 550, 'login accepted without a mailbox', 'no-mailbox');
+          return { ok: false, reply: '-ERR [SYS/PERM] no mailbox for this user', close: false };
+        }
+        return this.openMailbox(c, r.plugin, maildir, r.answer.code);
+      case 'deferred':
+        this.decision(c, r.plugin, 'defer', r.answer.code, r.fault ? 'plugin fault' : r.answer.text, 'deferred');
+        return { ok: false, reply: `-ERR [SYS/TEMP] ${oneLine(r.answer.text)}`, close: false };
+      case 'disconnected':
+        this.decision(c, r.plugin, 'disconnect', r.answer.code, r.answer.text, 'disconnected');
+        return { ok: false, reply: r.answer.silent ? undefined : `-ERR ${oneLine(r.answer.text)}`, close: true };
     }
-    if (a.action === 'defer') {
-      this.decision(c, plugin, 'defer', a.code, result.fault ? 'plugin fault' : a.text, 'deferred');
-      return { ok: false, reply: `-ERR [SYS/TEMP] ${oneLine(a.text)}`, close: false };
-    }
-    if (a.action === 'disconnect') {
-      this.decision(c, plugin, 'disconnect', a.code, a.text, 'disconnected');
-      return { ok: false, reply: a.silent ? undefined : `-ERR ${oneLine(a.text)}`, close: true };
-    }
-    throttle.failure(ip, username);
-    if (a.action === 'reject') this.decision(c, plugin, 'reject', a.code, a.text, 'failed');
+    if (r.answer) this.decision(c, r.plugin ?? 'core', 'reject', r.answer.code, r.answer.text, 'failed');
     // Every plugin passed: nobody vouched for these credentials.
     else this.decision(c, 'core', 'reject', 535, 'no plugin accepted these credentials', 'failed');
     return this.failed('-ERR [AUTH] Authentication failed');

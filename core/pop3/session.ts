@@ -9,7 +9,6 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
-import type { ListenerTls } from '../smtp/listener.js';
 import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import { plainIp, Pop3Connection } from './connection.js';
 import { apopVerifier, decodePlain, passwordVerifier } from './credentials.js';
@@ -17,6 +16,7 @@ import { Login, oneLine, type Credentials } from './login.js';
 import { Pop3Transaction, TRANSACTION_COMMANDS } from './transaction.js';
 import { Wire } from './wire.js';
 import { ConnectionTimeLimits } from '../time-limits.js';
+import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
 
 const AUTHORIZATION_COMMANDS = new Set(['CAPA', 'STLS', 'USER', 'PASS', 'APOP', 'AUTH', 'QUIT', 'NOOP']);
 const PLAINTEXT_REFUSED = '-ERR [AUTH] Plaintext authentication disallowed without TLS, use STLS';
@@ -52,20 +52,28 @@ export class Pop3Session {
   constructor(
     private readonly runtime: ListenerRuntime,
     private readonly env: SessionEnv,
-    private readonly tlsSettings: ListenerTls,
+    /** What STLS upgrades with; undefined where STLS is not offered. */
+    private readonly stlsContext: tls.SecureContext | undefined,
     socket: net.Socket | tls.TLSSocket,
     secure: boolean,
+    /** This connection's place among those open from its IP. */
+    private readonly ipSlot?: IpSlot,
   ) {
     const limits = runtime.config.limits;
     this.wire = new Wire(socket, secure, limits.maxLineLength);
-    this.timeLimits = new ConnectionTimeLimits(limits.idleTimeout, {
-      idle: (ms) => this.wire.setIdleTimeout(ms, () => this.idle()),
-      expired: (total) => {
-        this.log.info({ event: 'timeout', limit: total }, 'connection time limit reached, closing');
-        void this.wire.write('-ERR [SYS/TEMP] connection time limit reached\r\n');
-        void this.wire.close();
+    this.timeLimits = new ConnectionTimeLimits(
+      limits.idleTimeout,
+      {
+        idle: (ms) => this.wire.setIdleTimeout(ms, () => this.idle()),
+        expired: (total) => {
+          this.log.info({ event: 'timeout', limit: total }, 'connection time limit reached, closing');
+          void this.wire.write('-ERR [SYS/TEMP] connection time limit reached\r\n');
+          void this.wire.close();
+        },
       },
-    });
+      limits.firstCommandTimeout,
+    );
+    this.timeLimits.lower({ total: limits.maxConnectionTime });
     void this.wire.done.then(() => this.timeLimits.stop());
     const id = env.spool.newId();
     this.connection = new Pop3Connection(
@@ -123,6 +131,12 @@ export class Pop3Session {
       this.log.info({ hook: 'connect', plugin, action: a.action, code: a.code, reason: a.text }, `connect: ${plugin} ${a.action}: ${a.text}`);
     }
     if (a.action === 'continue' || a.action === 'accept') {
+      const limit = overIpLimit(this.ipSlot, this.connection.state, this.runtime.config.limits.maxConnectionsPerIp);
+      if (limit !== undefined) {
+        this.log.info({ hook: 'connect', plugin: 'core', action: 'disconnect', code: 421, reason: `${this.ipSlot!.rank} connections from ${this.connection.remoteIp}, limit ${limit}` }, `connect: core disconnect: too many connections from ${this.connection.remoteIp}`);
+        await this.say(`-ERR [SYS/TEMP] too many connections from your IP address (${limit}), try again later`);
+        return false;
+      }
       if (this.leaving) {
         this.goodbye();
         return false;
@@ -218,7 +232,7 @@ export class Pop3Session {
   }
 
   private get stlsOffered(): boolean {
-    return this.tlsSettings.mode === 'starttls' && this.tlsSettings.keyPair !== undefined && !this.wire.secure && !this.tx;
+    return this.stlsContext !== undefined && !this.wire.secure && !this.tx;
   }
 
   private capa(): Promise<'continue'> {
@@ -235,7 +249,7 @@ export class Pop3Session {
     // Not awaited: the handshake must start before the event loop can read another plaintext byte.
     void this.wire.write('+OK Begin TLS negotiation\r\n');
     this.user = undefined;
-    const ok = await this.wire.startTls(this.tlsSettings.keyPair!);
+    const ok = await this.wire.startTls(this.stlsContext!);
     if (!ok) {
       this.log.info({ event: 'stls', ok: false }, 'TLS handshake failed');
       return 'close';
@@ -271,6 +285,7 @@ export class Pop3Session {
   private async attempt(credentials: Credentials): Promise<'continue' | 'close'> {
     const outcome = await this.login.attempt(credentials);
     if (outcome.ok) {
+      this.timeLimits.passed();
       this.tx = new Pop3Transaction(outcome.box, this.wire);
       this.releaseMailbox = outcome.release;
       this.connection.authUser = credentials.username;

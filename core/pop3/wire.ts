@@ -9,7 +9,6 @@
  */
 import type net from 'node:net';
 import tls from 'node:tls';
-import type { KeyPair } from '../tls.js';
 import { LineReader, type LineEvent } from './lines.js';
 
 type AnySocket = net.Socket | tls.TLSSocket;
@@ -111,7 +110,7 @@ export class Wire {
    * it goes out first because the TLS socket takes over the same handle.
    * Resolves false when the handshake fails (the connection is then gone).
    */
-  startTls(keyPair: KeyPair): Promise<boolean> {
+  startTls(secureContext: tls.SecureContext): Promise<boolean> {
     this.reader.discard();
     const raw = this.socket;
     // The +OK goes out in clear before the TLS socket takes the handle over.
@@ -121,11 +120,19 @@ export class Wire {
     raw.removeAllListeners('timeout');
     raw.removeAllListeners('drain');
     raw.setTimeout(0);
-    const secure = new tls.TLSSocket(raw as net.Socket, { isServer: true, key: keyPair.key, cert: keyPair.cert });
+    const secure = new tls.TLSSocket(raw as net.Socket, { isServer: true, secureContext });
     this.socket = secure;
     this.attach(secure);
     secure.setTimeout(this.idleMs);
     this.handshaking = true;
+    // A client that hangs up before the handshake is done is gone: nothing will end the
+    // TLS socket for it (there is no session yet to notice), so the slot is freed here.
+    const abandoned = () => {
+      if (this.handshaking) secure.destroy();
+    };
+    secure.once('end', abandoned);
+    raw.once('end', abandoned);
+    raw.once('close', abandoned);
     return new Promise<boolean>((resolve) => {
       secure.once('secure', () => {
         this.handshaking = false;

@@ -80,6 +80,8 @@ export class Scheduler {
   private readonly bounceNow = new Set<string>();
   /** Just committed: no state file yet, so none is read. */
   private readonly fresh = new Set<string>();
+  /** Taken off the index and being read: in neither the index nor `active` for the moment. */
+  private readonly loading = new Set<string>();
   private readonly queues: Record<Channel, Job[]> = { local: [], remote: [] };
   private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
   private readonly perDomain = new Map<string, number>();
@@ -120,8 +122,11 @@ export class Scheduler {
   /** Schedules every message in the spool the scheduler does not know yet; returns how many the spool holds. */
   private async rescan(): Promise<number> {
     const ids = await this.deps.spool.list();
+    // A message the scheduler holds in any form is not scheduled a second time: the listing
+    // may be older than a delivery that finished meanwhile (a stale entry's file is gone,
+    // and loading it finds nothing), but never newer than one that is still running.
     for (const id of ids) {
-      if (!this.index.has(id) && !this.active.has(id) && !this.held.has(id)) this.schedule(id, 0);
+      if (!this.index.has(id) && !this.loading.has(id) && !this.active.has(id) && !this.held.has(id)) this.schedule(id, 0);
     }
     this.pump();
     return ids.length;
@@ -262,11 +267,14 @@ export class Scheduler {
         this.held.add(top.id);
         continue;
       }
+      this.loading.add(top.id);
       try {
         await this.load(top.id);
       } catch (err) {
         this.deps.log.error({ event: 'queue-error', id: top.id, err: (err as Error).message }, `cannot read queued message ${top.id}; trying again later`);
         this.schedule(top.id, this.deps.clock.now() + 60_000);
+      } finally {
+        this.loading.delete(top.id);
       }
     }
   }
@@ -345,6 +353,8 @@ export class Scheduler {
   }
 
   private dispatch(): void {
+    // Stopping: no new delivery starts; what waits is recovered from the spool at the next start.
+    if (this.stopped) return;
     const q = this.deps.queue();
     const limits: Record<Channel, number> = { local: q.concurrencyLocal, remote: q.concurrencyRemote };
     for (const channel of ['local', 'remote'] as const) {
@@ -364,27 +374,34 @@ export class Scheduler {
   private launch(job: Job): void {
     this.running[job.channel]++;
     if (job.channel === 'remote') this.perDomain.set(job.domain, (this.perDomain.get(job.domain) ?? 0) + 1);
-    const run = (async () => {
-      try {
-        if (job.channel === 'local') await this.runLocal(job);
-        else await this.runRemote(job);
-      } catch (err) {
-        this.deps.log.error({ event: 'delivery-error', id: job.msg.id, err: (err as Error).message }, 'delivery failed unexpectedly; will retry');
-        const rcpts = job.channel === 'local' ? [job.rcpt] : job.rcpts;
-        for (const r of rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
-      }
-    })().finally(() => {
+    // Tracked until the outcome is on disk, not just until the delivery returns: a stop
+    // (SIGTERM) waits for this, so a delivery is never done again after a clean restart.
+    const run = this.runJob(job).finally(() => {
+      this.inFlight.delete(run);
+      this.checkIdle();
+    });
+    this.inFlight.add(run);
+  }
+
+  private async runJob(job: Job): Promise<void> {
+    try {
+      if (job.channel === 'local') await this.runLocal(job);
+      else await this.runRemote(job);
+    } catch (err) {
+      this.deps.log.error({ event: 'delivery-error', id: job.msg.id, err: (err as Error).message }, 'delivery failed unexpectedly; will retry');
+      const rcpts = job.channel === 'local' ? [job.rcpt] : job.rcpts;
+      for (const r of rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
+    } finally {
       this.running[job.channel]--;
       if (job.channel === 'remote') {
         const n = (this.perDomain.get(job.domain) ?? 1) - 1;
         if (n) this.perDomain.set(job.domain, n);
         else this.perDomain.delete(job.domain);
       }
-      this.inFlight.delete(run);
-      void this.jobDone(job.msg);
-      this.dispatch();
-    });
-    this.inFlight.add(run);
+    }
+    // The next delivery may start while this one's outcome is being written.
+    this.dispatch();
+    await this.jobDone(job.msg);
   }
 
   private context(msg: Active, rcpt: RecipientState, local: boolean): DeliverContext {
@@ -527,10 +544,10 @@ export class Scheduler {
   private async jobDone(msg: Active): Promise<void> {
     msg.jobs--;
     if (msg.jobs > 0) {
+      if (msg.writeQueued) return msg.writing;
       // Other recipients are still in progress: persist what is known now, so
       // a crash cannot redeliver it. Deliveries finishing while a write is in
       // flight share the next one.
-      if (msg.writeQueued) return;
       msg.writeQueued = true;
       msg.writing = msg.writing
         .then(() => {
@@ -538,7 +555,7 @@ export class Scheduler {
           return this.deps.spool.writeState(msg.id, msg.state);
         })
         .catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
-      return;
+      return msg.writing;
     }
     await this.finish(msg);
   }

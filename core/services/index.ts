@@ -20,7 +20,7 @@ export { forwardConfirm, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRec
 export { CachingDns, TtlNodeDns, type DnsCacheConfig, type TimedLookup, type TtlDns } from './dns-cache.js';
 export { lookupDnsbl, lookupRhsbl, reverseIp, type DnsblResult } from './dnsbl.js';
 export { MemoryStore, type KeyValueStore } from './store.js';
-export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, loginTurn, type LoginThrottleConfig, type ThrottleVerdict } from './login-throttle.js';
+export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, loginTurn, type LoginThrottleConfig, type LoginTicket, type ThrottledBy, type ThrottleVerdict } from './login-throttle.js';
 
 export const Tokens = {
   Clock: Symbol.for('yubin.Clock') as InjectionToken<Clock>,

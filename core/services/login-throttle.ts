@@ -1,13 +1,31 @@
 /**
  * Failed-login throttling shared by every protocol that takes passwords
- * (SMTP AUTH, POP3): counts failures per client IP and per account, makes
- * the next attempt wait longer each time, and after enough failures refuses
- * attempts outright for a while. A password guesser gets a few tries an
- * hour; a user who mistyped once notices nothing.
+ * (SMTP AUTH, POP3). The policy, after Dovecot's auth penalty, Postfix's
+ * anvil and Stalwart's autoban, is built so a guesser gets a handful of
+ * tries without handing anyone a button that locks a real user out:
+ *
+ * - Failures are counted three ways: per client IP, per account (whatever
+ *   spelling the login used: plugins name the canonical account), and per
+ *   (IP, account) pair.
+ * - After `freeFailures`, each attempt waits before its password is checked:
+ *   `delay`, doubling up to `maxDelay`.
+ * - After `lockoutAfter`, attempts are refused for `lockout` without any
+ *   password check.
+ * - A client network (/24, /64) where the account logged in successfully in
+ *   the last `rememberSuccess` is known for that account: the account's and
+ *   the IP's counts do not apply to it, only the pair's. So ten wrong
+ *   guesses from anywhere cannot lock a user out of the places they use, and
+ *   one noisy NAT address does not lock out its other users.
+ *
+ * An attempt is counted the moment it is let through, before the password
+ * is checked (`begin` reserves its slot): however many connections guess in
+ * parallel, at most `lockoutAfter` passwords are checked per IP, per account
+ * from unknown networks, and per pair.
  *
  * Counts live in memory (one process serves every listener), bounded in
  * size, and fade after `window` without a new failure.
  */
+import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
 
@@ -24,6 +42,8 @@ export interface LoginThrottleConfig {
   readonly lockout: number;
   /** Failures older than this (since the last one) are forgotten. */
   readonly window: number;
+  /** How long a successful login keeps its client network known for the account; 0: never. */
+  readonly rememberSuccess: number;
 }
 
 export const DEFAULT_LOGIN_THROTTLE: LoginThrottleConfig = {
@@ -33,28 +53,72 @@ export const DEFAULT_LOGIN_THROTTLE: LoginThrottleConfig = {
   lockoutAfter: 10,
   lockout: 15 * 60_000,
   window: 15 * 60_000,
+  rememberSuccess: 30 * 86_400_000,
 };
+
+/** Which count caused a wait or a lockout. */
+export type ThrottledBy = 'ip' | 'account' | 'ip+account';
 
 export interface ThrottleVerdict {
   /** Refuse without checking the password: too many failures lately. */
   readonly locked: boolean;
   /** Milliseconds to wait before checking the password and answering. */
   readonly wait: number;
-  /** Failures counted against the worse of the IP and the account. */
+  /** Failures (and attempts in progress) counted against the worst count that applies. */
   readonly failures: number;
   /** What caused the wait or lockout, for the log line. */
-  readonly by: 'ip' | 'account' | undefined;
+  readonly by: ThrottledBy | undefined;
+}
+
+/** One attempt let through by the throttle; exactly one of its methods is called when the answer is known. */
+export interface LoginTicket {
+  readonly verdict: ThrottleVerdict;
+  /** The password was right. */
+  succeeded(): void;
+  /** The password was wrong. */
+  failed(): void;
+  /** No verdict on the password (a plugin fault, a temporary failure): the slot is given back. */
+  released(): void;
 }
 
 interface Entry {
   failures: number;
+  /** Attempts let through whose answer is not known yet. */
+  pending: number;
   last: number;
 }
 
 const MAX_ENTRIES = 100_000;
+const MAX_KNOWN_ACCOUNTS = 100_000;
+/** Networks remembered per account: a phone, a laptop at home and at work, and some. */
+const MAX_KNOWN_NETWORKS = 16;
+
+/** The network a client address belongs to for "known" purposes: IPv4 /24, IPv6 /64. */
+export function clientNetwork(ip: string): string {
+  const plain = ip.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  if (isIP(plain) === 4) return plain.slice(0, plain.lastIndexOf('.'));
+  if (isIP(plain) !== 6) return plain;
+  const [head = '', tail = ''] = plain.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = plain.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':');
+}
+
+/** The fallback canonical account when no plugin names one: `User%Dom.` and `user@dom` are one account. */
+export function defaultAccount(username: string): string {
+  let a = username.trim().toLowerCase();
+  if (!a.includes('@')) {
+    const pct = a.lastIndexOf('%');
+    if (pct >= 0) a = `${a.slice(0, pct)}@${a.slice(pct + 1)}`;
+  }
+  return a.replace(/\.+$/, '');
+}
 
 export class LoginThrottle {
   private readonly entries = new Map<string, Entry>();
+  /** account → client network → when it last logged in there. */
+  private readonly known = new Map<string, Map<string, number>>();
 
   constructor(
     private config: LoginThrottleConfig,
@@ -66,12 +130,79 @@ export class LoginThrottle {
     this.config = config;
   }
 
-  /** What to do with an attempt by this client for this account (account lower-cased). */
+  /**
+   * What to do with an attempt by this client for this (canonical) account.
+   * Unless it is locked out, the attempt is counted from now on, as if it
+   * had failed, until the ticket says how it went.
+   */
+  begin(ip: string, account: string): LoginTicket {
+    const keys = this.keys(ip, account);
+    const verdict = this.assess(keys);
+    if (verdict.locked) return { verdict, succeeded: noop, failed: noop, released: noop };
+    const held = keys.map(([, key]) => this.touch(key));
+    for (const e of held) e.pending++;
+    let done = false;
+    const settle = (failed: boolean) => {
+      if (done) return;
+      done = true;
+      const now = this.clock.now();
+      for (const e of held) {
+        e.pending = Math.max(0, e.pending - 1);
+        if (failed) {
+          e.failures++;
+          e.last = now;
+        }
+      }
+    };
+    return {
+      verdict,
+      failed: () => settle(true),
+      released: () => settle(false),
+      succeeded: () => {
+        settle(false);
+        if (!account) return;
+        // The pair starts afresh; the IP's and the account's counts stand (one good login
+        // does not excuse a guessing run, and a user's own logins must not reset a botnet's budget).
+        this.entries.delete(pairKey(ip, account));
+        this.remember(account, ip);
+      },
+    };
+  }
+
+  /** The verdict alone, counting nothing (for tools and tests). */
   check(ip: string, account: string): ThrottleVerdict {
-    const byIp = this.count(`ip:${ip}`);
-    const byAccount = account ? this.count(`user:${account.toLowerCase()}`) : 0;
-    const failures = Math.max(byIp, byAccount);
-    const by = failures === 0 ? undefined : byIp >= byAccount ? 'ip' : 'account';
+    return this.assess(this.keys(ip, account));
+  }
+
+  /** The account logged in successfully from this client network lately. */
+  isKnown(account: string, ip: string): boolean {
+    const nets = this.known.get(account);
+    const at = nets?.get(clientNetwork(ip));
+    if (at === undefined) return false;
+    if (this.clock.now() - at > this.config.rememberSuccess) {
+      nets!.delete(clientNetwork(ip));
+      return false;
+    }
+    return true;
+  }
+
+  /** The counts that apply to this attempt, each with what it is named in the log. */
+  private keys(ip: string, account: string): Array<[ThrottledBy, string]> {
+    if (!account) return [['ip', `ip:${ip}`]];
+    const pair: [ThrottledBy, string] = ['ip+account', pairKey(ip, account)];
+    return this.isKnown(account, ip) ? [pair] : [['ip', `ip:${ip}`], ['account', `user:${account}`], pair];
+  }
+
+  private assess(keys: Array<[ThrottledBy, string]>): ThrottleVerdict {
+    let failures = 0;
+    let by: ThrottledBy | undefined;
+    for (const [name, key] of keys) {
+      const n = this.count(key);
+      if (n > failures) {
+        failures = n;
+        by = name;
+      }
+    }
     const c = this.config;
     if (failures >= c.lockoutAfter) return { locked: true, wait: 0, failures, by };
     const over = failures - c.freeFailures;
@@ -79,52 +210,69 @@ export class LoginThrottle {
     return { locked: false, wait, failures, by };
   }
 
-  failure(ip: string, account: string): void {
-    this.bump(`ip:${ip}`);
-    if (account) this.bump(`user:${account.toLowerCase()}`);
-  }
-
-  /** A good password clears the account's count; the IP's stays (one good login does not excuse a guessing run). */
-  success(ip: string, account: string): void {
-    this.entries.delete(`user:${account.toLowerCase()}`);
-    void ip;
-  }
-
+  /** Failures plus attempts in progress; a count past its time is forgotten. */
   private count(key: string): number {
     const e = this.entries.get(key);
     if (!e) return 0;
-    const now = this.clock.now();
-    const c = this.config;
-    // A lockout lasts `lockout`; below it, failures fade after `window`.
-    const horizon = e.failures >= c.lockoutAfter ? c.lockout : c.window;
-    if (now - e.last > horizon) {
+    if (e.pending === 0 && this.expired(e)) {
       this.entries.delete(key);
       return 0;
     }
-    return e.failures;
+    return e.failures + e.pending;
   }
 
-  private bump(key: string): void {
-    const failures = this.count(key) + 1;
+  private expired(e: Entry): boolean {
+    const c = this.config;
+    // A lockout lasts `lockout`; below it, failures fade after `window`.
+    const horizon = e.failures >= c.lockoutAfter ? c.lockout : c.window;
+    return this.clock.now() - e.last > horizon;
+  }
+
+  /** The entry for a key, made or refreshed, and moved last in the eviction order. */
+  private touch(key: string): Entry {
+    let e = this.entries.get(key);
+    if (e && e.pending === 0 && this.expired(e)) e = undefined;
+    e ??= { failures: 0, pending: 0, last: this.clock.now() };
     this.entries.delete(key); // re-inserted last: the Map's order is the eviction order
-    this.entries.set(key, { failures, last: this.clock.now() });
+    this.entries.set(key, e);
     if (this.entries.size > MAX_ENTRIES) {
       const oldest = this.entries.keys().next().value;
       if (oldest !== undefined) this.entries.delete(oldest);
     }
+    return e;
+  }
+
+  private remember(account: string, ip: string): void {
+    if (this.config.rememberSuccess <= 0) return;
+    let nets = this.known.get(account);
+    if (nets) this.known.delete(account);
+    nets ??= new Map();
+    this.known.set(account, nets);
+    const net = clientNetwork(ip);
+    nets.delete(net);
+    nets.set(net, this.clock.now());
+    if (nets.size > MAX_KNOWN_NETWORKS) nets.delete(nets.keys().next().value!);
+    if (this.known.size > MAX_KNOWN_ACCOUNTS) this.known.delete(this.known.keys().next().value!);
   }
 }
 
+function pairKey(ip: string, account: string): string {
+  return `pair:${ip}|${account}`;
+}
+
+function noop(): void {}
+
 /**
- * The part of a login every protocol shares: asks the throttle, and when
- * failures call for it, logs and waits before the password is checked.
- * Resolves with the verdict; a locked one means "refuse without checking".
+ * The part of a login every protocol shares: takes a ticket from the
+ * throttle and, when failures call for it, logs and waits before the
+ * password is checked. A locked verdict means "refuse without checking".
  */
-export async function loginTurn(throttle: LoginThrottle, ip: string, user: string, method: string, log: Logger): Promise<ThrottleVerdict> {
-  const verdict = throttle.check(ip, user);
+export async function loginTurn(throttle: LoginThrottle, ip: string, account: string, user: string, method: string, log: Logger): Promise<LoginTicket> {
+  const ticket = throttle.begin(ip, account);
+  const { verdict } = ticket;
   if (!verdict.locked && verdict.wait > 0) {
-    log.info({ event: 'auth-delay', user, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying the login answer ${verdict.wait} ms after ${verdict.failures} failures`);
+    log.info({ event: 'auth-delay', user, account, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying the login answer ${verdict.wait} ms after ${verdict.failures} failures`);
     await new Promise((r) => setTimeout(r, verdict.wait));
   }
-  return verdict;
+  return ticket;
 }

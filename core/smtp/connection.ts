@@ -21,6 +21,8 @@ const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 export interface SessionFactory {
   createSession(connection: YubinConnection): SmtpSession;
   readonly maxLineLength: number;
+  /** The idle timeout until HELO/EHLO. */
+  readonly firstCommandTimeout: number;
 }
 
 /** Domain name or address literal, printable ASCII: what a HELO argument may be. */
@@ -66,6 +68,7 @@ export class YubinConnection extends SMTPConnection implements WireState {
    * so it belongs to a connect-hook plugin; here the greeting goes out at once.
    */
   override init(): void {
+    this._socket.once('close', () => this.timeLimits.stop());
     this._setListeners(() => {
       const { maxClients } = this._server.options;
       if (maxClients && this._server.connections.size > maxClients) {
@@ -104,22 +107,35 @@ export class YubinConnection extends SMTPConnection implements WireState {
     this.okReply = reply;
   }
 
-  private timeLimits: ConnectionTimeLimits | undefined;
+  /** The idle timeout (shorter until HELO/EHLO), the total limit, and what plugins lowered of them. */
+  private readonly timeLimits = new ConnectionTimeLimits(
+    this._server.options.socketTimeout ?? Infinity,
+    {
+      // Changes the duration only: the listener smtp-server put on the socket stays.
+      idle: (ms) => this._socket.setTimeout(ms),
+      expired: (total) => {
+        this.yubin.connectionTimedOut(total);
+        this.send(421, '4.4.2 Connection time limit reached, closing');
+      },
+    },
+    (this._server as SMTPServer & SessionFactory).firstCommandTimeout,
+  );
 
-  /** Lowers the idle timeout (smtp-server's socket timeout) and sets or shortens the connection's time limit. */
+  /** Lowers the idle timeout and sets or shortens the connection's time limit. */
   limitTime(limits: TimeLimits): void {
-    if (!this.timeLimits) {
-      const limiter = new ConnectionTimeLimits(this._server.options.socketTimeout ?? Infinity, {
-        idle: (ms) => this._socket.setTimeout(ms),
-        expired: (total) => {
-          this.yubin.connectionTimedOut(total);
-          this.send(421, '4.4.2 Connection time limit reached, closing');
-        },
-      });
-      this._socket.once('close', () => limiter.stop());
-      this.timeLimits = limiter;
-    }
     this.timeLimits.lower(limits);
+  }
+
+  /** smtp-server re-arms the idle timer after STARTTLS and after it fired: with our timeout, not the listener's. */
+  override _armTimeout(socket: net.Socket = this._socket): void {
+    socket.setTimeout(this.timeLimits.idle, () => this._onTimeout());
+  }
+
+  /** Ends a message in transfer: the client is told why (421) and the connection closes. */
+  abortData(text: string): void {
+    const stream = this._dataStream;
+    if (stream && !stream.destroyed) stream.destroy(Object.assign(new Error(text), { code: 'ECONNECTION' }));
+    this.send(421, text);
   }
 
   /** Closes without a word, as tcpserver does for a denied client. */
@@ -218,6 +234,7 @@ export class YubinConnection extends SMTPConnection implements WireState {
           return callback();
         }
         this.hostNameAppearsAs = hostname.toLowerCase();
+        this.timeLimits.passed();
         this._resetSession(); // HELO/EHLO is an implicit RSET
         const first = outcome.reply.text;
         this.send(250, verb === 'EHLO' ? [first, ...this.extensions()] : first, false);

@@ -9,7 +9,8 @@ import { SMTPServer, type SMTPServerAuthentication, type SMTPServerAuthenticatio
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection';
 import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
-import type { KeyPair } from '../tls.js';
+import type { KeyPair, TlsPolicy } from '../tls.js';
+import { IpConnections } from '../session/ip-connections.js';
 import { YubinConnection, type SessionFactory } from './connection.js';
 import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv } from './session.js';
 
@@ -36,6 +37,10 @@ class YubinSmtpServer extends SMTPServer implements SessionFactory {
 
   get maxLineLength(): number {
     return this.listener.runtime.config.limits.maxLineLength;
+  }
+
+  get firstCommandTimeout(): number {
+    return this.listener.runtime.config.limits.firstCommandTimeout;
   }
 
   createSession(conn: YubinConnection): SmtpSession {
@@ -124,7 +129,6 @@ function limitOptions(runtime: ListenerRuntime) {
   return {
     size: limits.maxMessageSize,
     maxClients: limits.maxConnections,
-    maxRecipients: limits.maxRecipients,
     socketTimeout: limits.idleTimeout,
     maxCommandLength: limits.maxLineLength,
   };
@@ -133,11 +137,14 @@ function limitOptions(runtime: ListenerRuntime) {
 export interface ListenerTls {
   readonly mode: 'none' | 'starttls' | 'implicit';
   readonly keyPair: KeyPair | undefined;
+  /** Protocol versions and suites (the listener's tlsProfile and tlsCiphers). */
+  readonly policy: TlsPolicy;
 }
 
 export class SmtpListener {
   private readonly server: YubinSmtpServer;
   private readonly open = new Set<YubinConnection>();
+  private readonly perIp = new IpConnections();
   private draining = false;
 
   constructor(
@@ -150,6 +157,7 @@ export class SmtpListener {
       name: env.hostname,
       secure: tlsSettings.mode === 'implicit',
       ...(tlsSettings.keyPair ?? {}),
+      ...tlsSettings.policy,
       disabledCommands: tlsSettings.mode === 'starttls' ? [] : ['STARTTLS'],
       hideSTARTTLS: tlsSettings.mode !== 'starttls',
       authOptional: true, // requireAuth is the session's rule, with its own reply
@@ -200,11 +208,12 @@ export class SmtpListener {
     const lease = conn.yubin.runtime.lease;
     this.open.add(conn);
     lease?.acquire();
+    const slot = (conn.yubin.ipSlot = this.perIp.add(conn.remoteIp));
     // A client that keeps a connection busy forever (a slow drip of RCPTs) is cut off after the limit.
-    const limit = conn.yubin.limits.maxConnectionTime;
-    if (limit !== undefined) conn.limitTime({ total: limit });
+    conn.limitTime({ total: conn.yubin.limits.maxConnectionTime });
     conn.yubin.connection.onClose(() => {
       this.open.delete(conn);
+      slot.release();
       lease?.release();
     });
   }

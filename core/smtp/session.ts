@@ -10,11 +10,15 @@ import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, HookContexts, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
-import { loginTurn, type Services } from '../services/index.js';
+import type { Services } from '../services/index.js';
+import { authenticate } from '../session/authenticate.js';
+import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
 import type { Spool, SpoolFile } from '../queue/spool.js';
+import type { SpoolSpace } from '../queue/space.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
 import { receivedHeader } from './received.js';
+import { DataRate } from '../time-limits.js';
 
 /** What the wire layer needs to know to answer. */
 export interface Outcome {
@@ -32,6 +36,8 @@ export interface ListenerRuntime {
   readonly name: string;
   readonly config: ListenerConfig;
   readonly pipeline: Pipeline;
+  /** The deliver-side plugins of the same config: RCPT asks them whether they would take a local recipient. */
+  readonly delivery?: Pipeline;
   /** Held while a connection uses these plugins, so a reload closes them only when unused. */
   readonly lease?: { acquire(): void; release(): void };
 }
@@ -40,6 +46,8 @@ export interface ListenerRuntime {
 export interface SessionEnv {
   readonly hostname: string;
   readonly spool: Spool;
+  /** Whether the spool's filesystem has the configured free space. */
+  readonly spoolSpace: SpoolSpace;
   readonly services: Services;
   readonly log: Logger;
 }
@@ -58,10 +66,15 @@ export interface WireState {
   readonly esmtp: boolean;
   /** Lowers the connection's timeouts (Connection.limitTime). */
   limitTime(limits: TimeLimits): void;
+  /** Ends a message in transfer with 421 and this text, and closes. */
+  abortData(text: string): void;
 }
 
 /** A data stream from smtp-server, with its size bookkeeping. */
 export type DataStream = Readable & { sizeExceeded?: boolean };
+
+/** Time a message in transfer gets before the minimum data rate is enforced (at most the idle timeout). */
+const DATA_RATE_GRACE_MS = 60_000;
 
 const ok = (reply: Reply): Outcome => ({ reply, ok: true, close: false, silent: false });
 
@@ -116,6 +129,12 @@ class ConnectionView implements Connection {
 class TransactionImpl implements Transaction {
   readonly recipients: Recipient[] = [];
   readonly state: TransactionState = {};
+  /** RCPTs answered 250 so far, duplicates and discards included: what maxRecipients counts. */
+  taken = 0;
+  /** Normalised addresses already taken: a repeated RCPT is answered 250 and delivered once. */
+  readonly seen = new Set<string>();
+  /** The Delivered-To addresses local delivery will write (lower case): already in the message, it loops. */
+  readonly deliveredTo = new Set<string>();
   constructor(
     readonly id: string,
     readonly sender: Address | null,
@@ -131,6 +150,8 @@ export class SmtpSession {
   busy = false;
   private authFailures = 0;
   private closed = false;
+  /** This connection's place among those open from its IP (set by the listener at accept). */
+  ipSlot: IpSlot | undefined;
 
   constructor(
     readonly runtime: ListenerRuntime,
@@ -169,6 +190,11 @@ export class SmtpSession {
     this.log.info({ event: 'connect', port: this.connection.remotePort, local: `${this.connection.localIp}:${this.connection.localPort}` }, 'connection opened');
     const result = await this.decide('connect', { connection: this.connection });
     if (result) return result;
+    const limit = overIpLimit(this.ipSlot, this.connection.state, this.limits.maxConnectionsPerIp);
+    if (limit !== undefined) {
+      this.logDecision('connect', 'core', 'disconnect', 421, `${this.ipSlot!.rank} connections from ${this.connection.remoteIp}, limit ${limit}`);
+      return this.outcome(answer.disconnect(`Too many connections from your IP address (${limit}), try again later`, '4.7.0'));
+    }
     return ok({ code: 220, enhanced: '', text: `${this.env.hostname} ${this.runtime.config.greeting}` });
   }
 
@@ -180,38 +206,42 @@ export class SmtpSession {
   }
 
   async auth(method: string, username: string, password: string | undefined, verify: (secret: string) => boolean): Promise<Outcome> {
-    const throttle = this.env.services.loginThrottle;
-    const ip = this.connection.remoteIp;
-    const verdict = await loginTurn(throttle, ip, username, method, this.log);
-    if (verdict.locked) {
-      // No password is checked while locked out: guessing learns nothing.
-      this.logDecision('auth', 'core', 'defer', 454, `locked out after ${verdict.failures} failed logins (by ${verdict.by})`, { user: username, method });
-      return this.outcome(answer.defer(454, '4.7.0', 'Too many failed logins, try again later'));
-    }
     const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
-    const result = await this.runHook('auth', ctx, { user: username, method });
-    const a = result.answer;
-    if (a.action === 'accept') {
-      throttle.success(ip, username);
-      this.log.info({ event: 'auth', user: username, method }, 'authenticated');
-      return ok({ code: 235, enhanced: '2.7.0', text: 'Authentication successful' });
+    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log);
+    const extra = { user: username, account: r.account, method };
+    switch (r.kind) {
+      case 'locked':
+        // No password is checked while locked out: guessing learns nothing.
+        this.logDecision('auth', 'core', 'defer', 454, `locked out after ${r.verdict.failures} failed logins (by ${r.verdict.by})`, extra);
+        return this.outcome(answer.defer(454, '4.7.0', 'Too many failed logins, try again later'));
+      case 'accepted':
+        this.logDecision('auth', r.plugin, 'accept', r.answer.code, r.answer.text, extra);
+        this.log.info({ event: 'auth', user: username, method }, 'authenticated');
+        return ok({ code: 235, enhanced: '2.7.0', text: 'Authentication successful' });
+      case 'deferred':
+        if (!r.fault) this.logDecision('auth', r.plugin, 'defer', r.answer.code, r.answer.text, extra);
+        return this.outcome(r.answer);
+      case 'disconnected':
+        this.logDecision('auth', r.plugin, 'disconnect', r.answer.code, r.answer.text, extra);
+        return this.outcome(r.answer);
     }
-    if (a.action === 'defer' || a.action === 'disconnect') return this.outcome(a);
-    throttle.failure(ip, username);
+    // Every plugin passed, or one refused: either way the credentials failed.
+    if (r.answer) this.logDecision('auth', r.plugin ?? 'core', 'reject', r.answer.code, r.answer.text, extra);
+    else this.logDecision('auth', 'core', 'reject', 535, 'no plugin accepted these credentials', extra);
     this.authFailures++;
     if (this.authFailures >= this.limits.maxAuthFailures) {
       this.logDecision('auth', 'core', 'disconnect', 421, `${this.authFailures} failed AUTH attempts`, { user: username });
       return this.outcome(answer.disconnect('Too many failed authentication attempts', '4.7.0'));
     }
-    if (a.action === 'reject') return this.outcome(a);
-    // Every plugin passed: nobody vouched for these credentials.
-    this.logDecision('auth', 'core', 'reject', 535, 'no plugin accepted these credentials', { user: username, method });
-    return this.outcome(answer.reject(535, '5.7.8', 'Authentication credentials invalid'));
+    return this.outcome(r.answer ?? answer.reject(535, '5.7.8', 'Authentication credentials invalid'));
   }
 
   async mail(address: string, params: SmtpParams): Promise<Outcome> {
     if (this.runtime.config.requireAuth && this.connection.authUser === undefined) {
       return this.coreReject('mail', answer.reject(530, '5.7.0', 'Authentication required'));
+    }
+    if (!(await this.env.spoolSpace.ok())) {
+      return this.coreReject('mail', answer.defer(452, '4.3.1', 'Insufficient system storage, please try again later'));
     }
     const sender = address === '' ? null : splitAddress(address);
     const tx = new TransactionImpl(this.env.spool.newId(), sender, params);
@@ -226,7 +256,18 @@ export class SmtpSession {
   async rcpt(address: string, params: SmtpParams): Promise<Outcome> {
     const tx = this.tx;
     if (!tx) return this.coreReject('rcpt', answer.reject(503, '5.5.1', 'MAIL first'));
+    // Every RCPT answered 250 counts, a repeated address too: smtp-server's own limit
+    // counts distinct addresses only, so 1,000 copies of one address went through it.
+    if (tx.taken >= this.limits.maxRecipients) {
+      return this.coreReject('rcpt', answer.defer(452, '4.5.3', `Too many recipients (at most ${this.limits.maxRecipients} per message)`), address);
+    }
     const recipient = this.makeRecipient(address, params);
+    const key = recipientKey(recipient);
+    if (tx.seen.has(key)) {
+      tx.taken++;
+      this.logDecision('rcpt', 'core', 'accept', 250, 'repeated recipient, delivered once', { rcpt: recipient.address });
+      return ok({ code: 250, enhanced: '2.1.5', text: 'Recipient OK' });
+    }
     let relayPermitted = false;
     const permitRelay = () => {
       relayPermitted = true;
@@ -240,11 +281,45 @@ export class SmtpSession {
     if (!this.connection.relayAllowed && (!(recipient.localDomain || relayPermitted) || hasSenderRouting(recipient.local))) {
       return this.coreReject('rcpt', answer.reject(550, '5.7.1', 'Relaying denied'), recipient.address);
     }
-    if (a.action === 'discard') return ok(a);
+    if (a.action === 'discard') {
+      tx.taken++;
+      tx.seen.add(key);
+      return ok(a);
+    }
+    if (recipient.localDomain) {
+      const refused = await this.verify(tx, recipient, key);
+      if (refused) return refused;
+    }
+    tx.taken++;
+    tx.seen.add(key);
     tx.recipients.push(recipient);
     if (a.action === 'accept') return ok(a);
     this.logDecision('rcpt', plugin ?? 'core', 'accept', 250, undefined, { rcpt: recipient.address });
     return ok({ code: 250, enhanced: '2.1.5', text: 'Recipient OK' });
+  }
+
+  /**
+   * Would local delivery take this recipient? Asked of the delivery plugins
+   * that can say (the verify hook), so an address that could only bounce is
+   * refused now, to the client, and never bounced to a sender who may be forged.
+   */
+  private async verify(tx: TransactionImpl, recipient: Recipient, key: string): Promise<Outcome | undefined> {
+    const delivery = this.runtime.delivery;
+    let deliveredTo = key;
+    if (delivery?.has('verify')) {
+      const ctx = { connection: this.connection, sender: tx.sender, recipient, deliveredTo: (address: string) => void (deliveredTo = address.toLowerCase()) };
+      const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log);
+      if (a.action === 'reject' || a.action === 'defer') {
+        if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { rcpt: recipient.address });
+        return this.outcome(a);
+      }
+      // Nobody would take it, and every plugin that delivers has said so: the queue could only bounce it.
+      if (a.action === 'continue' && delivery.everyServes('deliver', 'verify')) {
+        return this.coreReject('rcpt', answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)'), recipient.address);
+      }
+    }
+    tx.deliveredTo.add(deliveredTo);
+    return undefined;
   }
 
   async data(stream: DataStream, lineTooLong: () => boolean): Promise<Outcome> {
@@ -291,9 +366,16 @@ export class SmtpSession {
 
   private async receive(tx: TransactionImpl, stream: DataStream, lineTooLong: () => boolean): Promise<Outcome> {
     const limits = this.limits;
-    const file = await this.env.spool.begin(tx.id);
+    let file: SpoolFile | undefined;
+    /** The spool could not take the message (a full disk): the rest is read and dropped, the reply is 451. */
+    let spoolError: unknown;
     let committed = false;
     try {
+      try {
+        file = await this.env.spool.begin(tx.id);
+      } catch (err) {
+        spoolError = err;
+      }
       const protocol = `${this.wire.esmtp ? 'ESMTP' : 'SMTP'}${this.connection.secure ? 'S' : ''}${this.connection.authUser ? 'A' : ''}`;
       const received = receivedHeader({
         heloName: this.connection.heloName,
@@ -308,18 +390,30 @@ export class SmtpSession {
       // The Received header goes out with the first chunk: one write less per message.
       let pending: Buffer | undefined = Buffer.from(received);
       const headers = new HeaderCollector(limits.maxHeaderSize);
+      const rate = new DataRate(Math.min(limits.idleTimeout, DATA_RATE_GRACE_MS), limits.minDataRate);
       let size = 0;
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.length;
+        if (rate.add(chunk.length)) {
+          // A byte now and then keeps the idle timeout away; this does not.
+          this.logDecision('data', 'core', 'disconnect', 421, `data rate below ${limits.minDataRate} bytes/s (${size} bytes so far)`);
+          this.wire.abortData('4.4.2 Data rate too low, closing connection');
+          throw Object.assign(new Error('data rate too low'), { code: 'ECONNECTION' });
+        }
         // Past the limit the rest is read and dropped: the reply comes after the final dot.
-        if (size > limits.maxMessageSize) continue;
+        if (size > limits.maxMessageSize || spoolError !== undefined) continue;
         headers.push(chunk);
-        await file.write(pending ? Buffer.concat([pending, chunk]) : chunk);
+        try {
+          await file!.write(pending ? Buffer.concat([pending, chunk]) : chunk);
+        } catch (err) {
+          spoolError = err;
+        }
         pending = undefined;
       }
-      if (pending) await file.write(pending);
       // A stream cut short (connection lost, bare LF) never makes a message.
       if (stream.readableAborted) throw Object.assign(new Error('message not received in full'), { code: 'ECONNECTION' });
+      if (pending && spoolError === undefined) await file!.write(pending);
+      if (spoolError !== undefined) throw spoolError;
       headers.end();
       if (size > limits.maxMessageSize || stream.sizeExceeded) {
         return this.coreReject('data', answer.reject(552, '5.3.4', `Message size exceeds fixed limit of ${limits.maxMessageSize} bytes`));
@@ -334,18 +428,23 @@ export class SmtpSession {
       if (hopCount(parsed) >= 100) {
         return this.coreReject('data', answer.reject(554, '5.4.6', 'Too many hops, this message is looping'));
       }
+      const looping = parsed.find((h) => h.name.toLowerCase() === 'delivered-to' && tx.deliveredTo.has(h.value.toLowerCase()));
+      if (looping) {
+        // Local delivery would refuse it as a loop and bounce it; refused here, nobody gets a bounce.
+        return this.coreReject('data', answer.reject(554, '5.4.6', `This message is looping: it already has my Delivered-To line (${looping.value}). (#5.4.6)`));
+      }
       if (tx.recipients.length === 0) {
         // Every recipient was discarded: take the message and keep nothing.
         this.logDecision('data', 'core', 'discard', 250, 'no recipient left to deliver to');
         return ok(answer.discard(`Ok: discarded`));
       }
-      const message = new ReceivedMessage(size, parsed, file);
+      const message = new ReceivedMessage(size, parsed, file!);
       const ctx = { connection: this.connection, transaction: tx, message };
       const dataResult = await this.decide('data', ctx);
       if (dataResult) return dataResult;
       const queueResult = await this.decide('queue', ctx);
       if (queueResult) return queueResult;
-      await file.commit({
+      await file!.commit({
         sender: tx.sender?.address ?? '',
         senderParams: tx.senderParams,
         recipients: tx.recipients.map((r) => ({ address: r.address, params: r.params })),
@@ -364,10 +463,12 @@ export class SmtpSession {
       return ok({ code: 250, enhanced: '2.0.0', text: `Ok: queued as ${tx.id}` });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ECONNECTION' || stream.readableAborted) throw err;
-      this.log.error({ err, hook: 'queue', plugin: 'core', action: 'defer', code: 451 }, 'cannot write message to the queue');
+      // The client hears a neutral text; the reason (ENOSPC, EIO...) is in the log line.
+      const e = err as NodeJS.ErrnoException;
+      this.log.error({ hook: 'queue', plugin: 'core', action: 'defer', code: 451, reason: e.message, errno: e.code, id: tx.id }, `queue: core defer: cannot write the message to the queue: ${e.message}`);
       return this.outcome(answer.defer(451, '4.3.0', 'Error writing to the queue, please try again later'));
     } finally {
-      if (!committed) await abortQuietly(file);
+      if (!committed && file) await abortQuietly(file);
     }
   }
 
@@ -419,6 +520,11 @@ export class SmtpSession {
     const success = a.action === 'accept' || a.action === 'discard';
     return { reply, ok: success, close: false, silent: false };
   }
+}
+
+/** One recipient however it is spelt: case folded (as smtp-server compares them), no trailing dot on the domain. */
+function recipientKey(r: Recipient): string {
+  return `${r.local.toLowerCase()}@${r.domain.replace(/\.+$/, '')}`;
 }
 
 async function abortQuietly(file: SpoolFile): Promise<void> {

@@ -19,6 +19,12 @@ const options = z.strictObject({
 
 const NO_MAILBOX = answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)');
 
+/** The local part as a mailbox directory name, or undefined when it could climb out of root or hide as a dot file. */
+function mailboxName(local: string): string | undefined {
+  const user = local.toLowerCase();
+  return !user || user.startsWith('.') || /[/\\\0]/.test(user) ? undefined : user;
+}
+
 export default definePlugin({
   name: 'maildir',
   options,
@@ -27,12 +33,17 @@ export default definePlugin({
     const domains = options.domains && new Set(options.domains.map((d) => d.toLowerCase()));
     return {
       hooks: {
+        // Asked at RCPT: every valid name of our domains has a mailbox (made at first delivery).
+        verify({ recipient }) {
+          if (domains && !domains.has(recipient.domain)) return answer.continue();
+          return mailboxName(recipient.local) === undefined ? NO_MAILBOX : answer.accept();
+        },
+
         async deliver({ delivery }) {
           const { recipient, sender } = delivery;
           if (!delivery.local || (domains && !domains.has(recipient.domain))) return answer.continue();
-          const user = recipient.local.toLowerCase();
-          // The local part becomes a directory name: nothing that could climb out of root.
-          if (!user || user.startsWith('.') || /[/\\\0]/.test(user)) return NO_MAILBOX;
+          const user = mailboxName(recipient.local);
+          if (user === undefined) return NO_MAILBOX;
           const dir = path.join(root, recipient.domain, user, 'Maildir');
           const deliveredTo = `Delivered-To: ${user}@${recipient.domain}`;
           try {

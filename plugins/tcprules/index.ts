@@ -6,7 +6,9 @@
  * client may relay), RBLSMTPD (for the rblsmtpd plugin) and every other
  * variable in `state.env`. The file is read again when it changes; a change
  * that does not parse is logged and the previous rules stay, as with a
- * tcprules compile error. Also limits concurrent connections per IP.
+ * tcprules compile error. `MAXCONNIP` (the tcpserver limits patch's name)
+ * sets how many connections the client's IP may hold open, in place of the
+ * listener's `maxConnectionsPerIp`; the core counts and enforces it.
  */
 import { z } from 'zod';
 import { answer, definePlugin, normalizeIp, WatchedFile } from '../../core/index.js';
@@ -15,8 +17,8 @@ import { findRule, parseRules, type Rule } from './rules.js';
 const options = z.strictObject({
   /** The rules in text form (tcp.smtp), not the compiled cdb. */
   file: z.string().min(1),
-  /** Concurrent connections from one IP address; 0 for no limit. */
-  maxConnectionsPerIp: z.number().int().nonnegative().default(50),
+  /** MAXCONNIP for clients whose rule sets none (0: no limit); unset: the listener's maxConnectionsPerIp. */
+  maxConnectionsPerIp: z.number().int().nonnegative().optional(),
   /** Seconds between checks of the file for changes. */
   checkInterval: z.number().positive().default(1),
 });
@@ -26,7 +28,6 @@ export default definePlugin({
   options,
   async setup({ options, log, resolvePath }) {
     const rules = await WatchedFile.open(resolvePath(options.file), parseRules, { log, checkInterval: options.checkInterval });
-    const perIp = new Map<string, number>();
     log.debug({ file: rules.path }, 'rules loaded');
 
     return {
@@ -37,27 +38,22 @@ export default definePlugin({
           if (rule?.action === 'deny') {
             return answer.disconnect(`denied by rule "${rule.address}:deny" (line ${rule.line})`, '4.7.1', { silent: true });
           }
-          if (options.maxConnectionsPerIp > 0) {
-            const count = (perIp.get(ip) ?? 0) + 1;
-            if (count > options.maxConnectionsPerIp) {
-              return answer.disconnect(`Too many connections from ${ip}, try again later`, '4.7.0');
-            }
-            perIp.set(ip, count);
-            connection.onClose(() => {
-              const left = (perIp.get(ip) ?? 1) - 1;
-              if (left > 0) perIp.set(ip, left);
-              else perIp.delete(ip);
-            });
-          }
           if (rule) {
             const { state } = connection;
             Object.assign(state.env, rule.vars);
             if (rule.vars.RELAYCLIENT !== undefined) state.relayClient = rule.vars.RELAYCLIENT;
             if (rule.vars.RBLSMTPD !== undefined) state.rblsmtpd = rule.vars.RBLSMTPD;
           }
+          const max = maxConnIp(rule?.vars.MAXCONNIP) ?? options.maxConnectionsPerIp;
+          if (max !== undefined) connection.state.maxConnectionsPerIp = max;
           return answer.continue();
         },
       },
     };
   },
 });
+
+/** MAXCONNIP="N": a count, or nothing when it is not one (the patch ignores such a value too). */
+function maxConnIp(value: string | undefined): number | undefined {
+  return value !== undefined && /^\d+$/.test(value.trim()) ? Number(value.trim()) : undefined;
+}

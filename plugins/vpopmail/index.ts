@@ -5,7 +5,7 @@
  * `delivery.plugins` it delivers (vdelivermail). Its domains are local the
  * moment `yubin domain add` writes them.
  */
-import { answer, definePlugin, ensureMaildir, type AuthContext, type HookAnswers, type RcptContext } from '../../core/index.js';
+import { answer, definePlugin, ensureMaildir, type Address, type AuthContext, type HookAnswers, type RcptContext, type VerifyContext } from '../../core/index.js';
 import { deliver } from './deliver.js';
 import { maildirOf, parseLogin } from './names.js';
 import { openStoreWhenPresent, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
@@ -78,6 +78,10 @@ export default definePlugin({
 
     return {
       authMechanisms: () => (domains.anyClearPasswords() ? ['PLAIN', 'LOGIN', 'CRAM-MD5', 'APOP'] : ['PLAIN', 'LOGIN']),
+      loginAccount(username) {
+        const who = parseLogin(username, options.defaultDomain);
+        return who && `${who.name}@${who.domain}`;
+      },
       hooks: {
         async auth(ctx) {
           return authenticate(store, options, log, ctx, paths.root, services.clock.now());
@@ -100,6 +104,10 @@ export default definePlugin({
           return checkRecipient(store, options, paths.root, ctx);
         },
 
+        async verify(ctx) {
+          return verifyRecipient(store, ctx);
+        },
+
         async deliver({ delivery }) {
           if (!delivery.local) return answer.continue();
           return deliver(env, delivery);
@@ -116,13 +124,22 @@ export default definePlugin({
 async function authenticate(store: MailStore, options: VpopmailOptions, log: Logger, ctx: AuthContext, root: string, now: number): Promise<HookAnswers['auth']> {
   const who = parseLogin(ctx.username, options.defaultDomain);
   const domain = who && (await store.getDomain(who.domain));
-  if (!who || !domain) return answer.continue(); // not one of our domains: another auth plugin may know it
+  if (!who || !domain) {
+    // Not one of our domains: another auth plugin may know it. It costs what a wrong
+    // password costs, so timing does not tell which domains are hosted here.
+    await wasteAPasswordCheck(ctx);
+    return answer.continue();
+  }
   const user = await store.getUser(who.domain, who.name);
   if (!user) {
-    if (ctx.password !== undefined) await verifyPassword(ctx.password, await (dummyHash ??= hashPassword('no such user')));
+    await wasteAPasswordCheck(ctx);
     return BAD_LOGIN;
   }
-  if (!(await passwordMatches(ctx, user))) return BAD_LOGIN;
+  if (!(await passwordMatches(ctx, user))) {
+    // An imported MD5-crypt or clear password is checked in microseconds: make its failure cost what an scrypt one does.
+    if (needsRehash(user.passwordHash)) await wasteAPasswordCheck(ctx);
+    return BAD_LOGIN;
+  }
   const service = ctx.connection.protocol;
   if ((service === 'smtp' && user.flags.noSmtp) || (service === 'pop3' && user.flags.noPop)) {
     // After the password check, so a disabled flag tells nothing to someone who does not know the password.
@@ -142,6 +159,45 @@ async function authenticate(store: MailStore, options: VpopmailOptions, log: Log
   return answer.accept();
 }
 
+/** A password check against a hash nobody has: an unknown user or domain costs as long as a wrong password. */
+async function wasteAPasswordCheck(ctx: AuthContext): Promise<void> {
+  if (ctx.password !== undefined) await verifyPassword(ctx.password, await (dummyHash ??= hashPassword('no such user')));
+}
+
+const NO_MAILBOX = answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)');
+const NO_MAIL_TAKEN = answer.reject(550, '5.2.1', 'This mailbox does not take mail. (#5.2.1)');
+
+/** What vdelivermail would do with an address of one of our domains, as far as RCPT can know it. */
+type LocalVerdict =
+  | { readonly kind: 'refuse'; readonly answer: HookAnswers['verify'] & { action: 'reject' } }
+  | { readonly kind: 'drop' }
+  | { readonly kind: 'take'; readonly user: UserRecord | undefined; readonly domain: string; readonly deliveredTo: string }
+  | { readonly kind: 'not-ours' };
+
+async function lookupLocal(store: MailStore, recipient: Address): Promise<LocalVerdict> {
+  const domain = await store.getDomain(recipient.domain);
+  if (!domain) return { kind: 'not-ours' };
+  const resolution = await resolveAddress(store, domain, recipient.local);
+  if (resolution.kind === 'catchall') {
+    const c = resolution.catchall;
+    if (c.kind === 'bounce-no-mailbox') return { kind: 'refuse', answer: NO_MAILBOX };
+    if (c.kind === 'delete') return { kind: 'drop' };
+    return { kind: 'take', user: undefined, domain: domain.name, deliveredTo: `${recipient.local.toLowerCase()}@${domain.name}` };
+  }
+  if (resolution.kind === 'alias') return { kind: 'take', user: undefined, domain: domain.name, deliveredTo: `${recipient.local.toLowerCase()}@${domain.name}` };
+  if (resolution.user.flags.bounceMail) return { kind: 'refuse', answer: NO_MAIL_TAKEN };
+  // An extension address (alice-news@) is delivered to, and its Delivered-To line names, alice@.
+  return { kind: 'take', user: resolution.user, domain: domain.name, deliveredTo: `${resolution.user.name}@${domain.name}` };
+}
+
+async function verifyRecipient(store: MailStore, ctx: VerifyContext): Promise<HookAnswers['verify']> {
+  const v = await lookupLocal(store, ctx.recipient);
+  if (v.kind === 'not-ours') return answer.continue();
+  if (v.kind === 'refuse') return v.answer;
+  if (v.kind === 'take') ctx.deliveredTo(v.deliveredTo);
+  return answer.accept();
+}
+
 async function checkRecipient(store: MailStore, options: VpopmailOptions, root: string, ctx: RcptContext): Promise<HookAnswers['rcpt']> {
   const { recipient, connection } = ctx;
   if (!recipient.localDomain) {
@@ -151,21 +207,13 @@ async function checkRecipient(store: MailStore, options: VpopmailOptions, root: 
     if (user?.flags.noRelay) return answer.reject(550, '5.7.1', 'Relaying denied for this account');
     return answer.continue();
   }
-  const domain = await store.getDomain(recipient.domain);
-  if (!domain) return answer.continue();
-  const resolution = await resolveAddress(store, domain, recipient.local);
-  if (resolution.kind === 'catchall') {
-    const c = resolution.catchall;
-    if (c.kind === 'bounce-no-mailbox') return answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)');
-    if (c.kind === 'delete') return answer.discard('Recipient OK'); // looks like any other accept: no directory harvesting
-    return answer.continue();
-  }
-  if (resolution.kind === 'user' && options.overQuotaAtRcpt !== 'off') {
-    const user = resolution.user;
-    if (user.flags.bounceMail) return answer.reject(550, '5.2.1', 'This mailbox does not take mail. (#5.2.1)');
-    const quota = parseQuota(user.quota) ?? {};
+  const v = await lookupLocal(store, recipient);
+  if (v.kind === 'refuse') return v.answer;
+  if (v.kind === 'drop') return answer.discard('Recipient OK'); // looks like any other accept: no directory harvesting
+  if (v.kind === 'take' && v.user && options.overQuotaAtRcpt !== 'off') {
+    const quota = parseQuota(v.user.quota) ?? {};
     // "Already full": not even one more byte or message fits.
-    if ((quota.bytes !== undefined || quota.count !== undefined) && (await checkQuota(maildirOf(root, domain.name, user.name), quota, 1)).over) {
+    if ((quota.bytes !== undefined || quota.count !== undefined) && (await checkQuota(maildirOf(root, v.domain, v.user.name), quota, 1)).over) {
       return options.overQuotaAtRcpt === 'defer' ? answer.defer(452, '4.2.2', 'Mailbox full, try again later') : answer.reject(552, '5.2.2', 'Mailbox full');
     }
   }

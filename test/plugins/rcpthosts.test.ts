@@ -19,12 +19,12 @@ t.test('rcpthosts: listed domains, dot-suffix entries, exact texts (acceptance c
   t.equal((await c.command('RCPT TO:<a@mx.example.org>')).code, 250, '.example.org covers subdomains');
   t.equal((await c.command('RCPT TO:<a@example.org>')).code, 553, '.example.org does not cover example.org itself');
   t.equal((await c.command('RCPT TO:<a@mx.example.com>')).code, 553, 'a plain entry does not cover subdomains');
-  t.equal((await c.command('RCPT TO:<a@EXAMPLE.COM>')).code, 250, 'case does not matter');
+  t.equal((await c.command('RCPT TO:<b@EXAMPLE.COM>')).code, 250, 'case does not matter');
   t.equal((await c.command('DATA')).code, 354);
   c.write('Subject: backup mx\r\n\r\nx\r\n.\r\n');
   t.equal((await c.read()).code, 250);
   const [m] = await s.queued();
-  t.same(m?.envelope.recipients.map((r) => r.address), ['a@example.com', 'a@mx.example.org', 'a@EXAMPLE.COM'], 'listed non-local domains pass the core relay guard');
+  t.same(m?.envelope.recipients.map((r) => r.address), ['a@example.com', 'a@mx.example.org', 'b@EXAMPLE.COM'], 'listed non-local domains pass the core relay guard');
   await c.quit();
 });
 
