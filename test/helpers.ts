@@ -81,9 +81,13 @@ export interface ServeProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs `yubin serve --config FILE` and waits until every listener is bound and the server is ready. */
-export async function serve(t: Test, configFile: string, listenerCount: number): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], { env: { ...process.env, YUBIN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs `yubin serve --config FILE` and waits until every listener is bound and the server is ready.
+ * `wrapper` runs it under another program that ends by exec'ing its arguments (the server keeps its PID).
+ */
+export async function serve(t: Test, configFile: string, listenerCount: number, wrapper: readonly string[] = []): Promise<ServeProcess> {
+  const command = [...wrapper, process.execPath, CLI, 'serve', '--config', configFile];
+  const child = spawn(command[0]!, command.slice(1), { env: { ...process.env, YUBIN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const ports: Record<string, number> = {};
   const watchers: Array<() => void> = [];

@@ -38,6 +38,8 @@ export interface TestListener {
 export interface TestServerOptions {
   /** Plugins of the single listener (ignored when `listeners` is given). */
   readonly plugins?: readonly PluginRef[];
+  /** Plugins of `delivery.plugins` (deliver and verify hooks), by reference or as definitions; overrides `config.delivery.plugins`. */
+  readonly deliveryPlugins?: readonly PluginRef[];
   /** Options blocks, keyed like the plugins are named (a definition by its name). */
   readonly pluginOptions?: Readonly<Record<string, unknown>>;
   /** Extra keys for the single listener (limits, tls, requireAuth...). */
@@ -96,12 +98,15 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     for (const p of plugins) if (typeof p !== 'string') inline.set(p.name, p);
     return { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest, plugins: plugins.map(refName) };
   });
+  for (const p of options.deliveryPlugins ?? []) if (typeof p !== 'string') inline.set(p.name, p);
+  const config: Record<string, unknown> = { ...options.config };
+  if (options.deliveryPlugins) config.delivery = { ...(config.delivery as object | undefined), plugins: options.deliveryPlugins.map(refName) };
   const raw = {
     hostname: 'mx.test',
     localDomains: ['localhost', 'example.test'],
     // Concurrency 0 holds the queue (qmail's meaning): accepted mail stays where queued() finds it.
     ...(options.deliver ? {} : { queue: { concurrencyLocal: 0, concurrencyRemote: 0 } }),
-    ...options.config,
+    ...config,
     dataDir,
     plugins: options.pluginOptions ?? {},
     listeners: rawListeners,
