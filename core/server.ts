@@ -101,6 +101,7 @@ export class YubinServer {
     const spool = new Spool(path.join(config.dataDir, 'queue'));
     await spool.init();
     const spoolSpace = new SpoolSpace(spool.dir, config.queue.minFreeSpace, log.child({ component: 'queue' }));
+    if (config.queue.minFreeSpace > 0) await spoolSpace.refresh();
     const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log };
     const server = new YubinServer(loaded, options, container, services, env);
     for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which nothing uses`);

@@ -1,30 +1,28 @@
 /**
  * The crash rig (bench/crash) at small scale: yubin killed with SIGKILL five
  * times under load from four clients, restarted each time, then every
- * message it answered 250 must be in each recipient's Maildir.
+ * message it answered 250 must be in each recipient's Maildir; and ten clean
+ * restarts (SIGTERM) under load, after which nothing may be delivered twice.
  */
 import type { ChildProcess } from 'node:child_process';
-import t from 'tap';
-import { runCrash } from '../bench/crash/crash.js';
+import t, { type Test } from 'tap';
+import { runCrash, type CrashOptions, type CrashResult } from '../bench/crash/crash.js';
 import { tempDir } from './helpers.js';
 
-t.test('nothing acknowledged is lost across kill -9 and restart', async (t) => {
+/** Runs the rig in a test's own directory; every child it starts is stopped with the test. */
+async function crash(t: Test, options: CrashOptions): Promise<CrashResult & { children: ChildProcess[] }> {
   const dir = await tempDir(t, 'yubin-crash-t-');
   const children: ChildProcess[] = [];
   t.teardown(() => {
     // runCrash stops everything it started; this is for a run cut short by a failure or timeout.
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   });
-  const r = await runCrash({
-    kills: 5,
-    clients: 4,
-    seed: 20261125,
-    tailMs: 500,
-    settleTimeoutMs: 60_000,
-    dir,
-    onChild: (c) => children.push(c),
-    log: (line) => t.comment(line),
-  });
+  const r = await runCrash({ ...options, dir, onChild: (c) => children.push(c), log: (line) => t.comment(line) });
+  return { ...r, children };
+}
+
+t.test('nothing acknowledged is lost across kill -9 and restart', async (t) => {
+  const r = await crash(t, { kills: 5, clients: 4, seed: 20261125, tailMs: 500, settleTimeoutMs: 60_000 });
   t.comment(`acknowledged ${r.messages.acknowledged}, recipients ${r.recipientsExpected}, delivered ${r.recipientsDelivered}, duplicates ${r.duplicates}, lost ${r.lost}, ${r.elapsedMs} ms`);
 
   t.equal(r.kills, 5, 'five kills');
@@ -39,9 +37,23 @@ t.test('nothing acknowledged is lost across kill -9 and restart', async (t) => {
   t.equal(r.leftInQueue, 0, 'the queue emptied');
   t.equal(r.redeliveries.sameProcess + r.redeliveries.afterCleanStop, 0, 'every redelivery follows a kill', { examples: r.redeliveries.examples });
   t.ok(r.ok, 'the run passed', { problems: r.problems });
-  t.ok(children.length >= 6, 'a server per start (and the queue commands) were started');
+  t.ok(r.children.length >= 6, 'a server per start (and the queue commands) were started');
   t.ok(
-    children.every((c) => c.exitCode !== null || c.signalCode !== null),
+    r.children.every((c) => c.exitCode !== null || c.signalCode !== null),
     'every child process has exited',
   );
+});
+
+// Issue 18, defect 9: SIGTERM used to wait for deliveries, not for the step that records them.
+t.test('10 SIGTERM restarts under load: nothing lost, nothing delivered twice', async (t) => {
+  const r = await crash(t, { signal: 'SIGTERM', kills: 10, clients: 4, seed: 20261203, minDelayMs: 100, maxDelayMs: 400, tailMs: 500, settleTimeoutMs: 60_000 });
+  t.comment(`acknowledged ${r.messages.acknowledged}, recipients ${r.recipientsExpected}, delivered ${r.recipientsDelivered}, duplicates ${r.duplicates}, ${r.elapsedMs} ms`);
+  t.equal(r.kills, 10, 'ten clean restarts');
+  t.ok(r.messages.acknowledged > 0, 'messages were acknowledged');
+  t.equal(r.lost, 0, 'nothing acknowledged lost');
+  t.equal(r.duplicates, 0, 'no copy delivered twice');
+  t.equal(r.redeliveries.redeliveredPairs, 0, 'and no redelivery in the logs', { examples: r.redeliveries.examples });
+  t.equal(r.corrupt + r.misdelivered + r.abortedDelivered + r.leftInQueue, 0, 'nothing corrupt, misdelivered, aborted-but-delivered or left queued');
+  t.ok(r.ok, 'the run passed', { problems: r.problems });
+  t.ok(r.children.every((c) => c.exitCode !== null || c.signalCode !== null), 'every child process has exited');
 });

@@ -29,11 +29,20 @@ export class SpoolSpace {
     this.checked = -Infinity;
   }
 
-  /** True while the spool has at least the configured free space. */
-  async ok(): Promise<boolean> {
+  /**
+   * True while the spool has at least the configured free space, as last read. A
+   * reading older than a second starts a new one; the answer does not wait for it
+   * (MAIL stays one comparison).
+   */
+  ok(): boolean {
     if (this.minFree <= 0) return true;
-    if (performance.now() - this.checked >= CHECK_MS) await (this.checking ??= this.check().finally(() => (this.checking = undefined)));
+    if (performance.now() - this.checked >= CHECK_MS) void this.refresh();
     return this.free >= this.minFree;
+  }
+
+  /** Reads the free space now (at start, so the first MAIL already knows). */
+  refresh(): Promise<void> {
+    return (this.checking ??= this.check().finally(() => (this.checking = undefined)));
   }
 
   private async check(): Promise<void> {

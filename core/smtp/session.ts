@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
-import type { Address, Connection, ConnectionState, HookContexts, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
+import type { Address, Connection, ConnectionState, Header, HookContexts, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
 import type { Services } from '../services/index.js';
 import { authenticate } from '../session/authenticate.js';
@@ -131,10 +131,12 @@ class TransactionImpl implements Transaction {
   readonly state: TransactionState = {};
   /** RCPTs answered 250 so far, duplicates and discards included: what maxRecipients counts. */
   taken = 0;
-  /** Normalised addresses already taken: a repeated RCPT is answered 250 and delivered once. */
-  readonly seen = new Set<string>();
-  /** The Delivered-To addresses local delivery will write (lower case): already in the message, it loops. */
-  readonly deliveredTo = new Set<string>();
+  /**
+   * Normalised addresses already taken (a repeated RCPT is answered 250 and delivered
+   * once), each with the Delivered-To address local delivery will write for it ('' for
+   * a remote or discarded one): a message already carrying that line loops.
+   */
+  readonly seen = new Map<string, string>();
   constructor(
     readonly id: string,
     readonly sender: Address | null,
@@ -240,7 +242,7 @@ export class SmtpSession {
     if (this.runtime.config.requireAuth && this.connection.authUser === undefined) {
       return this.coreReject('mail', answer.reject(530, '5.7.0', 'Authentication required'));
     }
-    if (!(await this.env.spoolSpace.ok())) {
+    if (!this.env.spoolSpace.ok()) {
       return this.coreReject('mail', answer.defer(452, '4.3.1', 'Insufficient system storage, please try again later'));
     }
     const sender = address === '' ? null : splitAddress(address);
@@ -281,17 +283,18 @@ export class SmtpSession {
     if (!this.connection.relayAllowed && (!(recipient.localDomain || relayPermitted) || hasSenderRouting(recipient.local))) {
       return this.coreReject('rcpt', answer.reject(550, '5.7.1', 'Relaying denied'), recipient.address);
     }
-    if (a.action === 'discard') {
-      tx.taken++;
-      tx.seen.add(key);
-      return ok(a);
-    }
-    if (recipient.localDomain) {
-      const refused = await this.verify(tx, recipient, key);
-      if (refused) return refused;
+    let deliveredTo = '';
+    if (a.action !== 'discard' && recipient.localDomain) {
+      deliveredTo = key;
+      if (this.runtime.delivery?.has('verify')) {
+        const verdict = await this.verify(tx, recipient);
+        if (verdict.refused) return verdict.refused;
+        deliveredTo = verdict.deliveredTo ?? key;
+      }
     }
     tx.taken++;
-    tx.seen.add(key);
+    tx.seen.set(key, deliveredTo);
+    if (a.action === 'discard') return ok(a);
     tx.recipients.push(recipient);
     if (a.action === 'accept') return ok(a);
     this.logDecision('rcpt', plugin ?? 'core', 'accept', 250, undefined, { rcpt: recipient.address });
@@ -303,23 +306,20 @@ export class SmtpSession {
    * that can say (the verify hook), so an address that could only bounce is
    * refused now, to the client, and never bounced to a sender who may be forged.
    */
-  private async verify(tx: TransactionImpl, recipient: Recipient, key: string): Promise<Outcome | undefined> {
-    const delivery = this.runtime.delivery;
-    let deliveredTo = key;
-    if (delivery?.has('verify')) {
-      const ctx = { connection: this.connection, sender: tx.sender, recipient, deliveredTo: (address: string) => void (deliveredTo = address.toLowerCase()) };
-      const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log);
-      if (a.action === 'reject' || a.action === 'defer') {
-        if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { rcpt: recipient.address });
-        return this.outcome(a);
-      }
-      // Nobody would take it, and every plugin that delivers has said so: the queue could only bounce it.
-      if (a.action === 'continue' && delivery.everyServes('deliver', 'verify')) {
-        return this.coreReject('rcpt', answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)'), recipient.address);
-      }
+  private async verify(tx: TransactionImpl, recipient: Recipient): Promise<{ refused?: Outcome; deliveredTo?: string }> {
+    const delivery = this.runtime.delivery!;
+    let deliveredTo: string | undefined;
+    const ctx = { connection: this.connection, sender: tx.sender, recipient, deliveredTo: (address: string) => void (deliveredTo = address.toLowerCase()) };
+    const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log);
+    if (a.action === 'reject' || a.action === 'defer') {
+      if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { rcpt: recipient.address });
+      return { refused: this.outcome(a) };
     }
-    tx.deliveredTo.add(deliveredTo);
-    return undefined;
+    // Nobody would take it, and every plugin that delivers has said so: the queue could only bounce it.
+    if (a.action === 'continue' && delivery.everyServes('deliver', 'verify')) {
+      return { refused: this.coreReject('rcpt', answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)'), recipient.address) };
+    }
+    return { deliveredTo };
   }
 
   async data(stream: DataStream, lineTooLong: () => boolean): Promise<Outcome> {
@@ -428,7 +428,7 @@ export class SmtpSession {
       if (hopCount(parsed) >= 100) {
         return this.coreReject('data', answer.reject(554, '5.4.6', 'Too many hops, this message is looping'));
       }
-      const looping = parsed.find((h) => h.name.toLowerCase() === 'delivered-to' && tx.deliveredTo.has(h.value.toLowerCase()));
+      const looping = deliveredToLoop(parsed, tx.seen);
       if (looping) {
         // Local delivery would refuse it as a loop and bounce it; refused here, nobody gets a bounce.
         return this.coreReject('data', answer.reject(554, '5.4.6', `This message is looping: it already has my Delivered-To line (${looping.value}). (#5.4.6)`));
@@ -520,6 +520,18 @@ export class SmtpSession {
     const success = a.action === 'accept' || a.action === 'discard';
     return { reply, ok: success, close: false, silent: false };
   }
+}
+
+/** A Delivered-To header naming an address local delivery will write that line for: the message would loop. */
+function deliveredToLoop(headers: readonly Header[], taken: ReadonlyMap<string, string>): Header | undefined {
+  let ours: Set<string> | undefined;
+  for (const h of headers) {
+    if (h.name.length !== 12 || h.name.toLowerCase() !== 'delivered-to') continue;
+    ours ??= new Set(taken.values());
+    const value = h.value.toLowerCase();
+    if (value && ours.has(value)) return h;
+  }
+  return undefined;
 }
 
 /** One recipient however it is spelt: case folded (as smtp-server compares them), no trailing dot on the domain. */
