@@ -7,13 +7,12 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from './config/load.js';
 import { createLogger } from './logger.js';
-import { closePlugins, startPlugins, unusedOptionBlocks } from './plugin-loader.js';
+import { builtinDefinitions, closePlugins, startPlugins, unusedOptionBlocks } from './plugin-loader.js';
+import { CommandError, type PluginDefinition } from './plugin.js';
 import { YubinServer } from './server.js';
 import { createServiceContainer, LocalDomains, servicesFrom } from './services/index.js';
-import { formatList, queueChange, QueueCommandError, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
+import { formatList, queueChange, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
 import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
-import { MailCommandError, registerMailCommands } from '../plugins/vpopmail/cli.js';
-import { DkimCommandError, registerDkimCommands } from '../plugins/mailauth/cli.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -26,7 +25,7 @@ function configOption(): Option {
 
 /** One line per problem on stderr, then exit 2 for config problems or 1 for anything else. */
 function fail(err: unknown): never {
-  if (err instanceof QueueCommandError || err instanceof MailCommandError || err instanceof DkimCommandError) {
+  if (err instanceof CommandError) {
     process.stderr.write(`yubin: ${err.message}\n`);
     process.exit(err.exitCode);
   }
@@ -145,7 +144,11 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   await closePlugins(plugins.values(), log);
 }
 
-export function buildProgram(): Command {
+/** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
+const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', '-V', '--version']);
+
+/** `yubin` with the core's commands and those the plugins add (`domain`, `user`, `alias`, `dkim`...). */
+export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> = []): Command {
   const program = new Command('yubin')
     .description('a mail server framework: SMTP, plugins, queue')
     .version(pkg.version, '-V, --version')
@@ -192,8 +195,7 @@ export function buildProgram(): Command {
       .addOption(configOption())
       .action(async (id: string, opts: { config: string }) => print(await queueChange(await configOf(opts), cmd, id)));
   }
-  registerMailCommands(program, configOption);
-  registerDkimCommands(program, configOption);
+  for (const plugin of plugins) plugin.commands?.({ program, configOption });
   program
     .command('sendmail')
     .description('sendmail-compatible injection: yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message')
@@ -228,7 +230,9 @@ async function main(argv: string[]): Promise<void> {
   // Installed as /usr/sbin/sendmail (a symlink to yubin), or called as `yubin sendmail`.
   if (path.basename(argv[1] ?? '') === 'sendmail') await runSendmail(argv.slice(2));
   if (argv[2] === 'sendmail') await runSendmail(argv.slice(3));
-  const program = buildProgram();
+  // The plugins' commands need every built-in loaded (a second on a small machine): not for the core's own.
+  const plugins = CORE_COMMANDS.has(argv[2] ?? '') ? [] : await builtinDefinitions();
+  const program = buildProgram(plugins);
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -31,7 +31,7 @@ export type {
   VerifyContext,
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
-export { definePlugin, type OptionsIssue, type OptionsSchema, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
+export { CommandError, definePlugin, type OptionsIssue, type OptionsSchema, type PluginCommandContext, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
 export {
   DEFAULT_LOGIN_THROTTLE,
   forwardConfirm,
@@ -64,7 +64,7 @@ export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './confi
 export type { Config, Limits, ListenerConfig } from './config/schema.js';
 export { YubinServer, type StartOptions } from './server.js';
 export { createLogger, type Logger, type LoggerOptions } from './logger.js';
-export { ipMatcher, normalizeIp, type IpMatcher } from './ip.js';
+export { clientNetwork, ipMatcher, normalizeIp, type IpMatcher } from './ip.js';
 export { controlLines, WatchedFile, type WatchedFileOptions } from './watched-file.js';
 export { deliverToMaildir, ensureMaildir, LoopDetected, maildirName, type MaildirDelivery } from './maildir.js';
 export type { Envelope, EnvelopeAddress, MessageKind, QueueState, RecipientState, RecipientStatus } from './queue/spool.js';

@@ -61,6 +61,19 @@ export function resolvePlugin(ref: string, configFile: string): { source: Plugin
   return undefined;
 }
 
+/**
+ * Every built-in plugin's definition (for the commands they add to `yubin`).
+ * One that fails to load is left out: its commands are missing, the others work.
+ */
+export async function builtinDefinitions(): Promise<Array<PluginDefinition<unknown>>> {
+  const out: Array<PluginDefinition<unknown>> = [];
+  for (const name of builtinPlugins()) {
+    const mod = (await import(pathToFileURL(path.join(BUILTIN_DIR, name, 'index.js')).href).catch(() => ({}))) as { default?: unknown };
+    if (!checkDefinition(mod.default)) out.push(mod.default as PluginDefinition<unknown>);
+  }
+  return out;
+}
+
 function checkDefinition(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return 'the module has no default export with a plugin definition';
   const d = value as Record<string, unknown>;

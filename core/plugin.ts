@@ -2,6 +2,7 @@
  * What a plugin module exports: one definition with a name, an options schema
  * and a setup function that returns the hooks it serves.
  */
+import type { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import type { Hooks } from './hooks.js';
 import type { Services } from './services/index.js';
@@ -50,11 +51,31 @@ export interface PluginInstance {
   close?(): void | Promise<void>;
 }
 
+/** What a plugin's `commands` gets to add subcommands to `yubin`. */
+export interface PluginCommandContext {
+  /** The `yubin` program (commander). */
+  readonly program: Command;
+  /** The `-c, --config <file>` option every command takes, with its default and YUBIN_CONFIG. */
+  configOption(): Option;
+}
+
+/** A command's usage problem: `yubin: MESSAGE` on stderr, then this exit code (2: usage, 1: runtime). */
+export class CommandError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+  ) {
+    super(message);
+  }
+}
+
 export interface PluginDefinition<O = unknown> {
   /** Name used in logs; built-ins are named after the program they replace. */
   readonly name: string;
   readonly options?: OptionsSchema<O>;
   setup(env: PluginEnv<O>): PluginInstance | Promise<PluginInstance>;
+  /** Adds the plugin's own `yubin` subcommands (vpopmail: `domain`, `user`, `alias`); throw CommandError for usage problems. */
+  commands?(cli: PluginCommandContext): void;
 }
 
 /** Identity function that lets TypeScript infer the options type from the schema. */

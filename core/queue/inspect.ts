@@ -8,17 +8,11 @@ import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { LocalDomains } from '../services/local-domains.js';
 import { splitAddress } from '../address.js';
+import { CommandError } from '../plugin.js';
 import { controlRequest } from './control.js';
 import { initialState, Spool, type Envelope, type QueueState, type RecipientState } from './spool.js';
 
-export class QueueCommandError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-  }
-}
+export class QueueCommandError extends CommandError {}
 
 export interface QueuedRecipient {
   readonly address: string;

@@ -25,7 +25,7 @@
  * Counts live in memory (one process serves every listener), bounded in
  * size, and fade after `window` without a new failure.
  */
-import { isIP } from 'node:net';
+import { clientNetwork } from '../ip.js';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
 
@@ -93,18 +93,6 @@ const MAX_KNOWN_ACCOUNTS = 100_000;
 /** Networks remembered per account: a phone, a laptop at home and at work, and some. */
 const MAX_KNOWN_NETWORKS = 16;
 
-/** The network a client address belongs to for "known" purposes: IPv4 /24, IPv6 /64. */
-export function clientNetwork(ip: string): string {
-  const plain = ip.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
-  if (isIP(plain) === 4) return plain.slice(0, plain.lastIndexOf('.'));
-  if (isIP(plain) !== 6) return plain;
-  const [head = '', tail = ''] = plain.toLowerCase().split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const groups = plain.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
-  return groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':');
-}
-
 /** The fallback canonical account when no plugin names one: `User%Dom.` and `user@dom` are one account. */
 export function defaultAccount(username: string): string {
   let a = username.trim().toLowerCase();
@@ -169,13 +157,8 @@ export class LoginThrottle {
     };
   }
 
-  /** The verdict alone, counting nothing (for tools and tests). */
-  check(ip: string, account: string): ThrottleVerdict {
-    return this.assess(this.keys(ip, account));
-  }
-
   /** The account logged in successfully from this client network lately. */
-  isKnown(account: string, ip: string): boolean {
+  private isKnown(account: string, ip: string): boolean {
     const nets = this.known.get(account);
     const at = nets?.get(clientNetwork(ip));
     if (at === undefined) return false;

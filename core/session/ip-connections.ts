@@ -33,9 +33,6 @@ export class IpConnections {
     };
   }
 
-  count(ip: string): number {
-    return this.open.get(ip) ?? 0;
-  }
 }
 
 /** The limit this connection is held to, when its rank is past it; undefined when it may stay. */

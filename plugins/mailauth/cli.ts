@@ -1,12 +1,10 @@
 /** `yubin dkim keygen DOMAIN [--selector S]`: writes the key where the mailauth plugin reads it and prints the TXT record to publish. */
 import path from 'node:path';
 import type { Command, Option } from 'commander';
-import { loadConfig } from '../../core/index.js';
+import { CommandError, loadConfig } from '../../core/index.js';
 import { generateKey, dkimRecord } from './keys.js';
 
-export class DkimCommandError extends Error {
-  readonly exitCode = 2;
-}
+export class DkimCommandError extends CommandError {}
 
 export function registerDkimCommands(program: Command, configOption: () => Option): void {
   const dkim = program.command('dkim').description('DKIM keys for the mailauth plugin');

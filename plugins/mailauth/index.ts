@@ -5,6 +5,7 @@
  * later versions need a newer Node); every DNS question goes through the
  * core DNS service, so it is cached and a test can answer it.
  */
+import { registerDkimCommands } from './cli.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { authenticate, dkimSign, spf, type AuthenticateResult } from 'mailauth';
@@ -66,6 +67,8 @@ function fromDomain(message: Message): string | undefined {
 export default definePlugin({
   name: 'mailauth',
   options,
+  // yubin dkim keygen
+  commands: ({ program, configOption }) => registerDkimCommands(program, configOption),
   setup({ options, services, hostname, dataDir, log }) {
     const resolver = dnsResolver(services.dns as Dns);
     const mta = options.authservId ?? hostname;

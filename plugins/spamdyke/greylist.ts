@@ -15,7 +15,7 @@
  * the key) or `net|sender|recipient` with the client's /24 (IPv4) or /64
  * (IPv6) as net. The null sender is `<>`.
  */
-import net from 'node:net';
+import { clientNetwork } from '../../core/index.js';
 import type { KeyValueStore } from '../../core/services/store.js';
 
 export interface GreylistOptions {
@@ -39,42 +39,6 @@ export type GreylistVerdict =
   | { readonly kind: 'pass'; readonly reason: 'whitelisted' | 'retried' }
   | { readonly kind: 'defer'; readonly reason: 'new' | 'too-soon'; readonly retryInMs: number };
 
-/** Expands an IPv6 address to its eight 16-bit groups. */
-function ipv6Groups(ip: string): number[] | undefined {
-  let text = ip;
-  const zone = text.indexOf('%');
-  if (zone >= 0) text = text.slice(0, zone);
-  // A trailing dotted IPv4 part (::ffff:192.0.2.1) is two groups.
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const b = v4[1]!.split('.').map(Number);
-    text = text.slice(0, v4.index) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
-  }
-  const [head, tail, extra] = text.split('::');
-  if (extra !== undefined) return undefined;
-  const h = head ? head.split(':') : [];
-  const t = tail === undefined ? [] : tail ? tail.split(':') : [];
-  const fill = tail === undefined ? 0 : 8 - h.length - t.length;
-  if (fill < 0) return undefined;
-  const groups = [...h, ...Array<string>(fill).fill('0'), ...t].map((g) => parseInt(g, 16));
-  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
-}
-
-/** The client's network for triplet keys: `a.b.c.0/24`, or the /64 of an IPv6 address. */
-export function clientNet(ip: string): string {
-  const bare = ip.trim().toLowerCase().replace(/^\[|\]$/g, '');
-  if (net.isIPv4(bare)) return `${bare.split('.').slice(0, 3).join('.')}.0/24`;
-  if (net.isIPv6(bare)) {
-    const g = ipv6Groups(bare);
-    if (g) {
-      // IPv4-mapped (::ffff:a.b.c.d): the IPv4 /24.
-      if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.0/24`;
-      return `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
-    }
-  }
-  return bare; // not an address (a test, a socket path): the value itself
-}
-
 /** Escapes the separator so two different pairs never share a key. */
 function part(s: string): string {
   return s.replace(/%/g, '%25').replace(/\|/g, '%7C');
@@ -95,7 +59,7 @@ export class Greylist {
   /** The store key suffix for one attempt (exposed for logs and tests). */
   id(t: { readonly ip: string; readonly sender: string; readonly recipient: string }): string {
     const pair = `${part(address(t.sender))}|${part(address(t.recipient))}`;
-    return this.options.key === 'triplet' ? `${part(clientNet(t.ip))}|${pair}` : pair;
+    return this.options.key === 'triplet' ? `${part(clientNetwork(t.ip))}|${pair}` : pair;
   }
 
   async check(t: { readonly ip: string; readonly sender: string; readonly recipient: string }): Promise<GreylistVerdict> {

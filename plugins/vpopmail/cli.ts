@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { Command, Option } from 'commander';
-import { ensureMaildir, loadConfig } from '../../core/index.js';
+import { CommandError, ensureMaildir, loadConfig } from '../../core/index.js';
 import { maildirOf, parseAddress, userDir, validDomain } from './names.js';
 import { openStore, storePaths, vpopmailOptions, type StorePaths } from './options.js';
 import { hashPassword } from './passwords.js';
@@ -17,9 +17,7 @@ import { StoreConflict, type Catchall, type DomainRecord, type MailStore, type U
 import path from 'node:path';
 
 /** A usage problem: one line on stderr, exit 2. */
-export class MailCommandError extends Error {
-  readonly exitCode = 2;
-}
+export class MailCommandError extends CommandError {}
 
 const usage = (message: string): never => {
   throw new MailCommandError(message);

@@ -8,7 +8,8 @@ import t, { type Test } from 'tap';
 import { ManualClock } from '../../core/services/clock.js';
 import { MemoryStore, type KeyValueStore } from '../../core/services/store.js';
 import { RedisKeyValueStore, SqliteKeyValueStore } from '../../core/services/store-backends.js';
-import { clientNet, DEFAULT_GREYLIST, Greylist, type GreylistOptions } from '../../plugins/spamdyke/greylist.js';
+import { clientNetwork as clientNet } from '../../core/index.js';
+import { DEFAULT_GREYLIST, Greylist, type GreylistOptions } from '../../plugins/spamdyke/greylist.js';
 import { needs, sleep, tempDir } from '../helpers.js';
 import { startRedis } from '../peers/redis.js';
 
@@ -62,7 +63,7 @@ t.test('DEFAULT_GREYLIST', async (t) => {
   t.same(DEFAULT_GREYLIST, { key: 'sender-recipient', minDelayMs: 300_000, retryWindowMs: 2 * DAY, whitelistLifetimeMs: 36 * DAY });
 });
 
-t.test('clientNet: /24 for IPv4, /64 for IPv6', async (t) => {
+t.test('clientNetwork: /24 for IPv4, /64 for IPv6', async (t) => {
   t.equal(clientNet('192.0.2.10'), '192.0.2.0/24');
   t.equal(clientNet('192.0.2.99'), '192.0.2.0/24');
   t.equal(clientNet('192.0.3.1'), '192.0.3.0/24');
