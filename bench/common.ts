@@ -10,7 +10,7 @@ export function repoRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'yubin') return dir;
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'yubin-mail') return dir;
     const up = path.dirname(dir);
     if (up === dir) throw new Error('cannot find the yubin checkout above ' + fileURLToPath(import.meta.url));
     dir = up;

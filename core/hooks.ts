@@ -10,7 +10,7 @@ import type { Accept, Continue, Defer, Discard, Disconnect, Reject } from './ans
  * environment variables to the programs after it. Plugins add their own
  * fields with declaration merging:
  *
- *     declare module 'yubin' { interface ConnectionState { myFlag?: boolean } }
+ *     declare module 'yubin-mail' { interface ConnectionState { myFlag?: boolean } }
  */
 export interface ConnectionState {
   /** tcprules RELAYCLIENT: present (even empty) means this client may relay. */

@@ -1,7 +1,7 @@
 /**
  * yubin's public API: what plugin authors import.
  *
- *     import { definePlugin, answer } from 'yubin';
+ *     import { definePlugin, answer } from 'yubin-mail';
  */
 export { answer, formatReply, type Accept, type Action, type Answer, type Continue, type Defer, type Discard, type Disconnect, type EnhancedCode, type FinalAnswer, type PermanentCode, type Reject, type Reply, type SuccessCode, type TemporaryCode } from './answers.js';
 export type {

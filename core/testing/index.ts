@@ -2,7 +2,7 @@
  * yubin/testing: start a real server on an ephemeral loopback port with the
  * plugins you name, talk SMTP to it, look at what it queued.
  *
- *     import { startTestServer } from 'yubin/testing';
+ *     import { startTestServer } from 'yubin-mail/testing';
  *     const server = await startTestServer({ plugins: [myPlugin, 'rcpthosts'] });
  *     const client = await server.connect();
  *     await client.ehlo();
