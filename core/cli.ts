@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from './config/load.js';
+import { ConfigError, DEFAULT_CONFIG_FILE, defaultConfigFile, loadConfig, resolveConfigArg, type LoadedConfig } from './config/load.js';
 import { createLogger } from './logger.js';
-import { builtinDefinitions, closePlugins, startPlugins, unusedOptionBlocks } from './plugin-loader.js';
+import { builtinDefinitions, closePlugins, configuredDefinitions, startPlugins, type ActivePlugin } from './plugin-loader.js';
 import { CommandError, type PluginDefinition } from './plugin.js';
 import { YubinServer } from './server.js';
 import { createServiceContainer, LocalDomains, servicesFrom } from './services/index.js';
@@ -20,14 +20,17 @@ const EXIT_USAGE = 2;
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 function configOption(): Option {
-  return new Option('-c, --config <file>', 'config file').env('YUBIN_CONFIG').default(DEFAULT_CONFIG_FILE, 'the embedded config/yubin.yaml');
+  const fallback = defaultConfigFile();
+  const described = fallback === DEFAULT_CONFIG_FILE ? 'the embedded config/yubin.yaml' : fallback ? './yubin.yaml' : 'none';
+  return new Option('-c, --config <file>', 'config file, or a site directory with yubin.yaml').env('YUBIN_CONFIG').default(fallback ?? '', described);
 }
 
 /** One line per problem on stderr, then exit 2 for config problems or 1 for anything else. */
 function fail(err: unknown): never {
-  if (err instanceof CommandError) {
+  // By name too: a plugin package may carry its own copy of yubin-mail, whose class is another.
+  if (err instanceof CommandError || (err instanceof Error && err.name === 'CommandError')) {
     process.stderr.write(`yubin: ${err.message}\n`);
-    process.exit(err.exitCode);
+    process.exit((err as CommandError).exitCode ?? EXIT_USAGE);
   }
   if (err instanceof ConfigError) {
     for (const p of err.problems) process.stderr.write(`yubin: ${p}\n`);
@@ -88,7 +91,7 @@ async function localDomainsOf(loaded: LoadedConfig): Promise<LocalDomains> {
   try {
     const plugins = await startPlugins(loaded, { services, log });
     const domains = new LocalDomains(services.localDomains.list());
-    await closePlugins(plugins.values(), log);
+    await closePlugins(plugins.instances, log);
     return domains;
   } catch {
     return new LocalDomains(config.localDomains);
@@ -111,6 +114,13 @@ function describeListener(loaded: LoadedConfig, i: number): string[] {
   return lines;
 }
 
+/** `  2. rblsmtpd [built-in] hooks: connect, rcpt; options {"permanent":true}`: the options as merged for this place. */
+function describePlugin(p: ActivePlugin, index: number): string {
+  const name = p.definition.name === p.ref ? p.ref : `${p.ref} (${p.definition.name})`;
+  const options = Object.keys(p.given).length ? `; options ${JSON.stringify(p.given)}` : '';
+  return `  ${index + 1}. ${name} [${p.source}] hooks: ${p.hooks.join(', ') || 'none'}${options}`;
+}
+
 async function checkConfig(opts: { config: string }): Promise<void> {
   const loaded = await loadConfig(opts.config);
   const { config } = loaded;
@@ -122,11 +132,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${services.localDomains.list().join(', ') || '(none)'}`];
   config.listeners.forEach((l, i) => {
     out.push(...describeListener(loaded, i));
-    l.plugins.forEach((ref, j) => {
-      const p = plugins.get(ref)!;
-      const name = p.definition.name === ref ? ref : `${ref} (${p.definition.name})`;
-      out.push(`  ${j + 1}. ${name} [${p.source}] hooks: ${p.hooks.join(', ') || 'none'}`);
-    });
+    plugins.listeners.get(l.name)!.forEach((p, j) => out.push(describePlugin(p, j)));
   });
   const { queue: q, delivery: d } = config;
   const hold = (n: number) => (n === 0 ? 'held' : String(n));
@@ -134,14 +140,10 @@ async function checkConfig(opts: { config: string }): Promise<void> {
     `queue: concurrency local ${hold(q.concurrencyLocal)}, remote ${hold(q.concurrencyRemote)}, ${q.concurrencyPerDomain} per domain; lifetime ${q.lifetime / 1000} s; retry ${q.retry ? q.retry.map((ms) => `${ms / 1000} s`).join(', ') : "qmail's schedule"}`,
     `delivery: ${d.smarthost ? `all remote mail via ${d.smarthost.host}:${d.smarthost.port} (tls ${d.smarthost.tls}${d.smarthost.user ? ', AUTH' : ''})` : `remote mail to each domain's MX on port ${d.remotePort}`}`,
   );
-  d.plugins.forEach((ref, j) => {
-    const p = plugins.get(ref)!;
-    out.push(`  ${j + 1}. ${ref} [${p.source}] hooks: ${p.hooks.join(', ') || 'none'}`);
-  });
+  plugins.delivery.forEach((p, j) => out.push(describePlugin(p, j)));
   if (!d.plugins.length) out.push('  no deliver plugins: local addresses bounce (5.1.1)');
-  for (const key of unusedOptionBlocks(loaded)) out.push(`warning: options for plugin ${key}, which nothing uses`);
   process.stdout.write(out.join('\n') + '\n');
-  await closePlugins(plugins.values(), log);
+  await closePlugins(plugins.instances, log);
 }
 
 /** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
@@ -155,7 +157,11 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `yubin: ${s}` : s) });
-  program.command('serve').description('start the server').addOption(configOption()).action(serve);
+  program
+    .command('serve [site]')
+    .description('start the server (SITE: a directory made by `yubin init`, same as -c SITE)')
+    .addOption(configOption())
+    .action((site: string | undefined, opts: { config: string }) => serve({ config: site ?? opts.config }));
   program.command('check-config').description('validate the config and print each listener and its plugins in order').addOption(configOption()).action(checkConfig);
 
   const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');
@@ -204,13 +210,34 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
   return program;
 }
 
+/**
+ * The plugins the config names that are not built in (a site's local files and
+ * npm packages), so their commands are there too. The config is the one the
+ * command line names (-c FILE, --config FILE, --config=FILE), YUBIN_CONFIG or
+ * the default; a config that does not load leaves just the built-ins' commands
+ * (the command itself reports the problem when it reads the config).
+ */
+async function installedDefinitions(argv: readonly string[]): Promise<Array<PluginDefinition<unknown>>> {
+  let file = process.env.YUBIN_CONFIG ?? defaultConfigFile();
+  argv.forEach((a, i) => {
+    if ((a === '-c' || a === '--config') && argv[i + 1]) file = argv[i + 1]!;
+    else if (a.startsWith('--config=')) file = a.slice('--config='.length);
+  });
+  if (!file) return [];
+  try {
+    return await configuredDefinitions(await loadConfig(resolveConfigArg(file)), (m) => process.stderr.write(`yubin: ${m}\n`));
+  } catch {
+    return [];
+  }
+}
+
 /** sendmail's own argument conventions (-oi, -fADDR) are not commander's: parsed apart. */
 async function runSendmail(args: string[]): Promise<never> {
   try {
     const parsed = parseSendmailArgs(args);
     let loaded: LoadedConfig;
     try {
-      loaded = await loadConfig(parsed.config ?? process.env.YUBIN_CONFIG ?? DEFAULT_CONFIG_FILE);
+      loaded = await loadConfig(parsed.config ?? process.env.YUBIN_CONFIG ?? defaultConfigFile() ?? '');
     } catch (err) {
       if (err instanceof ConfigError) for (const p of err.problems) process.stderr.write(`sendmail: ${p}\n`);
       else process.stderr.write(`sendmail: ${(err as Error).message}\n`);
@@ -231,7 +258,7 @@ async function main(argv: string[]): Promise<void> {
   if (path.basename(argv[1] ?? '') === 'sendmail') await runSendmail(argv.slice(2));
   if (argv[2] === 'sendmail') await runSendmail(argv.slice(3));
   // The plugins' commands need every built-in loaded (a second on a small machine): not for the core's own.
-  const plugins = CORE_COMMANDS.has(argv[2] ?? '') ? [] : await builtinDefinitions();
+  const plugins = CORE_COMMANDS.has(argv[2] ?? '') ? [] : [...(await builtinDefinitions()), ...(await installedDefinitions(argv))];
   const program = buildProgram(plugins);
   try {
     await program.parseAsync(argv);

@@ -4,6 +4,7 @@
  * by npm package name; its options block is checked against its schema
  * before anything runs, and every problem names the key it comes from.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import type { HookName } from './hooks.js';
 import { HOOK_NAMES } from './hooks.js';
 import type { PluginDefinition, PluginInstance } from './plugin.js';
 import type { Services } from './services/index.js';
+import type { PluginUse } from './config/schema.js';
 
 const BUILTIN_DIR = fileURLToPath(new URL('../plugins/', import.meta.url));
 
@@ -26,6 +28,10 @@ export interface ActivePlugin {
   readonly definition: PluginDefinition<unknown>;
   readonly instance: PluginInstance;
   readonly hooks: readonly HookName[];
+  /** The options as written: the top-level block with this place's merged over it. */
+  readonly given: Readonly<Record<string, unknown>>;
+  /** The options after validation (defaults filled in), as the plugin got them. */
+  readonly options: unknown;
 }
 
 export function builtinPlugins(): string[] {
@@ -74,12 +80,39 @@ export async function builtinDefinitions(): Promise<Array<PluginDefinition<unkno
   return out;
 }
 
-function checkDefinition(value: unknown): string | undefined {
-  if (typeof value !== 'object' || value === null) return 'the module has no default export with a plugin definition';
+/**
+ * The definitions of the plugins a config names that are not built in (local
+ * files, installed packages), for the commands they add to `yubin`. One that
+ * does not load is reported through `warn` and left out.
+ */
+export async function configuredDefinitions(loaded: LoadedConfig, warn: (message: string) => void): Promise<Array<PluginDefinition<unknown>>> {
+  const out: Array<PluginDefinition<unknown>> = [];
+  const refs = new Set(placesOf(loaded.config).map((p) => p.use.ref));
+  for (const ref of refs) {
+    if (resolvePlugin(ref, loaded.file)?.source === 'built-in') continue;
+    const found = await loadDefinition(ref, loaded.file, new Map());
+    if (typeof found === 'string') warn(found);
+    else out.push(found.definition);
+  }
+  return out;
+}
+
+function checkDefinition(value: unknown, mod: object = {}): string | undefined {
+  // A CommonJS build reaches import() as { default: module.exports }: its own `default` sits one level down.
+  const inner = (value as { default?: unknown } | null)?.default;
+  if ((typeof inner === 'object' && inner !== null && 'setup' in inner) || (value as { __esModule?: unknown } | null)?.__esModule) {
+    return 'a CommonJS build: yubin plugins are ES modules (package.json "type": "module", tsconfig "module": "NodeNext"), with the definition as the default export';
+  }
+  if (typeof value !== 'object' || value === null) {
+    return Object.keys(mod).length ? `no default export (it exports ${Object.keys(mod).join(', ')}): export the definition as default` : 'the module has no default export with a plugin definition';
+  }
   const d = value as Record<string, unknown>;
   if (typeof d.name !== 'string' || !d.name) return 'the definition has no name';
   if (typeof d.setup !== 'function') return 'the definition has no setup function';
   if (d.options !== undefined && typeof (d.options as { safeParse?: unknown }).safeParse !== 'function') return 'options is not a schema (needs safeParse)';
+  for (const k of ['after', 'before'] as const) {
+    if (d[k] !== undefined && !(Array.isArray(d[k]) && (d[k] as unknown[]).every((n) => typeof n === 'string'))) return `${k} must be a list of plugin names`;
+  }
   return undefined;
 }
 
@@ -88,83 +121,218 @@ export interface PluginEnvBase {
   readonly log: Logger;
 }
 
-/**
- * Loads every plugin the listeners and the delivery name (each once), validates options and runs setup.
- * All problems are collected and thrown together as one ConfigError.
- */
-export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, inline: ReadonlyMap<string, PluginDefinition<unknown>> = new Map()): Promise<Map<string, ActivePlugin>> {
-  const { config } = loaded;
-  const problems: string[] = [];
-  const active = new Map<string, ActivePlugin>();
-  const refs = new Map<string, Array<ReadonlyArray<string | number>>>();
-  config.listeners.forEach((l, i) => l.plugins.forEach((ref, j) => refs.set(ref, [...(refs.get(ref) ?? []), ['listeners', i, 'plugins', j]])));
-  config.delivery.plugins.forEach((ref, j) => refs.set(ref, [...(refs.get(ref) ?? []), ['delivery', 'plugins', j]]));
-
-  for (const [ref, places] of refs) {
-    const where = places[0]!;
-    const at = `${loaded.locate(where)}: ${formatKeyPath(where, config)}`;
-    let definition: PluginDefinition<unknown>;
-    let source: PluginSource = 'inline';
-    const given = inline.get(ref);
-    if (given) {
-      definition = given;
-    } else {
-      const found = resolvePlugin(ref, loaded.file);
-      if (!found) {
-        problems.push(`${at}: unknown plugin "${ref}": not a built-in (${builtinPlugins().join(', ')}), not a file, not an installed package`);
-        continue;
-      }
-      source = found.source;
-      let mod: { default?: unknown };
-      try {
-        mod = (await import(found.url)) as { default?: unknown };
-      } catch (err) {
-        problems.push(`${at}: plugin "${ref}" failed to load: ${(err as Error).message.split('\n')[0]}`);
-        continue;
-      }
-      const bad = checkDefinition(mod.default);
-      if (bad) {
-        problems.push(`${at}: plugin "${ref}": ${bad}`);
-        continue;
-      }
-      definition = mod.default as PluginDefinition<unknown>;
-    }
-    const raw = config.plugins[ref] ?? {};
-    let options: unknown = raw;
-    if (definition.options) {
-      const result = definition.options.safeParse(raw);
-      if (!result.success) {
-        for (const issue of result.error.issues) {
-          const key = ['plugins', ref, ...issuePath(issue)];
-          problems.push(`${loaded.locate(key)}: ${formatKeyPath(key)}: ${issue.message}`);
-        }
-        continue;
-      }
-      options = result.data;
-    }
-    try {
-      const instance = await definition.setup({
-        options,
-        log: base.log.child({ plugin: definition.name }),
-        services: base.services,
-        hostname: config.hostname,
-        dataDir: config.dataDir,
-        resolvePath: loaded.resolvePath,
-      });
-      const hooks = HOOK_NAMES.filter((h) => typeof instance?.hooks?.[h] === 'function');
-      active.set(ref, { ref, source, definition, instance, hooks });
-    } catch (err) {
-      problems.push(`${loaded.locate(['plugins', ref])}: plugins.${ref}: ${(err as Error).message}`);
-    }
-  }
-
-  if (problems.length) {
-    await closePlugins(active.values(), base.log);
-    throw new ConfigError(loaded.file, problems);
-  }
-  return active;
+/** Where a plugin is named: a listener's list or `delivery.plugins`, and the entry's place in it. */
+export interface PluginPlace {
+  /** The listener's name; undefined for `delivery.plugins`. */
+  readonly listener: string | undefined;
+  readonly keyPath: ReadonlyArray<string | number>;
 }
 
+/** The plugins of one config load: each distinct (plugin, effective options) set up once. */
+export interface StartedPlugins {
+  /** Every instance, each once. */
+  readonly instances: readonly ActivePlugin[];
+  /** Each listener's plugins, in its order. */
+  readonly listeners: ReadonlyMap<string, readonly ActivePlugin[]>;
+  /** `delivery.plugins`, in order. */
+  readonly delivery: readonly ActivePlugin[];
+}
+
+/**
+ * Options blocks merge key by key: a map merges into a map, anything else
+ * (a list, a number) replaces what the top-level block said.
+ */
+export function mergeOptions(base: Readonly<Record<string, unknown>>, over: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainMap(b) && isPlainMap(v) ? mergeOptions(b, v) : v;
+  }
+  return out;
+}
+
+function isPlainMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** JSON with sorted keys: equal options give equal text, whatever order they were written in. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (isPlainMap(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** Every place a plugin is named, listeners first, in file order. */
+function placesOf(config: LoadedConfig['config']): Array<{ place: PluginPlace; use: PluginUse }> {
+  const out: Array<{ place: PluginPlace; use: PluginUse }> = [];
+  config.listeners.forEach((l, i) => l.plugins.forEach((use, j) => out.push({ place: { listener: l.name, keyPath: ['listeners', i, 'plugins', j] }, use })));
+  config.delivery.plugins.forEach((use, j) => out.push({ place: { listener: undefined, keyPath: ['delivery', 'plugins', j] }, use }));
+  return out;
+}
+
+/**
+ * The first frame of a load error that is in a file, as `file:line`: a
+ * syntax error names its place on the first line of its stack, a throw at the
+ * module's top level in its first frame.
+ */
+export function errorLocation(err: unknown): string | undefined {
+  const stack = err instanceof Error ? (err.stack ?? '') : '';
+  const m = /^(file:\/\/\S+?):(\d+)\s*$/m.exec(stack) ?? /\(?(file:\/\/[^\s()]+?):(\d+):\d+\)?/.exec(stack);
+  if (!m) return undefined;
+  let file = m[1]!;
+  try {
+    file = fileURLToPath(file);
+  } catch {
+    // keep the URL
+  }
+  return `${file}:${m[2]}`;
+}
+
+/**
+ * Node 20 gives a syntax error met by import() no location: `node --check`
+ * on the plugin's file finds it (a syntax error in a file the plugin imports
+ * is left at the plugin's name). Run only when loading already failed.
+ */
+function syntaxLocation(file: string): string | undefined {
+  const r = spawnSync(process.execPath, ['--check', file], { encoding: 'utf8', timeout: 10_000 });
+  const m = /^(.+):(\d+)$/m.exec(r.stderr ?? '');
+  return m ? `${m[1]}:${m[2]}` : undefined;
+}
+
+/**
+ * Loads every plugin the listeners and the delivery name, validates each
+ * place's options (the top-level block with the entry's merged over it),
+ * checks the declared order and sets up one instance per distinct
+ * (plugin, options). All problems are collected and thrown together as one ConfigError.
+ */
+export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, inline: ReadonlyMap<string, PluginDefinition<unknown>> = new Map()): Promise<StartedPlugins> {
+  const { config } = loaded;
+  const problems: string[] = [];
+  const at = (keyPath: ReadonlyArray<string | number>) => `${loaded.locate(keyPath)}: ${formatKeyPath(keyPath, config)}`;
+  const places = placesOf(config);
+
+  // Each module once, however many places name it.
+  const definitions = new Map<string, { definition: PluginDefinition<unknown>; source: PluginSource } | undefined>();
+  for (const { place, use } of places) {
+    if (definitions.has(use.ref)) continue;
+    const found = await loadDefinition(use.ref, loaded.file, inline);
+    if (typeof found === 'string') problems.push(`${at(place.keyPath)}: ${found}`);
+    definitions.set(use.ref, typeof found === 'string' ? undefined : found);
+  }
+  problems.push(...unusedOptionBlocks(loaded, definitions));
+
+  const instances = new Map<string, ActivePlugin | undefined>();
+  const listeners = new Map<string, ActivePlugin[]>(config.listeners.map((l) => [l.name, []]));
+  const delivery: ActivePlugin[] = [];
+  for (const { place, use } of places) {
+    const def = definitions.get(use.ref);
+    if (!def) continue;
+    const given = mergeOptions((config.plugins[use.ref] ?? {}) as Record<string, unknown>, use.options ?? {});
+    const key = `${use.ref}\0${canonical(given)}`;
+    if (!instances.has(key)) instances.set(key, await startInstance(loaded, base, use, place, def, given, problems));
+    const active = instances.get(key);
+    if (!active) continue;
+    if (place.listener === undefined) delivery.push(active);
+    else listeners.get(place.listener)!.push(active);
+  }
+  for (const [i, l] of config.listeners.entries()) problems.push(...orderProblems(listeners.get(l.name)!, (j) => at(['listeners', i, 'plugins', j])));
+  problems.push(...orderProblems(delivery, (j) => at(['delivery', 'plugins', j])));
+
+  const started = [...instances.values()].filter((p): p is ActivePlugin => p !== undefined);
+  if (problems.length) {
+    await closePlugins(started, base.log);
+    throw new ConfigError(loaded.file, problems);
+  }
+  return { instances: started, listeners, delivery };
+}
+
+/** The definition a reference names, or a problem in words. */
+async function loadDefinition(ref: string, configFile: string, inline: ReadonlyMap<string, PluginDefinition<unknown>>): Promise<{ definition: PluginDefinition<unknown>; source: PluginSource } | string> {
+  const given = inline.get(ref);
+  if (given) return { definition: given, source: 'inline' };
+  const found = resolvePlugin(ref, configFile);
+  if (!found) return `unknown plugin "${ref}": not a built-in (${builtinPlugins().join(', ')}), not a file, not an installed package`;
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(found.url)) as { default?: unknown };
+  } catch (err) {
+    const where = errorLocation(err) ?? (err instanceof SyntaxError ? syntaxLocation(fileURLToPath(found.url)) : undefined);
+    return `plugin "${ref}" failed to load${where ? ` at ${where}` : ''}: ${(err as Error).message.split('\n')[0]}`;
+  }
+  const bad = checkDefinition(mod.default, mod);
+  if (bad) return `plugin "${ref}" (${fileURLToPath(found.url)}): ${bad}`;
+  return { definition: mod.default as PluginDefinition<unknown>, source: found.source };
+}
+
+/** Validates one place's options and runs setup; undefined (and a problem) when either fails. */
+async function startInstance(
+  loaded: LoadedConfig,
+  base: PluginEnvBase,
+  use: PluginUse,
+  place: PluginPlace,
+  def: { definition: PluginDefinition<unknown>; source: PluginSource },
+  given: Record<string, unknown>,
+  problems: string[],
+): Promise<ActivePlugin | undefined> {
+  const { config } = loaded;
+  const { definition, source } = def;
+  let options: unknown = given;
+  if (definition.options) {
+    const result = definition.options.safeParse(given);
+    if (!result.success) {
+      for (const issue of result.error.issues) {
+        const inner = issuePath(issue);
+        // The key is blamed where it was written: this entry's options, else the top-level block.
+        const inEntry = use.options !== undefined && (inner.length === 0 || hasPath(use.options, inner));
+        const key = inEntry || config.plugins[use.ref] === undefined ? [...place.keyPath, ...(use.options ? [use.ref] : []), ...inner] : ['plugins', use.ref, ...inner];
+        problems.push(`${loaded.locate(key)}: ${formatKeyPath(key, config)}: ${issue.message}`);
+      }
+      return undefined;
+    }
+    options = result.data;
+  }
+  try {
+    const instance = await definition.setup({
+      options,
+      log: base.log.child({ plugin: definition.name }),
+      services: base.services,
+      hostname: config.hostname,
+      dataDir: config.dataDir,
+      resolvePath: loaded.resolvePath,
+    });
+    const hooks = HOOK_NAMES.filter((h) => typeof instance?.hooks?.[h] === 'function');
+    return { ref: use.ref, source, definition, instance, hooks, given, options };
+  } catch (err) {
+    problems.push(`${loaded.locate(place.keyPath)}: ${formatKeyPath(place.keyPath, config)}: plugin ${use.ref} could not start: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+function hasPath(obj: unknown, keyPath: readonly PropertyKey[]): boolean {
+  let node = obj;
+  for (const k of keyPath) {
+    if (typeof node !== 'object' || node === null || !(String(k) in node)) return false;
+    node = (node as Record<string, unknown>)[String(k)];
+  }
+  return true;
+}
+
+/**
+ * A list that breaks a plugin's declared order (`after`, `before`): one
+ * problem per pair, at the entry that is out of place.
+ */
+export function orderProblems(list: readonly ActivePlugin[], at: (index: number) => string): string[] {
+  const out: string[] = [];
+  list.forEach((p, i) => {
+    list.forEach((q, j) => {
+      const name = p.definition.name;
+      const other = q.definition.name;
+      if (j > i && p.definition.after?.includes(other)) out.push(`${at(i)}: ${name} must come after ${other} (${name} declares after: [${other}]), but ${other} is at position ${j + 1}`);
+      if (j < i && p.definition.before?.includes(other)) out.push(`${at(i)}: ${name} must come before ${other} (${name} declares before: [${other}]), but ${other} is at position ${j + 1}`);
+    });
+  });
+  return out;
+}
 export async function closePlugins(plugins: Iterable<ActivePlugin>, log: Logger): Promise<void> {
   for (const p of plugins) {
     try {
@@ -175,8 +343,18 @@ export async function closePlugins(plugins: Iterable<ActivePlugin>, log: Logger)
   }
 }
 
-/** Options blocks no listener or delivery uses: probably a typo in a plugin name. */
-export function unusedOptionBlocks(loaded: LoadedConfig): string[] {
-  const used = new Set([...loaded.config.listeners.flatMap((l) => l.plugins), ...loaded.config.delivery.plugins]);
-  return Object.keys(loaded.config.plugins).filter((k) => !used.has(k));
+/**
+ * Options blocks no list names: a typo in a plugin's name, or a block keyed
+ * by the definition's name instead of the name the list uses. An error, so a
+ * plugin never runs on its defaults by mistake.
+ */
+export function unusedOptionBlocks(loaded: LoadedConfig, definitions: ReadonlyMap<string, { definition: PluginDefinition<unknown> } | undefined> = new Map()): string[] {
+  const used = new Set(placesOf(loaded.config).map((p) => p.use.ref));
+  return Object.keys(loaded.config.plugins)
+    .filter((k) => !used.has(k))
+    .map((k) => {
+      const named = [...definitions].find(([, d]) => d?.definition.name === k)?.[0];
+      const hint = named ? ` (the lists name it "${named}": key its options by that)` : '';
+      return `${loaded.locate(['plugins', k])}: plugins.${k}: options for a plugin no listener or delivery lists${hint}`;
+    });
 }

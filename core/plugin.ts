@@ -66,6 +66,7 @@ export class CommandError extends Error {
     readonly exitCode = 2,
   ) {
     super(message);
+    this.name = 'CommandError';
   }
 }
 
@@ -73,6 +74,15 @@ export interface PluginDefinition<O = unknown> {
   /** Name used in logs; built-ins are named after the program they replace. */
   readonly name: string;
   readonly options?: OptionsSchema<O>;
+  /**
+   * Plugins (by definition name) that must come earlier in any list that has
+   * both: those whose hooks set what this one reads (tcprules' RELAYCLIENT,
+   * whitelist's `trusted`). A list that breaks it is refused at start and by
+   * check-config. A plugin that is not in the list is no problem.
+   */
+  readonly after?: readonly string[];
+  /** Plugins that must come later in any list that has both. */
+  readonly before?: readonly string[];
   setup(env: PluginEnv<O>): PluginInstance | Promise<PluginInstance>;
   /** Adds the plugin's own `yubin` subcommands (vpopmail: `domain`, `user`, `alias`); throw CommandError for usage problems. */
   commands?(cli: PluginCommandContext): void;

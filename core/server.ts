@@ -9,8 +9,8 @@ import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'pino';
 import { loadConfig, type LoadedConfig } from './config/load.js';
 import type { ListenerConfig } from './config/schema.js';
-import { Pipeline } from './pipeline.js';
-import { closePlugins, startPlugins, unusedOptionBlocks, type ActivePlugin } from './plugin-loader.js';
+import { Pipeline, type PipelinePlugin } from './pipeline.js';
+import { closePlugins, startPlugins, type ActivePlugin, type StartedPlugins } from './plugin-loader.js';
 import type { PluginDefinition } from './plugin.js';
 import { closeServices, createServiceContainer, servicesFrom, type Services } from './services/index.js';
 import { Spool } from './queue/spool.js';
@@ -37,19 +37,12 @@ class Generation {
   private retired = false;
   private deliveryPipeline: Pipeline | undefined;
   constructor(
-    readonly plugins: Map<string, ActivePlugin>,
+    readonly plugins: StartedPlugins,
     private readonly log: Logger,
   ) {}
   /** The deliver-hook plugins of this config, in the order `delivery.plugins` lists them. */
   delivery(loaded: LoadedConfig, log: Logger): Pipeline {
-    this.deliveryPipeline ??= new Pipeline(
-      loaded.config.delivery.plugins.map((ref) => {
-        const p = this.plugins.get(ref)!;
-        return { name: p.definition.name, hooks: p.instance.hooks };
-      }),
-      loaded.config.hookTimeout,
-      log,
-    );
+    this.deliveryPipeline ??= new Pipeline(this.plugins.delivery.map(pipelinePlugin), loaded.config.hookTimeout, log);
     return this.deliveryPipeline;
   }
   acquire(): void {
@@ -64,7 +57,7 @@ class Generation {
     this.maybeClose();
   }
   private maybeClose(): void {
-    if (this.retired && this.users === 0) void closePlugins(this.plugins.values(), this.log);
+    if (this.retired && this.users === 0) void closePlugins(this.plugins.instances, this.log);
   }
 }
 
@@ -104,7 +97,6 @@ export class YubinServer {
     if (config.queue.minFreeSpace > 0) await spoolSpace.refresh();
     const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log };
     const server = new YubinServer(loaded, options, container, services, env);
-    for (const key of unusedOptionBlocks(loaded)) log.warn({ key: `plugins.${key}` }, `options for plugin ${key}, which nothing uses`);
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
     server.scheduler = new Scheduler({
       spool,
@@ -239,10 +231,7 @@ export class YubinServer {
 
   private runtime(lc: ListenerConfig): ListenerRuntime {
     const generation = this.generation;
-    const plugins = lc.plugins.map((ref) => {
-      const p = generation.plugins.get(ref)!;
-      return { name: p.definition.name, hooks: p.instance.hooks, authMechanisms: p.instance.authMechanisms?.bind(p.instance), loginAccount: p.instance.loginAccount?.bind(p.instance) };
-    });
+    const plugins = generation.plugins.listeners.get(lc.name)!.map(pipelinePlugin);
     const delivery = generation.delivery(this.loaded, this.options.log);
     return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log), delivery, lease: generation };
   }
@@ -266,10 +255,15 @@ export class YubinServer {
     const address = await listener.listen();
     this.listeners.set(lc.name, listener);
     log.info(
-      { event: 'listen', listener: lc.name, protocol: lc.protocol, address: address.address, port: address.port, tls: lc.tls, plugins: lc.plugins },
+      { event: 'listen', listener: lc.name, protocol: lc.protocol, address: address.address, port: address.port, tls: lc.tls, plugins: lc.plugins.map((p) => p.ref) },
       `listener ${lc.name} on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
     );
   }
+}
+
+function pipelinePlugin(p: ActivePlugin): PipelinePlugin {
+  const { instance } = p;
+  return { name: p.definition.name, hooks: instance.hooks, authMechanisms: instance.authMechanisms?.bind(instance), loginAccount: instance.loginAccount?.bind(instance) };
 }
 
 function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {

@@ -30,7 +30,7 @@ t.test('check-config on the embedded default prints each listener and its plugin
   const r = await yubin(['check-config']);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /config .*config\/yubin\.yaml: ok/);
-  t.match(r.stdout, /listener smtp: smtp on 127\.0\.0\.1:2525, tls none\n.*\n  1\. badmailfrom \[built-in\] hooks: mail, rcpt\n  2\. rcpthosts \[built-in\] hooks: rcpt\n  3\. vpopmail \[built-in\] hooks: auth, mail, rcpt, deliver, verify\n/);
+  t.match(r.stdout, /listener smtp: smtp on 127\.0\.0\.1:2525, tls none\n.*\n  1\. badmailfrom \[built-in\] hooks: mail, rcpt; options \{"addresses":\[\]\}\n  2\. rcpthosts \[built-in\] hooks: rcpt\n  3\. vpopmail \[built-in\] hooks: auth, mail, rcpt, deliver, verify\n/);
   t.match(r.stdout, /listener submission: smtp on 127\.0\.0\.1:2587, tls starttls, AUTH required\n.*\n  1\. vpopmail \[built-in\]/);
   t.match(r.stdout, /listener pop3: pop3 on 127\.0\.0\.1:2110, tls starttls, logins allowed without TLS\n  limits: line 4096 octets, idle 600 s \(30 s before login\), 100 connections \(20 per IP\), 3600 s each at most, 3 failed logins\n  1\. vpopmail/);
   t.match(r.stdout, /\nqueue: concurrency local 10, remote 20, 10 per domain; lifetime 604800 s; retry qmail's schedule\ndelivery: remote mail to each domain's MX on port 25\n  1\. vpopmail \[built-in\] hooks: auth, mail, rcpt, deliver, verify\n  2\. maildir \[built-in\] hooks: deliver, verify\n/);
@@ -48,7 +48,7 @@ t.test('config errors name the file, the line, the key and the reason, and exit 
     ['size.yaml', 'listeners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    limits: { maxMessageSize: 10 parsecs }\n', /size\.yaml:5: listeners\[0\]\(smtp\)\.limits\.maxMessageSize: not a size/],
     ['yaml-syntax.yaml', 'listeners:\n  - name: [unclosed\n', /yaml-syntax\.yaml:\d+: YAML syntax: /],
     ['plugin-option.yaml', 'plugins:\n  rcpthosts:\n    domainz: [a.example]\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    plugins: [rcpthosts]\n', /plugin-option\.yaml:3: plugins\.rcpthosts\.domainz: Unrecognized key: "domainz"/],
-    ['plugin-file.yaml', 'plugins:\n  tcprules: { file: ./missing.tcp }\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    plugins: [tcprules]\n', /plugin-file\.yaml:2: plugins\.tcprules: cannot read .*missing\.tcp: ENOENT/],
+    ['plugin-file.yaml', 'plugins:\n  tcprules: { file: ./missing.tcp }\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    plugins: [tcprules]\n', /plugin-file\.yaml:7: listeners\[0\]\(smtp\)\.plugins\[0\]: plugin tcprules could not start: cannot read .*missing\.tcp: ENOENT/],
     ['queue.yaml', `queue:\n  concurrencyRemote: -1\n${L}`, /queue\.yaml:2: queue\.concurrencyRemote: /],
     ['retry.yaml', `queue:\n  retry: [5m, soon]\n${L}`, /retry\.yaml:2: queue\.retry\[1\]: not a duration/],
     ['smarthost.yaml', `delivery:\n  smarthost: { port: 25 }\n${L}`, /smarthost\.yaml:2: delivery\.smarthost\.host: /],

@@ -42,7 +42,7 @@ t.test('the production example config passes check-config', async (t) => {
   const { yubin } = await import('./helpers.js');
   const r = await yubin(['check-config', '--config', 'config/examples/yubin.production.yaml']);
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, /listener mx: smtp on 0\.0\.0\.0:25, tls starttls\n.*\n  1\. tcprules \[built-in\] hooks: connect\n  2\. whitelist \[built-in\] hooks: connect\n  3\. badmailfrom \[built-in\] hooks: mail, rcpt\n  4\. rcpthosts \[built-in\] hooks: rcpt/);
+  t.match(r.stdout, /listener mx: smtp on 0\.0\.0\.0:25, tls starttls\n.*\n  1\. tcprules \[built-in\] hooks: connect; options \{"file":"[^"]+"\}\n  2\. whitelist \[built-in\] hooks: connect.*\n  3\. badmailfrom \[built-in\] hooks: mail, rcpt.*\n  4\. rcpthosts \[built-in\] hooks: rcpt/);
   t.match(r.stdout, /listener mx6: smtp on \[::\]:25/);
   t.match(r.stdout, /listener submissions: smtp on 0\.0\.0\.0:465, tls implicit/);
 });

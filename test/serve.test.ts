@@ -43,7 +43,8 @@ t.test('SIGHUP reloads config and plugin files without dropping connections', as
   const dir = await tempDir(t);
   const config = path.join(dir, 'yubin.yaml');
   const write = (plugins: string[], domains: string[], more = '') =>
-    writeFile(config, `dataDir: ./var\nlocalDomains: [localhost]\nplugins:\n  rcpthosts: { domains: [${domains.join(', ')}] }\n  badmailfrom: { addresses: ["@spam.example"] }\nlisteners:\n${listenerYaml('smtp', plugins)}${more}`);
+    // An options block no listener uses is an error: badmailfrom's is written only when it is listed.
+    writeFile(config, `dataDir: ./var\nlocalDomains: [localhost]\nplugins:\n  rcpthosts: { domains: [${domains.join(', ')}] }\n${plugins.includes('badmailfrom') ? '  badmailfrom: { addresses: ["@spam.example"] }\n' : ''}listeners:\n${listenerYaml('smtp', plugins)}${more}`);
   await write(['rcpthosts'], ['one.example']);
   const server = await serve(t, config, 1);
   const port = server.ports.smtp!;

@@ -37,7 +37,7 @@ t.test('the example package (test/fixtures/yubin-plugin-example) loads by packag
   );
   const check = await yubin(['check-config', '--config', config]);
   t.equal(check.code, 0, check.stderr);
-  t.match(check.stdout, /1\. \.\/local-plugin\.mjs \(local-greeter\) \[path\] hooks: mail\n {2}2\. yubin-plugin-example \(example\) \[package\] hooks: rcpt, data\n {2}3\. rcpthosts \[built-in\]/);
+  t.match(check.stdout, /1\. \.\/local-plugin\.mjs \(local-greeter\) \[path\] hooks: mail\n {2}2\. yubin-plugin-example \(example\) \[package\] hooks: rcpt, data; options \{"refuse":\["nobody@localhost"\],"header":"X-Example-Seen"\}\n {2}3\. rcpthosts \[built-in\]/);
 
   const server = await serve(t, config, 1);
   const c = await SmtpTestClient.connect(server.ports.smtp!);

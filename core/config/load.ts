@@ -2,6 +2,7 @@
  * Reads the YAML config file and validates it. Every problem names the file,
  * the line, the key and the reason, so a typo is found without guessing.
  */
+import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +11,35 @@ import { configSchema, type Config } from './schema.js';
 
 /** The embedded default config (config/yubin.yaml in the package). */
 export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../../config/yubin.yaml', import.meta.url));
+
+/** The package's own directory (where package.json is). */
+const PACKAGE_DIR = fileURLToPath(new URL('../../../', import.meta.url));
+
+/**
+ * The config a command uses when none is named: in a source checkout the
+ * embedded one (its dataDir is the checkout's var/); in an installed package
+ * (under node_modules, global or not) ./yubin.yaml if there is one, else
+ * none: an installed package never keeps mail inside its own directory.
+ */
+export function defaultConfigFile(): string | undefined {
+  if (!PACKAGE_DIR.split(path.sep).includes('node_modules')) return DEFAULT_CONFIG_FILE;
+  const here = path.resolve('yubin.yaml');
+  return existsSync(here) ? here : undefined;
+}
+
+/** What to say when there is no config to read. */
+export const NO_CONFIG = 'no config file: name one with -c FILE (or YUBIN_CONFIG), or make a site with `yubin init DIR` and run `yubin serve DIR`';
+
+/** A config argument as given: a file, or a site directory holding yubin.yaml. */
+export function resolveConfigArg(file: string): string {
+  const abs = path.resolve(file);
+  try {
+    if (statSync(abs).isDirectory()) return path.join(abs, 'yubin.yaml');
+  } catch {
+    // not there: loadConfig says so
+  }
+  return abs;
+}
 
 export class ConfigError extends Error {
   constructor(
@@ -31,8 +61,10 @@ export interface LoadedConfig {
   locate(keyPath: ReadonlyArray<PropertyKey>): string;
 }
 
+/** Reads FILE, or DIR/yubin.yaml when given a site directory. */
 export async function loadConfig(file: string): Promise<LoadedConfig> {
-  const abs = path.resolve(file);
+  if (!file) throw new ConfigError('', [NO_CONFIG]);
+  const abs = resolveConfigArg(file);
   let text: string;
   try {
     text = await readFile(abs, 'utf8');

@@ -56,6 +56,48 @@ const listen = z.string().transform((v, ctx) => {
 
 const hostname = z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'not a host name');
 
+/** A plugin as a list names it, with the options given in that place only (merged over `plugins.NAME`). */
+export interface PluginUse {
+  readonly ref: string;
+  readonly options: Readonly<Record<string, unknown>> | undefined;
+}
+
+const pluginOptionsBlock = z.record(z.string(), z.unknown());
+
+/**
+ * A `plugins` list entry: a name (`tcprules`), or a one-key map naming the
+ * plugin with options for this listener (`rblsmtpd: { permanent: true }`).
+ */
+const pluginEntry = z.union([z.string(), z.record(z.string(), z.unknown())]).transform((v, ctx): PluginUse => {
+  if (typeof v === 'string') {
+    if (!v) ctx.addIssue({ code: 'custom', message: 'a plugin name cannot be empty' });
+    return { ref: v, options: undefined };
+  }
+  const keys = Object.keys(v);
+  if (keys.length !== 1 || !keys[0]) {
+    ctx.addIssue({ code: 'custom', message: `a plugin entry is a name or a map with one key, { NAME: { options } }; this one has ${keys.length} keys (${keys.join(', ')})` });
+    return z.NEVER;
+  }
+  const ref = keys[0];
+  const options = v[ref] ?? {};
+  const parsed = pluginOptionsBlock.safeParse(options);
+  if (!parsed.success || Array.isArray(options)) {
+    ctx.addIssue({ code: 'custom', path: [ref], message: `the options of ${ref} must be a map ({ key: value }), not ${Array.isArray(options) ? 'a list' : typeof options}` });
+    return z.NEVER;
+  }
+  return { ref, options: parsed.data };
+});
+
+/** Same plugin with the same options twice in one list: a copy-paste slip, not two instances. */
+function refuseRepeats(list: readonly PluginUse[], ctx: z.RefinementCtx, at: ReadonlyArray<string | number>): void {
+  const seen = new Set<string>();
+  list.forEach((p, i) => {
+    const key = `${p.ref}\0${JSON.stringify(p.options ?? {})}`;
+    if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [...at, i], message: `plugin ${p.ref} is listed twice${p.options ? ' with the same options' : ''}` });
+    seen.add(key);
+  });
+}
+
 export const limitsSchema = z.strictObject({
   /** Advertised with SIZE and enforced with 552 after the final dot. */
   maxMessageSize: size.default(25 * 1024 * 1024),
@@ -107,7 +149,8 @@ export const listenerSchema = z
     /** Text after `220 hostname` in the greeting. */
     greeting: z.string().default('ESMTP'),
     limits: limitsSchema.default(() => limitsSchema.parse({})),
-    plugins: z.array(z.string().min(1)).default([]),
+    /** In order; each a name or `{ NAME: { options for this listener } }`. */
+    plugins: z.array(pluginEntry).default([]),
   })
   .superRefine((l, ctx) => {
     if ((l.cert === undefined) !== (l.key === undefined)) {
@@ -120,11 +163,7 @@ export const listenerSchema = z
     if (l.tls === 'none' && l.cert !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['cert'], message: 'a certificate on a listener with tls: none is never used' });
     }
-    const seen = new Set<string>();
-    l.plugins.forEach((p, i) => {
-      if (seen.has(p)) ctx.addIssue({ code: 'custom', path: ['plugins', i], message: `plugin ${p} is listed twice` });
-      seen.add(p);
-    });
+    refuseRepeats(l.plugins, ctx, ['plugins']);
   });
 
 const emailAddress = z.string().regex(/^[^@\s<>]+@[^@\s<>]+$/, 'not an address (local@domain)');
@@ -197,8 +236,8 @@ export const smarthostSchema = z.strictObject({
 });
 
 export const deliverySchema = z.strictObject({
-  /** Plugins serving the deliver hook, in order; the first to accept, defer or reject a recipient decides. */
-  plugins: z.array(z.string().min(1)).default([]),
+  /** Plugins serving the deliver hook, in order; the first to accept, defer or reject a recipient decides. Entries as in a listener. */
+  plugins: z.array(pluginEntry).default([]),
   /** Port of remote MX hosts (25; another value only for tests and unusual networks). */
   remotePort: z.number().int().min(1).max(65535).default(25),
   /** Name given in EHLO; default hostname. */
@@ -242,8 +281,8 @@ export const configSchema = z
     /** How long SIGTERM waits for transactions in progress. */
     shutdownTimeout: duration.default(30_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
-    /** One options block per plugin, keyed as the listeners name it. */
-    plugins: z.record(z.string(), z.unknown()).default({}),
+    /** One options block per plugin, keyed as the lists name it; a list entry's own options are merged over it. */
+    plugins: z.record(z.string(), z.union([pluginOptionsBlock, z.null().transform(() => ({}))])).default({}),
     listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
     dns: dnsSchema.default(() => dnsSchema.parse({})),
     queue: queueSchema.default(() => queueSchema.parse({})),
@@ -254,6 +293,7 @@ export const configSchema = z
     loginThrottle: loginThrottleSchema.default(() => loginThrottleSchema.parse({})),
   })
   .superRefine((c, ctx) => {
+    refuseRepeats(c.delivery.plugins, ctx, ['delivery', 'plugins']);
     const names = new Set<string>();
     const addresses = new Map<string, number>();
     c.listeners.forEach((l, i) => {

@@ -28,19 +28,30 @@ export { SmtpTestClient, toWire, type ConnectOptions, type MailOptions, type Mai
 /** A plugin named in a listener: by reference (built-in name, path, package) or given as a definition. */
 export type PluginRef = string | PluginDefinition<unknown>;
 
+/**
+ * A plugins list entry, as in the config file: a plugin alone, a one-key map
+ * `{ rblsmtpd: { permanent: true } }`, or `[definitionOrName, options]`; the
+ * options are merged over `pluginOptions[NAME]` for this listener only.
+ */
+export type PluginEntry = PluginRef | Readonly<Record<string, Readonly<Record<string, unknown>>>> | readonly [PluginRef, Readonly<Record<string, unknown>>];
+
 export interface TestListener {
   readonly name?: string;
-  readonly plugins?: readonly PluginRef[];
+  readonly plugins?: readonly PluginEntry[];
   /** Any other listener keys (tls, requireAuth, limits...) as in the config file. */
   readonly [key: string]: unknown;
 }
 
 export interface TestServerOptions {
   /** Plugins of the single listener (ignored when `listeners` is given). */
-  readonly plugins?: readonly PluginRef[];
+  readonly plugins?: readonly PluginEntry[];
   /** Plugins of `delivery.plugins` (deliver and verify hooks), by reference or as definitions; overrides `config.delivery.plugins`. */
-  readonly deliveryPlugins?: readonly PluginRef[];
-  /** Options blocks, keyed like the plugins are named (a definition by its name). */
+  readonly deliveryPlugins?: readonly PluginEntry[];
+  /**
+   * The top-level `plugins:` blocks, keyed as the lists name the plugins, as in
+   * the config file (a definition by its `name`). A block no list uses fails
+   * the start, as in the config file.
+   */
   readonly pluginOptions?: Readonly<Record<string, unknown>>;
   /** Extra keys for the single listener (limits, tls, requireAuth...). */
   readonly listener?: Omit<TestListener, 'plugins'>;
@@ -89,18 +100,34 @@ function refName(ref: PluginRef): string {
   return typeof ref === 'string' ? ref : ref.name;
 }
 
+function isDefinition(v: unknown): v is PluginDefinition<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { setup?: unknown }).setup === 'function';
+}
+
+/** An entry as the config file writes it; definitions are remembered to be given to the server inline. */
+function configEntry(entry: PluginEntry, inline: Map<string, PluginDefinition<unknown>>): string | Record<string, unknown> {
+  if (Array.isArray(entry)) {
+    const [ref, options] = entry as readonly [PluginRef, Readonly<Record<string, unknown>>];
+    if (isDefinition(ref)) inline.set(ref.name, ref);
+    return { [refName(ref)]: options };
+  }
+  if (isDefinition(entry)) {
+    inline.set(entry.name, entry);
+    return entry.name;
+  }
+  return entry as string | Record<string, unknown>;
+}
+
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'yubin-test-')));
   const listeners: TestListener[] = options.listeners ? [...options.listeners] : [{ name: 'smtp', ...options.listener, plugins: options.plugins ?? [] }];
   const inline = new Map<string, PluginDefinition<unknown>>();
   const rawListeners = listeners.map((l, i) => {
     const { plugins = [], ...rest } = l;
-    for (const p of plugins) if (typeof p !== 'string') inline.set(p.name, p);
-    return { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest, plugins: plugins.map(refName) };
+    return { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest, plugins: plugins.map((p) => configEntry(p, inline)) };
   });
-  for (const p of options.deliveryPlugins ?? []) if (typeof p !== 'string') inline.set(p.name, p);
   const config: Record<string, unknown> = { ...options.config };
-  if (options.deliveryPlugins) config.delivery = { ...(config.delivery as object | undefined), plugins: options.deliveryPlugins.map(refName) };
+  if (options.deliveryPlugins) config.delivery = { ...(config.delivery as object | undefined), plugins: options.deliveryPlugins.map((p) => configEntry(p, inline)) };
   const raw = {
     hostname: 'mx.test',
     localDomains: ['localhost', 'example.test'],

@@ -66,6 +66,8 @@ function fromDomain(message: Message): string | undefined {
 
 export default definePlugin({
   name: 'mailauth',
+  // Reads what tcprules (RELAYCLIENT, RBLSMTPD) and whitelist (trusted) set at connect.
+  after: ['tcprules', 'whitelist'],
   options,
   // yubin dkim keygen
   commands: ({ program, configOption }) => registerDkimCommands(program, configOption),

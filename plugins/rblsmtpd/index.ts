@@ -84,6 +84,8 @@ const TEMPFAIL_TEXT = 'temporary RBL lookup error';
 
 export default definePlugin({
   name: 'rblsmtpd',
+  // Reads what tcprules (RELAYCLIENT, RBLSMTPD) and whitelist (trusted) set at connect.
+  after: ['tcprules', 'whitelist'],
   options,
   setup({ options, log, services }) {
     const replyMap = new Map(Object.entries(options.replyMap).map(([k, v]) => [k.toLowerCase().replace(/\.$/, ''), v]));

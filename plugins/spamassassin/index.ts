@@ -104,6 +104,8 @@ async function readAll(ctx: DataContext, limit: number): Promise<Buffer | undefi
 
 export default definePlugin({
   name: 'spamassassin',
+  // Reads what tcprules (RELAYCLIENT, RBLSMTPD) and whitelist (trusted) set at connect.
+  after: ['tcprules', 'whitelist'],
   options,
   setup({ options, log }) {
     const client = new Spamc({

@@ -157,6 +157,8 @@ function firstListed(results: readonly DnsblResult[], onFail: (r: Extract<DnsblR
 
 export default definePlugin({
   name: 'spamdyke',
+  // Reads what tcprules (RELAYCLIENT, RBLSMTPD) and whitelist (trusted) set at connect.
+  after: ['tcprules', 'whitelist'],
   options,
   async setup({ options: o, log, services, resolvePath }) {
     const env: FileEnv = { resolvePath, log, checkInterval: o.checkInterval };
