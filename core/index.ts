@@ -61,7 +61,8 @@ export {
 } from './services/index.js';
 export { domainMatches, hasSenderRouting, splitAddress } from './address.js';
 export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './config/load.js';
-export type { Config, Limits, ListenerConfig } from './config/schema.js';
+export { commandOptions, mergeOptions } from './config/plugin-options.js';
+export type { Config, Limits, ListenerConfig, PluginUse } from './config/schema.js';
 export { YubinServer, type StartOptions } from './server.js';
 export { createLogger, type Logger, type LoggerOptions } from './logger.js';
 export { clientNetwork, ipMatcher, normalizeIp, type IpMatcher } from './ip.js';

@@ -16,6 +16,7 @@ import { HOOK_NAMES } from './hooks.js';
 import type { PluginDefinition, PluginInstance } from './plugin.js';
 import type { Services } from './services/index.js';
 import type { PluginUse } from './config/schema.js';
+import { isPlainMap, mergeOptions } from './config/plugin-options.js';
 
 const BUILTIN_DIR = fileURLToPath(new URL('../plugins/', import.meta.url));
 
@@ -136,23 +137,6 @@ export interface StartedPlugins {
   readonly listeners: ReadonlyMap<string, readonly ActivePlugin[]>;
   /** `delivery.plugins`, in order. */
   readonly delivery: readonly ActivePlugin[];
-}
-
-/**
- * Options blocks merge key by key: a map merges into a map, anything else
- * (a list, a number) replaces what the top-level block said.
- */
-export function mergeOptions(base: Readonly<Record<string, unknown>>, over: Readonly<Record<string, unknown>>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...base };
-  for (const [k, v] of Object.entries(over)) {
-    const b = out[k];
-    out[k] = isPlainMap(b) && isPlainMap(v) ? mergeOptions(b, v) : v;
-  }
-  return out;
-}
-
-function isPlainMap(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** JSON with sorted keys: equal options give equal text, whatever order they were written in. */

@@ -1,7 +1,7 @@
 /** `yubin dkim keygen DOMAIN [--selector S]`: writes the key where the mailauth plugin reads it and prints the TXT record to publish. */
 import path from 'node:path';
 import type { Command, Option } from 'commander';
-import { CommandError, loadConfig } from '../../core/index.js';
+import { CommandError, commandOptions, loadConfig } from '../../core/index.js';
 import { generateKey, dkimRecord } from './keys.js';
 
 export class DkimCommandError extends CommandError {}
@@ -18,7 +18,7 @@ export function registerDkimCommands(program: Command, configOption: () => Optio
       if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(d)) throw new DkimCommandError(`invalid domain name: ${domain}`);
       if (!/^[a-z0-9-]+$/i.test(opts.selector)) throw new DkimCommandError(`invalid selector: ${opts.selector}`);
       const { config } = await loadConfig(opts.config);
-      const keyDir = (config.plugins.mailauth as { keyDir?: string } | undefined)?.keyDir ?? 'dkim';
+      const keyDir = (commandOptions(config, 'mailauth') as { keyDir?: string }).keyDir ?? 'dkim';
       let key: { file: string; pem: string };
       try {
         key = await generateKey(path.resolve(config.dataDir, keyDir), d, opts.selector);

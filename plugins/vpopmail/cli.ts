@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { Command, Option } from 'commander';
-import { CommandError, ensureMaildir, loadConfig } from '../../core/index.js';
+import { CommandError, commandOptions, ensureMaildir, loadConfig } from '../../core/index.js';
 import { maildirOf, parseAddress, userDir, validDomain } from './names.js';
 import { openStore, storePaths, vpopmailOptions, type StorePaths } from './options.js';
 import { hashPassword } from './passwords.js';
@@ -30,7 +30,7 @@ interface Ctx {
 
 async function withStore<T>(configFile: string, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
   const { config } = await loadConfig(configFile);
-  const parsed = vpopmailOptions.safeParse(config.plugins.vpopmail ?? {});
+  const parsed = vpopmailOptions.safeParse(commandOptions(config, 'vpopmail'));
   if (!parsed.success) usage(`plugins.vpopmail: ${parsed.error.issues[0]?.message ?? 'invalid options'}`);
   const paths = storePaths(parsed.data!, config.dataDir);
   const store = openStore(paths);
