@@ -83,10 +83,11 @@ export interface ServeProcess {
 
 /**
  * Runs `yubin serve --config FILE` and waits until every listener is bound and the server is ready.
- * `wrapper` runs it under another program that ends by exec'ing its arguments (the server keeps its PID).
+ * `wrapper` runs it under another program that ends by exec'ing its arguments (the server keeps its PID);
+ * `cli` is another yubin's cli.js (an installed copy).
  */
-export async function serve(t: Test, configFile: string, listenerCount: number, wrapper: readonly string[] = []): Promise<ServeProcess> {
-  const command = [...wrapper, process.execPath, CLI, 'serve', '--config', configFile];
+export async function serve(t: Test, configFile: string, listenerCount: number, wrapper: readonly string[] = [], cli = CLI): Promise<ServeProcess> {
+  const command = [...wrapper, process.execPath, cli, 'serve', '--config', configFile];
   const child = spawn(command[0]!, command.slice(1), { env: { ...process.env, YUBIN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const ports: Record<string, number> = {};
