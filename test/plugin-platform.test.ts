@@ -9,8 +9,9 @@ import path from 'node:path';
 import t from 'tap';
 import { z } from 'zod';
 import { answer, ConfigError, definePlugin } from '../core/index.js';
-import { startTestServer } from '../core/testing/index.js';
-import { tempDir, writeFiles, yubin } from './helpers.js';
+import { Spool } from '../core/queue/spool.js';
+import { SmtpTestClient, startTestServer } from '../core/testing/index.js';
+import { serve, tempDir, writeFiles, yubin } from './helpers.js';
 
 let setups = 0;
 const tag = definePlugin({
@@ -158,4 +159,40 @@ t.test("a site's own plugin adds a yubin command, found through the config", asy
   t.same([bad.code, bad.stderr], [2, 'yubin: nobody to greet\n'], "the plugin's usage error, one line, exit 2");
   const none = await yubin(['hello', 'world']);
   t.equal(none.code, 2, 'without that config the command does not exist');
+});
+
+t.test('SIGHUP: changed per-listener options reach new connections; a reload that breaks the order keeps the running config', async (t) => {
+  const dir = await tempDir(t);
+  await writeFiles(dir, {
+    'tag.mjs': "export default { name: 'tag', setup: ({ options }) => ({ hooks: { data({ message }) { message.addHeader('X-Tag', options.value); return { action: 'continue' }; } } }) };\n",
+    'tcp.smtp': '127.:allow\n',
+  });
+  const config = path.join(dir, 'yubin.yaml');
+  const write = (value: string, first = 'tcprules', second = 'rblsmtpd') =>
+    writeFile(
+      config,
+      `dataDir: ./var\nqueue: { concurrencyLocal: 0 }\n# nothing answers there: rblsmtpd fails open at once\ndns: { servers: ["127.0.0.1:9"], timeout: 200ms, tries: 1 }\nplugins:\n  tcprules: { file: ./tcp.smtp }\n  rblsmtpd: { zones: [bl.test] }\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:0\n    plugins:\n      - ${first}\n      - ${second}\n      - ./tag.mjs: { value: ${value} }\n      - rcpthosts\n`,
+    );
+  await write('one');
+  const server = await serve(t, config, 1);
+  const sendOne = async () => {
+    const c = await SmtpTestClient.connect(server.ports.smtp!);
+    await c.ehlo();
+    const r = await c.mail({ from: 'a@example.net', to: 'postmaster@localhost', data: 'Subject: x\n\nhello\n' });
+    await c.quit();
+    return /queued as (\w+)/.exec(r.data?.text ?? '')![1]!;
+  };
+  const spool = new Spool(path.join(dir, 'var/queue'));
+  const tagOf = async (id: string) => (await spool.readEnvelope(id)).prependHeaders.match(/X-Tag: (\w+)/)?.[1];
+  t.equal(await tagOf(await sendOne()), 'one');
+  await write('two');
+  server.child.kill('SIGHUP');
+  await server.waitLog((l) => l.event === 'reload' && l.level === 30);
+  t.equal(await tagOf(await sendOne()), 'two', 'the reloaded options');
+  await write('three', 'rblsmtpd', 'tcprules');
+  server.child.kill('SIGHUP');
+  const failed = await server.waitLog((l) => l.event === 'reload' && l.level === 50);
+  t.match(String(failed.err), /rblsmtpd must come after tcprules/);
+  t.equal(await tagOf(await sendOne()), 'two', 'still the running config');
+  t.equal(await server.stop(), 0);
 });
