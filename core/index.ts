@@ -16,8 +16,10 @@ export type {
   Header,
   HeloContext,
   HookAnswers,
+  HookContextBase,
   HookContexts,
   HookFunction,
+  HookInput,
   HookName,
   Hooks,
   MailContext,
@@ -31,6 +33,7 @@ export type {
   VerifyContext,
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
+export { abortReason, timeoutReason, type AbortOptions } from './abort.js';
 export { CommandError, definePlugin, type OptionsIssue, type OptionsSchema, type PluginCommandContext, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
 export {
   DEFAULT_LOGIN_THROTTLE,
