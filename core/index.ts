@@ -36,8 +36,10 @@ export { HOOK_NAMES } from './hooks.js';
 export { abortReason, timeoutReason, type AbortOptions } from './abort.js';
 export { CommandError, definePlugin, type OptionsIssue, type OptionsSchema, type PluginCommandContext, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
 export {
+  ABORTED,
   DEFAULT_LOGIN_THROTTLE,
   forwardConfirm,
+  isAborted,
   LocalDomains,
   LoginThrottle,
   lookupDnsbl,
@@ -50,6 +52,7 @@ export {
   Tokens,
   type Clock,
   type Dns,
+  type DnsblOptions,
   type DnsblResult,
   type Fcrdns,
   type KeyValueStore,
