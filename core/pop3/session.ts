@@ -77,6 +77,9 @@ export class Pop3Session {
       limits.firstCommandTimeout,
     );
     this.timeLimits.lower({ total: limits.maxConnectionTime });
+    // A client that hangs up mid-command is gone for the hooks too. One that pipelined
+    // more (QUIT) before its FIN still gets every answer: its hooks run to the end.
+    this.wire.onInputEnd = () => this.gone.abort(abortReason('connection closed'));
     void this.wire.done.then(() => {
       this.timeLimits.stop();
       this.gone.abort(abortReason('connection closed'));
