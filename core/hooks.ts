@@ -113,17 +113,32 @@ export interface Message {
   stream(): Readable;
 }
 
-export interface ConnectContext {
+/**
+ * What every hook context carries, whatever the hook.
+ */
+export interface HookContextBase {
+  /**
+   * Fires when this hook call has run out of time (`hookTimeout`; the reason
+   * is a DOMException named `TimeoutError`) or the connection closed (or, for
+   * deliver, the queue is stopping; the reason is then an `AbortError`). Its
+   * answer no longer counts by then. Pass it to anything slow (the DNS
+   * service, the store, a spamd or clamd call, `fetch`); a plugin doing work
+   * in steps may check `signal.aborted` or call `signal.throwIfAborted()`.
+   */
+  readonly signal: AbortSignal;
+}
+
+export interface ConnectContext extends HookContextBase {
   readonly connection: Connection;
 }
 
-export interface HeloContext {
+export interface HeloContext extends HookContextBase {
   readonly connection: Connection;
   readonly verb: 'HELO' | 'EHLO';
   readonly hostname: string;
 }
 
-export interface AuthContext {
+export interface AuthContext extends HookContextBase {
   readonly connection: Connection;
   readonly method: string;
   readonly username: string;
@@ -138,14 +153,14 @@ export interface AuthContext {
   mailbox(maildir: string): void;
 }
 
-export interface MailContext {
+export interface MailContext extends HookContextBase {
   readonly connection: Connection;
   readonly transaction: Transaction;
   readonly sender: Address | null;
   readonly params: SmtpParams;
 }
 
-export interface RcptContext {
+export interface RcptContext extends HookContextBase {
   readonly connection: Connection;
   readonly transaction: Transaction;
   readonly recipient: Recipient;
@@ -156,7 +171,7 @@ export interface RcptContext {
   permitRelay(): void;
 }
 
-export interface DataContext {
+export interface DataContext extends HookContextBase {
   readonly connection: Connection;
   readonly transaction: Transaction;
   readonly message: Message;
@@ -187,7 +202,7 @@ export interface Delivery {
   forward(recipients: readonly string[], headers?: readonly string[]): Promise<string>;
 }
 
-export interface DeliverContext {
+export interface DeliverContext extends HookContextBase {
   readonly delivery: Delivery;
 }
 
@@ -203,7 +218,7 @@ export interface DeliverContext {
  * all continue, nobody would take the address and it is refused, as the
  * queue would bounce it.
  */
-export interface VerifyContext {
+export interface VerifyContext extends HookContextBase {
   readonly connection: Connection;
   readonly sender: Address | null;
   readonly recipient: Recipient;
@@ -229,6 +244,9 @@ export interface HookContexts {
 }
 
 export type HookName = keyof HookContexts;
+
+/** A hook context as the core builds it, before the pipeline adds the run's own signal. */
+export type HookInput<K extends HookName> = Omit<HookContexts[K], 'signal'>;
 export const HOOK_NAMES: readonly HookName[] = ['connect', 'helo', 'auth', 'mail', 'rcpt', 'data', 'queue', 'deliver', 'verify'];
 
 type SessionAnswer = Continue | Accept | Reject | Defer | Disconnect;

@@ -16,8 +16,10 @@ export type {
   Header,
   HeloContext,
   HookAnswers,
+  HookContextBase,
   HookContexts,
   HookFunction,
+  HookInput,
   HookName,
   Hooks,
   MailContext,
@@ -31,10 +33,13 @@ export type {
   VerifyContext,
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
+export { abortReason, timeoutReason, type AbortOptions } from './abort.js';
 export { CommandError, definePlugin, type OptionsIssue, type OptionsSchema, type PluginCommandContext, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
 export {
+  ABORTED,
   DEFAULT_LOGIN_THROTTLE,
   forwardConfirm,
+  isAborted,
   LocalDomains,
   LoginThrottle,
   lookupDnsbl,
@@ -47,6 +52,7 @@ export {
   Tokens,
   type Clock,
   type Dns,
+  type DnsblOptions,
   type DnsblResult,
   type Fcrdns,
   type KeyValueStore,

@@ -9,7 +9,8 @@
 import type { Logger } from 'pino';
 import { answer, validateAnswer, type Defer } from './answers.js';
 import { defaultAccount } from './services/login-throttle.js';
-import type { HookAnswers, HookContexts, HookName, Hooks } from './hooks.js';
+import { timeoutReason } from './abort.js';
+import type { HookAnswers, HookContexts, HookInput, HookName, Hooks } from './hooks.js';
 
 export interface PipelinePlugin {
   /** The definition's name, for logs. */
@@ -32,6 +33,15 @@ export interface HookResult<K extends HookName> {
 export const PLUGIN_FAULT: Defer = answer.defer(451, '4.3.0', 'Temporary local problem, please try again later');
 
 class HookTimeout extends Error {}
+
+/** The run's signal fired from outside (connection closed, queue stopping): the answer is no longer wanted. */
+class HookAbandoned extends Error {
+  constructor(readonly reason: unknown) {
+    super('abandoned');
+  }
+}
+
+const CONTINUE: HookResult<HookName> = { answer: answer.continue(), plugin: undefined, fault: false };
 
 export class Pipeline {
   private readonly byHook: { [K in HookName]?: Array<{ name: string; fn: NonNullable<Hooks[K]> }> } = {};
@@ -88,41 +98,89 @@ export class Pipeline {
     return defaultAccount(username);
   }
 
-  async run<K extends HookName>(hook: K, context: HookContexts[K], log: Logger = this.log): Promise<HookResult<K>> {
-    const chain = (this.byHook[hook] ?? []) as Array<{ name: string; fn: (c: HookContexts[K]) => HookAnswers[K] | Promise<HookAnswers[K]> }>;
-    for (const { name, fn } of chain) {
-      let result: unknown;
-      try {
-        result = await this.withTimeout(fn, context);
-      } catch (err) {
-        const reason = err instanceof HookTimeout ? `timed out after ${this.timeoutMs} ms` : `threw: ${describe(err)}`;
-        log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `plugin ${reason}` }, `plugin ${name} ${reason} in ${hook} hook`);
-        return { answer: PLUGIN_FAULT, plugin: name, fault: true };
-      }
-      const invalid = validateAnswer(result);
-      if (invalid) {
-        log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `bad answer: ${invalid}` }, `plugin ${name} gave a bad answer in ${hook} hook: ${invalid}`);
-        return { answer: PLUGIN_FAULT, plugin: name, fault: true };
-      }
-      const a = result as HookAnswers[K];
-      if (a.action !== 'continue') return { answer: a, plugin: name, fault: false };
+  /**
+   * Runs `hook` through the chain. Each run gets one AbortController; its
+   * signal, added to `input`, is the context's `signal`. It fires when a
+   * plugin runs out of time (the reason a TimeoutError naming plugin, hook and
+   * limit) or when `outer` fires (the connection closed, the queue stops:
+   * `outer`'s reason). Either way the chain stops there with the core's 451;
+   * the plugin's late answer, if it ever comes, is ignored.
+   */
+  async run<K extends HookName>(hook: K, input: HookInput<K>, log: Logger = this.log, outer?: AbortSignal): Promise<HookResult<K>> {
+    const chain = this.byHook[hook] as Array<{ name: string; fn: (c: HookContexts[K]) => HookAnswers[K] | Promise<HookAnswers[K]> }> | undefined;
+    // Most hooks of most listeners have no plugin: nothing is allocated for them.
+    if (!chain || chain.length === 0) return CONTINUE as HookResult<K>;
+    const controller = new AbortController();
+    // Contexts are plain object literals (closures, no `this`): a spread keeps them working.
+    const context = { ...input, signal: controller.signal } as HookContexts[K];
+    let onOuter: (() => void) | undefined;
+    if (outer?.aborted) controller.abort(outer.reason);
+    else if (outer) {
+      onOuter = () => controller.abort(outer.reason);
+      outer.addEventListener('abort', onOuter, { once: true });
     }
-    return { answer: answer.continue() as HookAnswers[K], plugin: undefined, fault: false };
+    try {
+      for (const { name, fn } of chain) {
+        let result: unknown;
+        try {
+          if (controller.signal.aborted) throw new HookAbandoned(controller.signal.reason);
+          result = await this.call(fn, context, controller, name, hook);
+        } catch (err) {
+          if (err instanceof HookAbandoned) {
+            // Nobody is waiting for the answer any more: not the plugin's fault, not an error.
+            log.info({ hook, plugin: name, action: 'defer', code: 451, reason: `abandoned: ${describe(err.reason)}` }, `plugin ${name} abandoned in ${hook} hook: ${describe(err.reason)}`);
+            return { answer: PLUGIN_FAULT, plugin: name, fault: true };
+          }
+          const reason = err instanceof HookTimeout ? `timed out after ${this.timeoutMs} ms` : `threw: ${describe(err)}`;
+          log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `plugin ${reason}` }, `plugin ${name} ${reason} in ${hook} hook`);
+          return { answer: PLUGIN_FAULT, plugin: name, fault: true };
+        }
+        const invalid = validateAnswer(result);
+        if (invalid) {
+          log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `bad answer: ${invalid}` }, `plugin ${name} gave a bad answer in ${hook} hook: ${invalid}`);
+          return { answer: PLUGIN_FAULT, plugin: name, fault: true };
+        }
+        const a = result as HookAnswers[K];
+        if (a.action !== 'continue') return { answer: a, plugin: name, fault: false };
+      }
+      return CONTINUE as HookResult<K>;
+    } finally {
+      if (onOuter) outer!.removeEventListener('abort', onOuter);
+    }
   }
 
-  private withTimeout<C, R>(fn: (c: C) => R | Promise<R>, context: C): Promise<R> {
+  /**
+   * One plugin's hook, settled by its answer, its time limit (which aborts
+   * the run's signal with a TimeoutError) or the run's signal (the outer one
+   * fired), whichever comes first. The timer and listener go when it settles.
+   */
+  private call<C, R>(fn: (c: C) => R | Promise<R>, context: C, controller: AbortController, plugin: string, hook: HookName): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new HookTimeout()), this.timeoutMs);
+      const signal = controller.signal;
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort(timeoutReason(`plugin ${plugin} timed out after ${this.timeoutMs} ms in ${hook} hook`));
+      }, this.timeoutMs);
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(timedOut ? new HookTimeout() : new HookAbandoned(signal.reason));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+      };
       // A plugin may throw synchronously; that is a fault like any other.
       Promise.resolve()
         .then(() => fn(context))
         .then(
           (v) => {
-            clearTimeout(timer);
+            done();
             resolve(v);
           },
           (e: unknown) => {
-            clearTimeout(timer);
+            done();
             reject(e);
           },
         );
@@ -131,6 +189,6 @@ export class Pipeline {
 }
 
 function describe(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
+  if (err instanceof Error || err instanceof DOMException) return err.message || err.name;
   return String(err);
 }

@@ -37,6 +37,11 @@ export class LineReader {
   }
 
   /** False when enough is buffered that the socket should stop reading for now. */
+  /** No complete line is waiting to be read. */
+  get drained(): boolean {
+    return this.lines.length === 0;
+  }
+
   get hasRoom(): boolean {
     return this.queuedBytes + this.partialBytes < this.highWater;
   }

@@ -7,7 +7,7 @@
  * plugin said no (the log says it).
  */
 import type { Logger } from 'pino';
-import type { AuthContext } from '../hooks.js';
+import type { HookInput } from '../hooks.js';
 import { authenticate } from '../session/authenticate.js';
 import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import type { Pop3Connection } from './connection.js';
@@ -44,12 +44,14 @@ export class Login {
     private readonly env: SessionEnv,
     private readonly connection: Pop3Connection,
     private readonly log: Logger,
+    /** The connection's: aborted when it closes. */
+    private readonly signal?: AbortSignal,
   ) {}
 
   async attempt(c: Credentials): Promise<LoginOutcome> {
     const { method, username } = c;
     let maildir: string | undefined;
-    const ctx: AuthContext = {
+    const ctx: HookInput<'auth'> = {
       connection: this.connection,
       method,
       username,
@@ -59,7 +61,7 @@ export class Login {
         maildir = dir;
       },
     };
-    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log);
+    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.signal);
     switch (r.kind) {
       case 'locked':
         // No password is checked while locked out: guessing learns nothing.

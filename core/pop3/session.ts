@@ -17,6 +17,7 @@ import { Pop3Transaction, TRANSACTION_COMMANDS } from './transaction.js';
 import { Wire } from './wire.js';
 import { ConnectionTimeLimits } from '../time-limits.js';
 import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
+import { abortReason } from '../abort.js';
 
 const AUTHORIZATION_COMMANDS = new Set(['CAPA', 'STLS', 'USER', 'PASS', 'APOP', 'AUTH', 'QUIT', 'NOOP']);
 const PLAINTEXT_REFUSED = '-ERR [AUTH] Plaintext authentication disallowed without TLS, use STLS';
@@ -48,6 +49,8 @@ export class Pop3Session {
   private busy = false;
   private leaving = false;
   private saidGoodbye = false;
+  /** Aborted when the connection is gone, however it went: every hook run of this session hangs its signal on it. */
+  private readonly gone = new AbortController();
 
   constructor(
     private readonly runtime: ListenerRuntime,
@@ -74,7 +77,13 @@ export class Pop3Session {
       limits.firstCommandTimeout,
     );
     this.timeLimits.lower({ total: limits.maxConnectionTime });
-    void this.wire.done.then(() => this.timeLimits.stop());
+    // A client that hangs up mid-command is gone for the hooks too. One that pipelined
+    // more (QUIT) before its FIN still gets every answer: its hooks run to the end.
+    this.wire.onInputEnd = () => this.gone.abort(abortReason('connection closed'));
+    void this.wire.done.then(() => {
+      this.timeLimits.stop();
+      this.gone.abort(abortReason('connection closed'));
+    });
     const id = env.spool.newId();
     this.connection = new Pop3Connection(
       id,
@@ -84,7 +93,7 @@ export class Pop3Session {
       (l) => this.timeLimits.lower(l),
     );
     this.log = env.log.child({ listener: runtime.name, conn: id, ip: this.connection.remoteIp });
-    this.login = new Login(runtime, env, this.connection, this.log);
+    this.login = new Login(runtime, env, this.connection, this.log, this.gone.signal);
     this.timestamp = runtime.pipeline.authMechanisms().includes('APOP') ? apopTimestamp(env.hostname) : undefined;
     this.done = this.run();
   }
@@ -124,7 +133,7 @@ export class Pop3Session {
   }
 
   private async greet(): Promise<boolean> {
-    const result = await this.runtime.pipeline.run('connect', { connection: this.connection }, this.log);
+    const result = await this.runtime.pipeline.run('connect', { connection: this.connection }, this.log, this.gone.signal);
     const a = result.answer;
     if (a.action !== 'continue' && !result.fault) {
       const plugin = result.plugin ?? 'core';

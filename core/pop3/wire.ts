@@ -33,6 +33,12 @@ export class Wire {
   writeBlocked = false;
   /** Waiting for the client's next line. */
   awaitingLine = false;
+  /**
+   * Called when the client has sent its last byte (its FIN) and no command of
+   * it is left unread: nothing it sent is still to be answered but the one in
+   * progress (the socket is half-open, so 'close' would only come at our close).
+   */
+  onInputEnd: (() => void) | undefined;
   /** A STLS handshake is under way. */
   handshaking = false;
   private isSecure: boolean;
@@ -179,7 +185,10 @@ export class Wire {
       if (!this.reader.hasRoom) socket.pause();
     });
     // allowHalfOpen: a client that sends QUIT and shuts down its side still gets the answer.
-    socket.on('end', () => this.reader.end());
+    socket.on('end', () => {
+      this.reader.end();
+      if (this.reader.drained) this.onInputEnd?.();
+    });
     socket.on('timeout', () => this.onIdle());
     socket.on('drain', () => this.releaseWriters());
     socket.on('error', (err: Error) => {

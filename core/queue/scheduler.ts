@@ -16,7 +16,8 @@
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
-import type { DeliverContext } from '../hooks.js';
+import type { HookInput } from '../hooks.js';
+import { abortReason } from '../abort.js';
 import type { Pipeline } from '../pipeline.js';
 import { splitAddress } from '../address.js';
 import type { Clock } from '../services/clock.js';
@@ -68,6 +69,8 @@ type Job =
 const ADMIN_BOUNCE = 'This message was bounced by the administrator (yubin queue bounce).';
 const WAKE_MS = 1000;
 const RESCAN_MS = 5 * 60_000;
+/** After the deliver hooks were aborted at stop, how long their outcomes get to reach the disk. */
+const STOP_GRACE_MS = 1000;
 
 export class Scheduler {
   /** Waiting messages: id → when it is next due. The heap orders them; an entry whose time differs from the index is stale. */
@@ -91,6 +94,12 @@ export class Scheduler {
   private pumping = false;
   private repump = false;
   private stopped = false;
+  /**
+   * Aborted when the queue stops for good: every deliver hook's signal hangs
+   * on it. Not at the start of stop(): a delivery that can finish within the
+   * drain time should, or it would be done again after the restart.
+   */
+  private readonly stopping = new AbortController();
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly deps: SchedulerDeps) {}
@@ -203,8 +212,18 @@ export class Scheduler {
     if (this.timer) clearTimeout(this.timer);
     if (this.rescanTimer) clearInterval(this.rescanTimer);
     this.deps.spool.onCommit = undefined;
+    await this.settled(timeoutMs);
+    if (this.inFlight.size === 0) return;
+    // Out of time: deliver hooks still running are told to give up; the pipeline answers
+    // them with its 451 at once, and that outcome is written before we return.
+    this.stopping.abort(abortReason('queue stopping'));
+    await this.settled(STOP_GRACE_MS);
+  }
+
+  /** Waits up to `ms` for the deliveries in progress (their outcomes on disk included). */
+  private async settled(ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+    await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => (timer = setTimeout(r, ms)))]);
     clearTimeout(timer);
   }
 
@@ -404,7 +423,7 @@ export class Scheduler {
     await this.jobDone(job.msg);
   }
 
-  private context(msg: Active, rcpt: RecipientState, local: boolean): DeliverContext {
+  private context(msg: Active, rcpt: RecipientState, local: boolean): HookInput<'deliver'> {
     const { spool } = this.deps;
     const env = msg.envelope;
     return {
@@ -453,7 +472,7 @@ export class Scheduler {
     if (!pipeline.has('deliver')) return undefined;
     lease.acquire();
     try {
-      const { answer, plugin } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }));
+      const { answer, plugin } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.stopping.signal);
       const by = plugin ?? 'core';
       switch (answer.action) {
         case 'continue':

@@ -9,10 +9,15 @@
  * Node's resolver only reports TTLs for A and AAAA (`{ ttl: true }`); MX, TXT
  * and PTR answers are kept for min(maxTtl, 1 h). TtlNodeDns below is NodeDns
  * plus the A/AAAA TTLs; any other Dns works too, with the fixed lifetime.
+ *
+ * A caller's signal only lets that caller go: the query underneath is shared
+ * with whoever else asked, so it is sent without the signal and its answer,
+ * when it comes, is cached as usual. An aborted call's ABORTED is never cached.
  */
 import { Resolver } from 'node:dns/promises';
 import type { DnsConfig } from '../config/schema.js';
-import { forwardConfirm, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRecord } from './dns.js';
+import { abortable, ABORTED, forwardConfirm, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRecord } from './dns.js';
+import type { AbortOptions } from '../abort.js';
 
 /** An answer with the TTL (seconds) the server gave, when known. */
 export interface TimedLookup<T> {
@@ -22,8 +27,8 @@ export interface TimedLookup<T> {
 
 /** A Dns that can also tell how long its A and AAAA answers may be kept. */
 export interface TtlDns extends Dns {
-  aWithTtl?(name: string): Promise<TimedLookup<string>>;
-  aaaaWithTtl?(name: string): Promise<TimedLookup<string>>;
+  aWithTtl?(name: string, options?: AbortOptions): Promise<TimedLookup<string>>;
+  aaaaWithTtl?(name: string, options?: AbortOptions): Promise<TimedLookup<string>>;
 }
 
 export type DnsCacheConfig = Pick<DnsConfig, 'cacheSize' | 'minTtl' | 'maxTtl' | 'negativeTtl'>;
@@ -43,21 +48,28 @@ export class TtlNodeDns extends NodeDns implements TtlDns {
     if (config.servers.length) this.ttlResolver.setServers([...config.servers]);
   }
 
-  override async a(name: string): Promise<Lookup<string>> {
-    return (await this.aWithTtl(name)).lookup;
+  override async a(name: string, options?: AbortOptions): Promise<Lookup<string>> {
+    return (await this.aWithTtl(name, options)).lookup;
   }
 
-  override async aaaa(name: string): Promise<Lookup<string>> {
-    return (await this.aaaaWithTtl(name)).lookup;
+  override async aaaa(name: string, options?: AbortOptions): Promise<Lookup<string>> {
+    return (await this.aaaaWithTtl(name, options)).lookup;
   }
 
-  aWithTtl(name: string): Promise<TimedLookup<string>> {
-    return timed(() => this.ttlResolver.resolve4(name, { ttl: true }));
+  aWithTtl(name: string, options?: AbortOptions): Promise<TimedLookup<string>> {
+    return abortableTimed(timed(() => this.ttlResolver.resolve4(name, { ttl: true })), options);
   }
 
-  aaaaWithTtl(name: string): Promise<TimedLookup<string>> {
-    return timed(() => this.ttlResolver.resolve6(name, { ttl: true }));
+  aaaaWithTtl(name: string, options?: AbortOptions): Promise<TimedLookup<string>> {
+    return abortableTimed(timed(() => this.ttlResolver.resolve6(name, { ttl: true })), options);
   }
+}
+
+const ABORTED_TIMED: TimedLookup<never> = { lookup: ABORTED, ttl: undefined };
+
+function abortableTimed<T>(work: Promise<TimedLookup<T>>, options: AbortOptions | undefined): Promise<TimedLookup<T>> {
+  if (!options?.signal) return work;
+  return abortable(work, options.signal).then((r) => (r === ABORTED ? ABORTED_TIMED : (r as TimedLookup<T>)));
 }
 
 async function timed(query: () => Promise<Array<{ address: string; ttl: number }>>): Promise<TimedLookup<string>> {
@@ -98,34 +110,42 @@ export class CachingDns implements Dns {
     this.entries.clear();
   }
 
-  mx(name: string): Promise<Lookup<MxRecord>> {
-    return this.cached('MX', name, async () => ({ lookup: await this.inner.mx(name), ttl: undefined }));
+  mx(name: string, options?: AbortOptions): Promise<Lookup<MxRecord>> {
+    return this.cached('MX', name, options, async () => ({ lookup: await this.inner.mx(name), ttl: undefined }));
   }
 
-  a(name: string): Promise<Lookup<string>> {
+  a(name: string, options?: AbortOptions): Promise<Lookup<string>> {
     const inner = this.inner;
-    return this.cached('A', name, async () => (inner.aWithTtl ? inner.aWithTtl(name) : { lookup: await inner.a(name), ttl: undefined }));
+    return this.cached('A', name, options, async () => (inner.aWithTtl ? inner.aWithTtl(name) : { lookup: await inner.a(name), ttl: undefined }));
   }
 
-  aaaa(name: string): Promise<Lookup<string>> {
+  aaaa(name: string, options?: AbortOptions): Promise<Lookup<string>> {
     const inner = this.inner;
-    return this.cached('AAAA', name, async () => (inner.aaaaWithTtl ? inner.aaaaWithTtl(name) : { lookup: await inner.aaaa(name), ttl: undefined }));
+    return this.cached('AAAA', name, options, async () => (inner.aaaaWithTtl ? inner.aaaaWithTtl(name) : { lookup: await inner.aaaa(name), ttl: undefined }));
   }
 
-  txt(name: string): Promise<Lookup<string>> {
-    return this.cached('TXT', name, async () => ({ lookup: await this.inner.txt(name), ttl: undefined }));
+  txt(name: string, options?: AbortOptions): Promise<Lookup<string>> {
+    return this.cached('TXT', name, options, async () => ({ lookup: await this.inner.txt(name), ttl: undefined }));
   }
 
-  ptr(ip: string): Promise<Lookup<string>> {
-    return this.cached('PTR', ip, async () => ({ lookup: await this.inner.ptr(ip), ttl: undefined }));
+  ptr(ip: string, options?: AbortOptions): Promise<Lookup<string>> {
+    return this.cached('PTR', ip, options, async () => ({ lookup: await this.inner.ptr(ip), ttl: undefined }));
   }
 
   /** Through the cached PTR and A/AAAA lookups. */
-  fcrdns(ip: string): Promise<Fcrdns> {
-    return forwardConfirm(this, ip);
+  fcrdns(ip: string, options?: AbortOptions): Promise<Fcrdns> {
+    return forwardConfirm(this, ip, options);
   }
 
-  private cached<T>(type: string, name: string, query: () => Promise<TimedLookup<T>>): Promise<Lookup<T>> {
+  /** The shared lookup (cached, or in flight), let go of when this caller's signal fires. */
+  private cached<T>(type: string, name: string, options: AbortOptions | undefined, query: () => Promise<TimedLookup<T>>): Promise<Lookup<T>> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.resolve(ABORTED);
+    const shared = this.shared(type, name, query);
+    return signal ? abortable(shared, signal) : shared;
+  }
+
+  private shared<T>(type: string, name: string, query: () => Promise<TimedLookup<T>>): Promise<Lookup<T>> {
     const key = `${type} ${name.toLowerCase().replace(/\.$/, '')}`;
     const hit = this.entries.get(key);
     if (hit) {
@@ -153,7 +173,7 @@ export class CachingDns implements Dns {
 
   private store(key: string, { lookup, ttl }: TimedLookup<unknown>): void {
     const { cacheSize, minTtl, maxTtl, negativeTtl } = this.config;
-    // A failure is no answer: the next query asks again.
+    // A failure (an aborted call's ABORTED included) is no answer: the next query asks again.
     if (lookup.kind === 'failed' || cacheSize <= 0) return;
     const lifetime = lookup.kind === 'none' ? negativeTtl : Math.max(minTtl, Math.min(maxTtl, ttl === undefined ? UNKNOWN_TTL_MS : ttl * 1000));
     if (lifetime <= 0) return;

@@ -8,6 +8,13 @@
 import { isIP } from 'node:net';
 import { normalizeIp } from '../ip.js';
 import type { Dns } from './dns.js';
+import type { AbortOptions } from '../abort.js';
+
+/** Options of a DNSBL query; `signal` abandons it (it then settles as `failed`, error 'aborted'). */
+export interface DnsblOptions extends AbortOptions {
+  /** Also fetch the TXT record of a listing. */
+  readonly txt?: boolean;
+}
 
 export type DnsblResult =
   | { readonly kind: 'listed'; readonly zone: string; readonly query: string; readonly codes: readonly string[]; readonly txt: string | undefined }
@@ -27,13 +34,13 @@ export function reverseIp(ip: string): string {
   return groups.join('').split('').reverse().join('.');
 }
 
-async function query(dns: Pick<Dns, 'a' | 'txt'>, zone: string, name: string, withTxt: boolean): Promise<DnsblResult> {
-  const a = await dns.a(name);
+async function query(dns: Pick<Dns, 'a' | 'txt'>, zone: string, name: string, withTxt: boolean, signal: AbortSignal | undefined): Promise<DnsblResult> {
+  const a = await dns.a(name, { signal });
   if (a.kind === 'failed') return { kind: 'failed', zone, query: name, error: a.error };
   if (a.kind === 'none') return { kind: 'unlisted', zone, query: name };
   let txt: string | undefined;
   if (withTxt) {
-    const t = await dns.txt(name);
+    const t = await dns.txt(name, { signal });
     // A listing without its text is still a listing: the caller falls back to its own words.
     if (t.kind === 'found') txt = t.records.join(' ');
   }
@@ -41,11 +48,11 @@ async function query(dns: Pick<Dns, 'a' | 'txt'>, zone: string, name: string, wi
 }
 
 /** Is this client IP listed in the zone? */
-export function lookupDnsbl(dns: Pick<Dns, 'a' | 'txt'>, zone: string, ip: string, options: { txt?: boolean } = {}): Promise<DnsblResult> {
-  return query(dns, zone, `${reverseIp(ip)}.${zone}`, options.txt ?? false);
+export function lookupDnsbl(dns: Pick<Dns, 'a' | 'txt'>, zone: string, ip: string, options: DnsblOptions = {}): Promise<DnsblResult> {
+  return query(dns, zone, `${reverseIp(ip)}.${zone}`, options.txt ?? false, options.signal);
 }
 
 /** Is this domain (an rDNS name, a sender's domain) listed in the right-hand-side zone? */
-export function lookupRhsbl(dns: Pick<Dns, 'a' | 'txt'>, zone: string, domain: string, options: { txt?: boolean } = {}): Promise<DnsblResult> {
-  return query(dns, zone, `${domain.toLowerCase().replace(/\.$/, '')}.${zone}`, options.txt ?? false);
+export function lookupRhsbl(dns: Pick<Dns, 'a' | 'txt'>, zone: string, domain: string, options: DnsblOptions = {}): Promise<DnsblResult> {
+  return query(dns, zone, `${domain.toLowerCase().replace(/\.$/, '')}.${zone}`, options.txt ?? false, options.signal);
 }

@@ -16,9 +16,9 @@ import { createStore } from './store-backends.js';
 
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain, type LocalDomainSource } from './local-domains.js';
-export { forwardConfirm, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRecord } from './dns.js';
+export { ABORTED, forwardConfirm, isAborted, NodeDns, type Dns, type Fcrdns, type Lookup, type MxRecord } from './dns.js';
 export { CachingDns, TtlNodeDns, type DnsCacheConfig, type TimedLookup, type TtlDns } from './dns-cache.js';
-export { lookupDnsbl, lookupRhsbl, reverseIp, type DnsblResult } from './dnsbl.js';
+export { lookupDnsbl, lookupRhsbl, reverseIp, type DnsblOptions, type DnsblResult } from './dnsbl.js';
 export { MemoryStore, type KeyValueStore } from './store.js';
 export { DEFAULT_LOGIN_THROTTLE, LoginThrottle, loginTurn, type LoginThrottleConfig, type LoginTicket, type ThrottledBy, type ThrottleVerdict } from './login-throttle.js';
 

@@ -15,6 +15,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { KeyValueStore } from './store.js';
+import { rejectOnAbort, type AbortOptions } from '../abort.js';
 
 export interface RedisStoreOptions {
   /** Prefix of every key. */
@@ -76,43 +77,50 @@ export class RedisKeyValueStore implements KeyValueStore {
     return this.prefix + key;
   }
 
-  /** Runs a command, failing at once when the connection is known to be down. */
-  private async call<T>(op: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a command, failing at once when the connection is known to be down.
+   * A fired signal lets the caller go with its reason; ioredis cannot take a
+   * command back, so it may still be carried out.
+   */
+  private async call<T>(op: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    signal?.throwIfAborted();
     if (this.closed) throw new RedisStoreUnavailable('redis store is closed');
     const status = this.redis.status;
     if (status === 'reconnecting' || status === 'close' || status === 'end') {
       throw new RedisStoreUnavailable(`redis unavailable (${status})${this.lastError ? `: ${this.lastError.message}` : ''}`, { cause: this.lastError });
     }
     try {
-      return await op();
+      return await rejectOnAbort(op(), signal);
     } catch (err) {
+      if (signal?.aborted && err === signal.reason) throw err;
       const e = err as Error;
       throw new RedisStoreUnavailable(`redis: ${e.message}${this.lastError && this.lastError !== e ? ` (${this.lastError.message})` : ''}`, { cause: e });
     }
   }
 
-  async get(key: string): Promise<string | undefined> {
-    const v = await this.call(() => this.redis.get(this.k(key)));
+  async get(key: string, options?: AbortOptions): Promise<string | undefined> {
+    const v = await this.call(() => this.redis.get(this.k(key)), options?.signal);
     return v ?? undefined;
   }
 
-  async set(key: string, value: string, ttlMs?: number): Promise<void> {
-    await this.call(() => (ttlMs === undefined ? this.redis.set(this.k(key), value) : this.redis.set(this.k(key), value, 'PX', px(ttlMs))));
+  async set(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<void> {
+    await this.call(() => (ttlMs === undefined ? this.redis.set(this.k(key), value) : this.redis.set(this.k(key), value, 'PX', px(ttlMs))), options?.signal);
   }
 
-  async add(key: string, value: string, ttlMs?: number): Promise<boolean> {
-    const r = await this.call(() =>
-      ttlMs === undefined ? this.redis.set(this.k(key), value, 'NX') : this.redis.set(this.k(key), value, 'PX', px(ttlMs), 'NX'),
+  async add(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<boolean> {
+    const r = await this.call(
+      () => (ttlMs === undefined ? this.redis.set(this.k(key), value, 'NX') : this.redis.set(this.k(key), value, 'PX', px(ttlMs), 'NX')),
+      options?.signal,
     );
     return r === 'OK';
   }
 
-  async delete(key: string): Promise<void> {
-    await this.call(() => this.redis.del(this.k(key)));
+  async delete(key: string, options?: AbortOptions): Promise<void> {
+    await this.call(() => this.redis.del(this.k(key)), options?.signal);
   }
 
-  async incr(key: string, ttlMs?: number): Promise<number> {
-    const n = await this.call(() => this.redis.eval(INCR_SCRIPT, 1, this.k(key), ttlMs === undefined ? '' : String(px(ttlMs))));
+  async incr(key: string, ttlMs?: number, options?: AbortOptions): Promise<number> {
+    const n = await this.call(() => this.redis.eval(INCR_SCRIPT, 1, this.k(key), ttlMs === undefined ? '' : String(px(ttlMs))), options?.signal);
     return Number(n);
   }
 

@@ -16,6 +16,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { KeyValueStore } from './store.js';
+import type { AbortOptions } from '../abort.js';
 
 export interface SqliteStoreOptions {
   /** How often the sweep runs; 0 turns it off. Default one minute. */
@@ -109,7 +110,9 @@ export class SqliteKeyValueStore implements KeyValueStore {
     if (this.closed) throw new Error(`store ${this.file} is closed`);
   }
 
-  async get(key: string): Promise<string | undefined> {
+  // SQLite answers synchronously: a signal is only checked before starting.
+  async get(key: string, options?: AbortOptions): Promise<string | undefined> {
+    options?.signal?.throwIfAborted();
     this.open();
     const row = this.q.get.get(key) as { value: string; expires: number | null } | undefined;
     if (!row) return undefined;
@@ -121,22 +124,26 @@ export class SqliteKeyValueStore implements KeyValueStore {
     return row.value;
   }
 
-  async set(key: string, value: string, ttlMs?: number): Promise<void> {
+  async set(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted();
     this.open();
     this.q.set.run({ key, value, expires: this.expiry(ttlMs) });
   }
 
-  async add(key: string, value: string, ttlMs?: number): Promise<boolean> {
+  async add(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<boolean> {
+    options?.signal?.throwIfAborted();
     this.open();
     return this.q.add.run({ key, value, expires: this.expiry(ttlMs), now: this.now() }).changes > 0;
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: string, options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted();
     this.open();
     this.q.delete.run(key);
   }
 
-  async incr(key: string, ttlMs?: number): Promise<number> {
+  async incr(key: string, ttlMs?: number, options?: AbortOptions): Promise<number> {
+    options?.signal?.throwIfAborted();
     this.open();
     const row = this.q.incr.get({ key, expires: this.expiry(ttlMs), now: this.now() }) as { value: string | number };
     return Number(row.value);

@@ -8,15 +8,24 @@
  * Keys are plain strings; a plugin prefixes its own (`greylist:...`).
  * Values are strings. A TTL is in milliseconds from now; undefined keeps the
  * key until deleted.
+ *
+ * Every operation takes an optional trailing `{ signal }` (a hook's
+ * `ctx.signal`). An operation whose signal has fired rejects with the
+ * signal's reason, as fetch() does: at once when it had already fired
+ * (nothing is done), or as soon as it fires while waiting for a remote
+ * back end (Redis: the command may still be carried out). The memory and
+ * SQLite back ends are synchronous underneath and only check before starting.
  */
+import type { AbortOptions } from '../abort.js';
+
 export interface KeyValueStore {
-  get(key: string): Promise<string | undefined>;
-  set(key: string, value: string, ttlMs?: number): Promise<void>;
+  get(key: string, options?: AbortOptions): Promise<string | undefined>;
+  set(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<void>;
   /** Sets only when the key is absent (or expired); true when it was set. */
-  add(key: string, value: string, ttlMs?: number): Promise<boolean>;
-  delete(key: string): Promise<void>;
+  add(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<boolean>;
+  delete(key: string, options?: AbortOptions): Promise<void>;
   /** Adds 1 (from 0 when absent) and returns the new value; `ttlMs` applies when the key is created. */
-  incr(key: string, ttlMs?: number): Promise<number>;
+  incr(key: string, ttlMs?: number, options?: AbortOptions): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -35,25 +44,30 @@ export class MemoryStore implements KeyValueStore {
     return e;
   }
 
-  async get(key: string): Promise<string | undefined> {
+  async get(key: string, options?: AbortOptions): Promise<string | undefined> {
+    options?.signal?.throwIfAborted();
     return this.live(key)?.value;
   }
 
-  async set(key: string, value: string, ttlMs?: number): Promise<void> {
+  async set(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted();
     this.entries.set(key, { value, expires: ttlMs === undefined ? Infinity : this.now() + ttlMs });
   }
 
-  async add(key: string, value: string, ttlMs?: number): Promise<boolean> {
+  async add(key: string, value: string, ttlMs?: number, options?: AbortOptions): Promise<boolean> {
+    options?.signal?.throwIfAborted();
     if (this.live(key)) return false;
     await this.set(key, value, ttlMs);
     return true;
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: string, options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted();
     this.entries.delete(key);
   }
 
-  async incr(key: string, ttlMs?: number): Promise<number> {
+  async incr(key: string, ttlMs?: number, options?: AbortOptions): Promise<number> {
+    options?.signal?.throwIfAborted();
     const e = this.live(key);
     const n = (e ? Number(e.value) || 0 : 0) + 1;
     this.entries.set(key, { value: String(n), expires: e ? e.expires : ttlMs === undefined ? Infinity : this.now() + ttlMs });

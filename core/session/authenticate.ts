@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Accept, Defer, Disconnect, Reject } from '../answers.js';
-import type { AuthContext } from '../hooks.js';
+import type { HookInput } from '../hooks.js';
 import type { Pipeline } from '../pipeline.js';
 import { loginTurn, type LoginThrottle, type ThrottleVerdict } from '../services/login-throttle.js';
 
@@ -20,11 +20,12 @@ export type LoginResult = { readonly account: string } & (
   | { readonly kind: 'disconnected'; readonly plugin: string; readonly answer: Disconnect }
 );
 
-export async function authenticate(pipeline: Pipeline, throttle: LoginThrottle, ctx: AuthContext, log: Logger): Promise<LoginResult> {
+/** `signal`: the connection's; aborted when it closes (the auth hook's own signal hangs on it). */
+export async function authenticate(pipeline: Pipeline, throttle: LoginThrottle, ctx: HookInput<'auth'>, log: Logger, signal?: AbortSignal): Promise<LoginResult> {
   const account = pipeline.loginAccount(ctx.username);
   const ticket = await loginTurn(throttle, ctx.connection.remoteIp, account, ctx.username, ctx.method, log);
   if (ticket.verdict.locked) return { account, kind: 'locked', verdict: ticket.verdict };
-  const { answer: a, plugin, fault } = await pipeline.run('auth', ctx, log);
+  const { answer: a, plugin, fault } = await pipeline.run('auth', ctx, log, signal);
   switch (a.action) {
     case 'accept':
       ticket.succeeded();

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
-import type { Address, Connection, ConnectionState, Header, HookContexts, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
+import type { Address, Connection, ConnectionState, Header, HookInput, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
 import type { Services } from '../services/index.js';
 import { authenticate } from '../session/authenticate.js';
@@ -19,6 +19,7 @@ import type { ListenerConfig } from '../config/schema.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
 import { receivedHeader } from './received.js';
 import { DataRate } from '../time-limits.js';
+import { abortReason } from '../abort.js';
 
 /** What the wire layer needs to know to answer. */
 export interface Outcome {
@@ -152,6 +153,12 @@ export class SmtpSession {
   busy = false;
   private authFailures = 0;
   private closed = false;
+  /**
+   * Aborted when the connection is gone, however it went: every hook run of
+   * this connection (verify and auth too) hangs its own signal on it, so a
+   * plugin waiting on something slow for a client that left can stop.
+   */
+  private readonly gone = new AbortController();
   /** This connection's place among those open from its IP (set by the listener at accept). */
   ipSlot: IpSlot | undefined;
 
@@ -209,7 +216,7 @@ export class SmtpSession {
 
   async auth(method: string, username: string, password: string | undefined, verify: (secret: string) => boolean): Promise<Outcome> {
     const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
-    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log);
+    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.gone.signal);
     const extra = { user: username, account: r.account, method };
     switch (r.kind) {
       case 'locked':
@@ -310,7 +317,7 @@ export class SmtpSession {
     const delivery = this.runtime.delivery!;
     let deliveredTo: string | undefined;
     const ctx = { connection: this.connection, sender: tx.sender, recipient, deliveredTo: (address: string) => void (deliveredTo = address.toLowerCase()) };
-    const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log);
+    const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log, this.gone.signal);
     if (a.action === 'reject' || a.action === 'defer') {
       if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { rcpt: recipient.address });
       return { refused: this.outcome(a) };
@@ -354,6 +361,7 @@ export class SmtpSession {
   end(): void {
     if (this.closed) return;
     this.closed = true;
+    this.gone.abort(abortReason('connection closed'));
     for (const cb of this.connection.closeCallbacks) {
       try {
         cb();
@@ -488,7 +496,7 @@ export class SmtpSession {
    * the hook; at mail and queue its text is the reply (a queue plugin that
    * accepts has queued the message itself), elsewhere the core's reply stands.
    */
-  private async decide<K extends HookName>(hook: K, ctx: HookContexts[K]): Promise<Outcome | undefined> {
+  private async decide<K extends HookName>(hook: K, ctx: HookInput<K>): Promise<Outcome | undefined> {
     const { answer: a } = await this.runHook(hook, ctx);
     if (a.action === 'continue') return undefined;
     if (a.action === 'accept') return hook === 'mail' || hook === 'queue' ? ok(a) : undefined;
@@ -496,8 +504,8 @@ export class SmtpSession {
   }
 
   /** Runs a hook; every decision but a plugin fault (the pipeline logs those) gets one log line. */
-  private async runHook<K extends HookName>(hook: K, ctx: HookContexts[K], extra: Record<string, unknown> = {}): Promise<HookResult<K>> {
-    const result = await this.runtime.pipeline.run(hook, ctx, this.log);
+  private async runHook<K extends HookName>(hook: K, ctx: HookInput<K>, extra: Record<string, unknown> = {}): Promise<HookResult<K>> {
+    const result = await this.runtime.pipeline.run(hook, ctx, this.log, this.gone.signal);
     const a = result.answer;
     if (a.action !== 'continue' && !result.fault) {
       this.logDecision(hook, result.plugin ?? 'core', a.action, a.code, a.text, extra);

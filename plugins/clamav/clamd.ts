@@ -9,9 +9,12 @@
  *
  * Every call has its own connect timeout and an overall deadline; when either
  * runs out the socket and the input stream are destroyed, nothing lingers.
+ * So does a fired `signal` (a hook's `ctx.signal`): the call then rejects
+ * with the signal's reason.
  */
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import type { AbortOptions } from '../../core/abort.js';
 
 export interface ClamdTarget {
   readonly host: string;
@@ -58,7 +61,11 @@ export function parseInstreamReply(reply: string): ScanVerdict {
  * Sends one NUL-terminated command, optionally followed by a body writer, and
  * resolves with the NUL-terminated reply (without the NUL).
  */
-function exchange(target: ClamdTarget, limits: ClamdTimeouts, command: string, body?: (socket: net.Socket) => Promise<void>, input?: Readable): Promise<string> {
+function exchange(target: ClamdTarget, limits: ClamdTimeouts, command: string, body?: (socket: net.Socket) => Promise<void>, input?: Readable, signal?: AbortSignal): Promise<string> {
+  if (signal?.aborted) {
+    input?.destroy();
+    return Promise.reject(signal.reason as Error);
+  }
   return new Promise<string>((resolve, reject) => {
     const socket = target.socket ? net.createConnection({ path: target.socket }) : net.createConnection({ host: target.host, port: target.port });
     let settled = false;
@@ -71,6 +78,7 @@ function exchange(target: ClamdTarget, limits: ClamdTimeouts, command: string, b
       settled = true;
       clearTimeout(connectTimer);
       clearTimeout(overallTimer);
+      signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       if (input && !input.destroyed) input.destroy();
       if (err) reject(err);
@@ -78,6 +86,8 @@ function exchange(target: ClamdTarget, limits: ClamdTimeouts, command: string, b
     };
     const connectTimer = setTimeout(() => finish(new ClamdError(`clamd: no connection within ${limits.connectTimeout} ms`, 'timeout')), limits.connectTimeout);
     const overallTimer = setTimeout(() => finish(new ClamdError(`clamd: no answer within ${limits.timeout} ms`, 'timeout')), limits.timeout);
+    const onAbort = () => finish(signal!.reason as Error);
+    signal?.addEventListener('abort', onAbort, { once: true });
 
     socket.on('connect', () => {
       connected = true;
@@ -143,8 +153,11 @@ function frame(data: Buffer): Buffer {
   return Buffer.concat([head, data]);
 }
 
-/** Streams `input` to clamd with zINSTREAM; resolves with its verdict, rejects with ClamdError when there is none. */
-export async function scanStream(target: ClamdTarget, input: Readable, limits: ClamdTimeouts): Promise<ScanVerdict & { readonly bytes: number }> {
+/**
+ * Streams `input` to clamd with zINSTREAM; resolves with its verdict, rejects with ClamdError when there is none,
+ * or with the signal's reason when `call.signal` fires first.
+ */
+export async function scanStream(target: ClamdTarget, input: Readable, limits: ClamdTimeouts, call?: AbortOptions): Promise<ScanVerdict & { readonly bytes: number }> {
   let bytes = 0;
   const reply = await exchange(
     target,
@@ -168,14 +181,15 @@ export async function scanStream(target: ClamdTarget, input: Readable, limits: C
       await write(socket, Buffer.alloc(4));
     },
     input,
+    call?.signal,
   );
   return { ...parseInstreamReply(reply), bytes };
 }
 
 /** `zPING` → true when clamd answers PONG. */
-export async function ping(target: ClamdTarget, limits: ClamdTimeouts): Promise<boolean> {
+export async function ping(target: ClamdTarget, limits: ClamdTimeouts, call?: AbortOptions): Promise<boolean> {
   try {
-    return (await exchange(target, limits, 'zPING\0')).trim() === 'PONG';
+    return (await exchange(target, limits, 'zPING\0', undefined, undefined, call?.signal)).trim() === 'PONG';
   } catch {
     return false;
   }

@@ -66,7 +66,7 @@ export default definePlugin({
 
     return {
       hooks: {
-        async data({ connection, transaction, message }) {
+        async data({ connection, transaction, message, signal }) {
           const started = performance.now();
           const base = { conn: connection.id, queueId: transaction.id, size: message.size, clamd: where };
           const elapsed = () => Math.round(performance.now() - started);
@@ -80,7 +80,7 @@ export default definePlugin({
 
           let verdict;
           try {
-            verdict = await scanStream(target, message.stream(), limits);
+            verdict = await scanStream(target, message.stream(), limits, { signal });
           } catch (e) {
             const err = e instanceof Error ? e : new Error(String(e));
             const reason = err instanceof ClamdError ? err.reason : 'protocol';

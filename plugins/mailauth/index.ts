@@ -72,7 +72,7 @@ export default definePlugin({
   // yubin dkim keygen
   commands: ({ program, configOption }) => registerDkimCommands(program, configOption),
   setup({ options, services, hostname, dataDir, log }) {
-    const resolver = dnsResolver(services.dns as Dns);
+    const dns = services.dns as Dns;
     const mta = options.authservId ?? hostname;
     const keyDir = path.resolve(dataDir, options.keyDir);
     const keys = new Map<string, Promise<Buffer>>();
@@ -90,16 +90,16 @@ export default definePlugin({
 
     return {
       hooks: {
-        async mail({ connection, transaction, sender }) {
+        async mail({ connection, transaction, sender, signal }) {
           if (!options.enforceSpf || !sender || ours(connection) || connection.state.trusted) return answer.continue();
-          const result = await spf({ sender: sender.address, ip: connection.remoteIp, helo: connection.heloName ?? '', mta, resolver });
+          const result = await spf({ sender: sender.address, ip: connection.remoteIp, helo: connection.heloName ?? '', mta, resolver: dnsResolver(dns, signal) });
           (transaction.state.mailauth ??= {}).spf = result.status.result;
           if (result.status.result !== 'fail') return answer.continue();
           log.info({ conn: connection.id, rule: 'spf', sender: sender.address, ip: connection.remoteIp, rr: result.rr }, 'SPF fail: refusing the sender');
           return answer.reject(550, '5.7.23', `SPF check failed: ${sender.domain} does not designate ${connection.remoteIp} as permitted sender`);
         },
 
-        async data({ connection, transaction, message }) {
+        async data({ connection, transaction, message, signal }) {
           if (ours(connection)) return signMessage(message, transaction.sender?.address, connection, log);
           if (!options.verify || connection.state.trusted) return answer.continue();
           const started = Date.now();
@@ -110,7 +110,7 @@ export default definePlugin({
               helo: connection.heloName ?? '',
               sender: transaction.sender?.address ?? '',
               mta,
-              resolver,
+              resolver: dnsResolver(dns, signal),
               disableBimi: true,
             });
           } catch (err) {

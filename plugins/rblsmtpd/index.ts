@@ -103,12 +103,19 @@ export default definePlugin({
     const verdictFor = (c: Connection): Promise<Verdict> => {
       let v = verdicts.get(c.id);
       if (!v) {
-        v = decide(services.dns, options, replyMap, scoring, c).catch((err: Error): Verdict => {
+        // The verdict is kept for the connection and may be awaited by a later hook than
+        // the one that started it, so its lookups stop when the connection does, not when
+        // one hook call runs out of time (an abandoned lookup counts as failed).
+        const gone = new AbortController();
+        v = decide(services.dns, options, replyMap, scoring, c, gone.signal).catch((err: Error): Verdict => {
           log.warn({ conn: c.id, err: err.message }, 'rblsmtpd check failed');
           return options.failClosed ? { kind: 'refuse', code: 451, text: TEMPFAIL_TEXT, rule: 'failClosed' } : { kind: 'pass', reason: 'error' };
         });
         verdicts.set(c.id, v);
-        c.onClose(() => verdicts.delete(c.id));
+        c.onClose(() => {
+          verdicts.delete(c.id);
+          gone.abort();
+        });
       }
       return v;
     };
@@ -149,6 +156,7 @@ async function decide(
   replyMap: ReadonlyMap<string, string>,
   scoring: readonly ScoringZone[] | undefined,
   c: Connection,
+  signal?: AbortSignal,
 ): Promise<Verdict> {
   const variable = c.state.rblsmtpd;
   if (variable !== undefined) {
@@ -164,7 +172,7 @@ async function decide(
     const key = `${txt ? 'txt' : 'a'} ${zone}`;
     let p = lookups.get(key);
     if (!p) {
-      p = lookupDnsbl(dns, zone, ip, { txt }).catch((err: Error): DnsblResult => ({ kind: 'failed', zone, query: zone, error: err.message }));
+      p = lookupDnsbl(dns, zone, ip, { txt, signal }).catch((err: Error): DnsblResult => ({ kind: 'failed', zone, query: zone, error: err.message }));
       lookups.set(key, p);
     }
     return p;

@@ -146,7 +146,7 @@ export default definePlugin({
           }
           let result;
           try {
-            result = await client.symbols(body, user);
+            result = await client.symbols(body, user, { signal: ctx.signal });
           } catch (err) {
             const e = err as Error;
             const elapsed = Date.now() - started;

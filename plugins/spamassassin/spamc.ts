@@ -12,6 +12,7 @@
  */
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import type { AbortOptions } from '../../core/abort.js';
 
 export type SpamcCommand = 'CHECK' | 'SYMBOLS' | 'REPORT' | 'REPORT_IFSPAM' | 'HEADERS' | 'PROCESS' | 'PING' | 'SKIP';
 
@@ -30,6 +31,11 @@ export interface SpamcOptions {
   readonly user?: string;
   /** Largest response accepted, in bytes; default 64 MiB. */
   readonly maxResponse?: number;
+  /**
+   * Abandons the request (a hook's `ctx.signal`): the socket is destroyed at
+   * once and the call rejects with the signal's reason.
+   */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** The message: a Buffer, or a stream with its exact length known up front. */
@@ -148,6 +154,8 @@ export function spamdRequest(command: SpamcCommand, input: SpamcInput | undefine
   const where = options.socket ? `unix:${options.socket}` : `${options.host ?? '127.0.0.1'}:${options.port ?? 783}`;
   if (COMMANDS_WITH_BODY.has(command) && input === undefined) return Promise.reject(new TypeError(`${command} needs a message`));
   if (options.user !== undefined && /[\r\n]/.test(options.user)) return Promise.reject(new TypeError('User must not contain a line break'));
+  const signal = options.signal;
+  if (signal?.aborted) return Promise.reject(signal.reason as Error);
 
   return new Promise<SpamcResponse>((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -163,6 +171,7 @@ export function spamdRequest(command: SpamcCommand, input: SpamcInput | undefine
       done = true;
       clearTimeout(connectTimer);
       clearTimeout(totalTimer);
+      signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       if (input && !Buffer.isBuffer(input)) input.stream.unpipe(socket);
       if (err) reject(err);
@@ -178,6 +187,8 @@ export function spamdRequest(command: SpamcCommand, input: SpamcInput | undefine
 
     const connectTimer = setTimeout(() => finish(new SpamdError('timeout', `spamd ${where}: no connection within ${connectTimeout} ms`)), connectTimeout);
     const totalTimer = setTimeout(() => finish(new SpamdError('timeout', `spamd ${where}: no complete answer within ${timeout} ms`)), timeout);
+    const onAbort = () => finish(signal!.reason as Error);
+    signal?.addEventListener('abort', onAbort, { once: true });
 
     socket.on('connect', () => {
       connected = true;
@@ -225,24 +236,25 @@ function requireVerdict(r: SpamcResponse, command: string): SpamcResult {
 export class Spamc {
   constructor(readonly options: SpamcOptions = {}) {}
 
-  private with(user: string | undefined): SpamcOptions {
-    return user === undefined ? this.options : { ...this.options, user };
+  private with(user: string | undefined, call: AbortOptions | undefined): SpamcOptions {
+    if (user === undefined && call?.signal === undefined) return this.options;
+    return { ...this.options, ...(user === undefined ? {} : { user }), ...(call?.signal ? { signal: call.signal } : {}) };
   }
 
   /** `PING` → true when spamd answers PONG. */
-  async ping(): Promise<boolean> {
-    const r = await spamdRequest('PING', undefined, this.options);
+  async ping(call?: AbortOptions): Promise<boolean> {
+    const r = await spamdRequest('PING', undefined, this.with(undefined, call));
     return r.message === 'PONG';
   }
 
-  /** Score and threshold only. */
-  async check(message: SpamcInput, user?: string): Promise<SpamcResult> {
-    return requireVerdict(await spamdRequest('CHECK', message, this.with(user)), 'CHECK');
+  /** Score and threshold only. `call.signal` abandons the request (it rejects with the signal's reason). */
+  async check(message: SpamcInput, user?: string, call?: AbortOptions): Promise<SpamcResult> {
+    return requireVerdict(await spamdRequest('CHECK', message, this.with(user, call)), 'CHECK');
   }
 
   /** Score, threshold and the names of the rules that hit. */
-  async symbols(message: SpamcInput, user?: string): Promise<SymbolsResult> {
-    const r = requireVerdict(await spamdRequest('SYMBOLS', message, this.with(user)), 'SYMBOLS');
+  async symbols(message: SpamcInput, user?: string, call?: AbortOptions): Promise<SymbolsResult> {
+    const r = requireVerdict(await spamdRequest('SYMBOLS', message, this.with(user, call)), 'SYMBOLS');
     const symbols = r.body
       .toString('latin1')
       .split(',')
@@ -252,17 +264,17 @@ export class Spamc {
   }
 
   /** Verdict plus the text report in `body`. */
-  async report(message: SpamcInput, user?: string): Promise<SpamcResult> {
-    return requireVerdict(await spamdRequest('REPORT', message, this.with(user)), 'REPORT');
+  async report(message: SpamcInput, user?: string, call?: AbortOptions): Promise<SpamcResult> {
+    return requireVerdict(await spamdRequest('REPORT', message, this.with(user, call)), 'REPORT');
   }
 
   /** Verdict plus the rewritten header section in `body`. */
-  async headers(message: SpamcInput, user?: string): Promise<SpamcResult> {
-    return requireVerdict(await spamdRequest('HEADERS', message, this.with(user)), 'HEADERS');
+  async headers(message: SpamcInput, user?: string, call?: AbortOptions): Promise<SpamcResult> {
+    return requireVerdict(await spamdRequest('HEADERS', message, this.with(user, call)), 'HEADERS');
   }
 
   /** Verdict plus the whole rewritten message in `body`. */
-  async process(message: SpamcInput, user?: string): Promise<SpamcResult> {
-    return requireVerdict(await spamdRequest('PROCESS', message, this.with(user)), 'PROCESS');
+  async process(message: SpamcInput, user?: string, call?: AbortOptions): Promise<SpamcResult> {
+    return requireVerdict(await spamdRequest('PROCESS', message, this.with(user, call)), 'PROCESS');
   }
 }

@@ -17,6 +17,7 @@
  */
 import { clientNetwork } from '../../core/index.js';
 import type { KeyValueStore } from '../../core/services/store.js';
+import type { AbortOptions } from '../../core/abort.js';
 
 export interface GreylistOptions {
   /** spamdyke's (sender, recipient) pair, or the classic triplet with the client's /24 (IPv6: /64). */
@@ -62,32 +63,33 @@ export class Greylist {
     return this.options.key === 'triplet' ? `${part(clientNetwork(t.ip))}|${pair}` : pair;
   }
 
-  async check(t: { readonly ip: string; readonly sender: string; readonly recipient: string }): Promise<GreylistVerdict> {
+  /** `call.signal` (the hook's) abandons the store operations: the check then rejects with its reason. */
+  async check(t: { readonly ip: string; readonly sender: string; readonly recipient: string }, call?: AbortOptions): Promise<GreylistVerdict> {
     const id = this.id(t);
     const okKey = `greylist:ok:${id}`;
     const newKey = `greylist:new:${id}`;
     const { minDelayMs, retryWindowMs, whitelistLifetimeMs } = this.options;
     const now = this.now();
 
-    if ((await this.store.get(okKey)) !== undefined) {
-      await this.store.set(okKey, String(now), whitelistLifetimeMs);
+    if ((await this.store.get(okKey, call)) !== undefined) {
+      await this.store.set(okKey, String(now), whitelistLifetimeMs, call);
       return { kind: 'pass', reason: 'whitelisted' };
     }
 
     // Two attempts (another connection, another MX host) at once: exactly one records the first sight.
     for (let attempt = 0; attempt < 2; attempt++) {
-      if (await this.store.add(newKey, String(now), retryWindowMs)) return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };
-      const seen = await this.store.get(newKey);
+      if (await this.store.add(newKey, String(now), retryWindowMs, call)) return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };
+      const seen = await this.store.get(newKey, call);
       if (seen === undefined) continue; // expired between add and get: try to record it again
       const first = Number(seen);
       if (!Number.isFinite(first)) {
-        await this.store.set(newKey, String(now), retryWindowMs);
+        await this.store.set(newKey, String(now), retryWindowMs, call);
         return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };
       }
       const waited = now - first;
       if (waited < minDelayMs) return { kind: 'defer', reason: 'too-soon', retryInMs: minDelayMs - waited };
-      await this.store.set(okKey, String(now), whitelistLifetimeMs);
-      await this.store.delete(newKey);
+      await this.store.set(okKey, String(now), whitelistLifetimeMs, call);
+      await this.store.delete(newKey, call);
       return { kind: 'pass', reason: 'retried' };
     }
     return { kind: 'defer', reason: 'new', retryInMs: minDelayMs };

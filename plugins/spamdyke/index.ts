@@ -212,32 +212,33 @@ export default definePlugin({
     /** Never filtered: authenticated, RELAYCLIENT, whitelisted by another plugin or by us. */
     const exempt = (c: Connection) => c.authUser !== undefined || c.state.relayClient !== undefined || c.state.trusted === true;
 
-    const dnsblAll = (zones: readonly string[], ip: string, txt: boolean): Promise<DnsblResult[]> =>
-      Promise.all(zones.map((zone) => lookupDnsbl(services.dns, zone, ip, { txt }).catch((err: Error) => ({ kind: 'failed' as const, zone, query: ip, error: err.message }))));
-    const rhsblAll = async (zones: readonly string[], domains: readonly string[]): Promise<DnsblResult[]> =>
+    const dnsblAll = (zones: readonly string[], ip: string, txt: boolean, signal?: AbortSignal): Promise<DnsblResult[]> =>
+      Promise.all(zones.map((zone) => lookupDnsbl(services.dns, zone, ip, { txt, signal }).catch((err: Error) => ({ kind: 'failed' as const, zone, query: ip, error: err.message }))));
+    const rhsblAll = async (zones: readonly string[], domains: readonly string[], signal?: AbortSignal): Promise<DnsblResult[]> =>
       (
         await Promise.all(
           zones.map((zone) =>
-            Promise.all(domains.map((d) => lookupRhsbl(services.dns, zone, d, { txt: true }).catch((err: Error) => ({ kind: 'failed' as const, zone, query: d, error: err.message })))),
+            Promise.all(domains.map((d) => lookupRhsbl(services.dns, zone, d, { txt: true, signal }).catch((err: Error) => ({ kind: 'failed' as const, zone, query: d, error: err.message })))),
           ),
         )
       ).flat();
 
-    const decide = async (conn: Connection): Promise<ConnectionVerdict> => {
+    /** `signal` fires when the connection closes (the verdict outlives the hook call that started it). */
+    const decide = async (conn: Connection, signal: AbortSignal): Promise<ConnectionVerdict> => {
       const ip = normalizeIp(conn.remoteIp);
       const white = await ipWhite.match(ip);
       if (white) return { trustedBy: `ip-whitelist ${white}` };
       const [wZones, bZones, rbZones, rwZones] = await Promise.all([dnsWhite.zones(), dnsBlack.zones(), rhsBlack.zones(), rhsWhite.zones()]);
       // Everything that depends only on the IP starts at once, in parallel with the rDNS lookup.
-      const whiteLookups = dnsblAll(wZones, ip, false);
-      const blackLookups = dnsblAll(bZones, ip, true);
-      const fc: Fcrdns | undefined = needPtr ? await services.dns.fcrdns(ip).catch((err: Error) => ({ kind: 'failed' as const, error: err.message })) : undefined;
+      const whiteLookups = dnsblAll(wZones, ip, false, signal);
+      const blackLookups = dnsblAll(bZones, ip, true, signal);
+      const fc: Fcrdns | undefined = needPtr ? await services.dns.fcrdns(ip, { signal }).catch((err: Error) => ({ kind: 'failed' as const, error: err.message })) : undefined;
       const confirmed = fc?.kind === 'confirmed' ? fc.name : undefined;
       const ptr = fc?.kind === 'confirmed' ? fc.name : fc?.kind === 'unconfirmed' ? fc.names[0] : undefined;
       if (confirmed && !conn.remoteHost) conn.remoteHost = confirmed;
       if (fc?.kind === 'failed') log.warn({ conn: conn.id, ip, error: fc.error }, 'spamdyke: rDNS lookup failed, rDNS rules skipped (fail open)');
-      const rhsWhiteLookups = confirmed && rwZones.length ? rhsblAll(rwZones, rhsCandidates(confirmed)) : Promise.resolve([]);
-      const rhsBlackLookups = ptr && rbZones.length ? rhsblAll(rbZones, rhsCandidates(ptr)) : Promise.resolve([]);
+      const rhsWhiteLookups = confirmed && rwZones.length ? rhsblAll(rwZones, rhsCandidates(confirmed), signal) : Promise.resolve([]);
+      const rhsBlackLookups = ptr && rbZones.length ? rhsblAll(rbZones, rhsCandidates(ptr), signal) : Promise.resolve([]);
       const logFail = (r: { zone: string; query: string; error: string }) =>
         log.warn({ conn: conn.id, ip, zone: r.zone, query: r.query, error: r.error }, 'spamdyke: list lookup failed, treated as not listed (fail open)');
 
@@ -282,11 +283,11 @@ export default definePlugin({
       return { ptr };
     };
 
-    const evaluate = async (conn: Connection): Promise<ConnectionVerdict> => {
-      const v = await decide(conn);
+    const evaluate = async (conn: Connection, signal: AbortSignal): Promise<ConnectionVerdict> => {
+      const v = await decide(conn, signal);
       if (!v.refusal || v.ptr !== undefined || needPtr) return v;
       // The decision log names the client's PTR even when no rule needed it (looked up only for a refusal).
-      const p = await services.dns.ptr(normalizeIp(conn.remoteIp)).catch(() => undefined);
+      const p = await services.dns.ptr(normalizeIp(conn.remoteIp), { signal }).catch(() => undefined);
       const ptr = p?.kind === 'found' ? p.records[0] : undefined;
       return ptr === undefined ? v : { ...v, ptr, refusal: { ...v.refusal, detail: { ...v.refusal.detail, ptr } } };
     };
@@ -296,7 +297,8 @@ export default definePlugin({
     const verdictFor = (conn: Connection): Promise<ConnectionVerdict> => {
       let v = verdicts.get(conn.id);
       if (!v) {
-        v = evaluate(conn)
+        const gone = new AbortController();
+        v = evaluate(conn, gone.signal)
           .then((r) => {
             if (r.trustedBy) {
               conn.state.trusted = true;
@@ -311,6 +313,7 @@ export default definePlugin({
         verdicts.set(conn.id, v);
         conn.onClose(() => {
           verdicts.delete(conn.id);
+          gone.abort();
           closed.add(conn.id);
           setTimeout(() => closed.delete(conn.id), 60_000).unref();
         });
@@ -318,22 +321,23 @@ export default definePlugin({
       return v;
     };
 
-    const senderChecks = async (sender: { address: string; domain: string }): Promise<Refusal | undefined> => {
+    /** `signal`: the MAIL hook's (a transaction refused at MAIL is not kept, so nobody awaits an abandoned check). */
+    const senderChecks = async (sender: { address: string; domain: string }, signal: AbortSignal): Promise<Refusal | undefined> => {
       const sb = await senderBlack.match(sender.address);
       if (sb) return { rule: 'sender-blacklist', detail: { entry: sb, sender: sender.address } };
       const rbZones = await rhsBlack.zones();
       if (rbZones.length) {
-        const hb = firstListed(await rhsblAll(rbZones, [sender.domain]), (r) => log.warn({ zone: r.zone, query: r.query, error: r.error }, 'spamdyke: RHSBL lookup failed (fail open)'));
+        const hb = firstListed(await rhsblAll(rbZones, [sender.domain], signal), (r) => log.warn({ zone: r.zone, query: r.query, error: r.error }, 'spamdyke: RHSBL lookup failed (fail open)'));
         if (hb) return { rule: 'rhs-blacklist', detail: { zone: hb.zone, query: hb.query, codes: hb.codes, txt: hb.txt, sender: sender.address } };
       }
-      if (o.rejectSender.includes('no-mx')) return noMx(sender.domain);
+      if (o.rejectSender.includes('no-mx')) return noMx(sender.domain, signal);
       return undefined;
     };
 
     /** No MX and no A/AAAA fallback (or a null MX) is "no MX"; any DNS failure is not. */
-    const noMx = async (domain: string): Promise<Refusal | undefined> => {
+    const noMx = async (domain: string, signal: AbortSignal): Promise<Refusal | undefined> => {
       if (!domain) return undefined;
-      const mx = await services.dns.mx(domain);
+      const mx = await services.dns.mx(domain, { signal });
       if (mx.kind === 'found') {
         if (mx.records.every((r) => r.exchange === '' || r.exchange === '.')) return { rule: 'sender-no-mx', detail: { domain, mx: 'null MX (RFC 7505)' } };
         return undefined;
@@ -342,7 +346,7 @@ export default definePlugin({
         log.warn({ domain, error: mx.error }, 'spamdyke: sender MX lookup failed, not treated as "no MX" (fail open)');
         return undefined;
       }
-      const [a, aaaa] = await Promise.all([services.dns.a(domain), services.dns.aaaa(domain)]);
+      const [a, aaaa] = await Promise.all([services.dns.a(domain, { signal }), services.dns.aaaa(domain, { signal })]);
       if (a.kind === 'found' || aaaa.kind === 'found') return undefined;
       if (a.kind === 'failed' || aaaa.kind === 'failed') {
         log.warn({ domain, error: a.kind === 'failed' ? a.error : aaaa.kind === 'failed' ? aaaa.error : '' }, 'spamdyke: sender A lookup failed, not treated as "no MX" (fail open)');
@@ -374,7 +378,7 @@ export default definePlugin({
           if (o.greetingDelaySecs > 0) await new Promise((r) => setTimeout(r, o.greetingDelaySecs * 1000));
           return answer.continue();
         },
-        async mail({ connection, transaction, sender }) {
+        async mail({ connection, transaction, sender, signal }) {
           const info: TxInfo = {};
           transaction.state.spamdyke = info;
           if (exempt(connection) || !sender) return answer.continue();
@@ -383,19 +387,19 @@ export default definePlugin({
             info.senderWhitelisted = `sender-whitelist ${sw}`;
           } else {
             const rwZones = await rhsWhite.zones();
-            const hw = rwZones.length ? firstListed(await rhsblAll(rwZones, [sender.domain]), () => undefined) : undefined;
+            const hw = rwZones.length ? firstListed(await rhsblAll(rwZones, [sender.domain], signal), () => undefined) : undefined;
             if (hw) info.senderWhitelisted = `rhs-whitelist ${hw.zone} ${hw.query}`;
           }
           if (info.senderWhitelisted) log.info({ conn: connection.id, sender: sender.address, whitelist: info.senderWhitelisted }, 'spamdyke: whitelisted sender');
           else {
-            info.senderRefusal = senderChecks(sender).catch((err: Error) => {
+            info.senderRefusal = senderChecks(sender, signal).catch((err: Error) => {
               log.error({ conn: connection.id, err: err.message }, 'spamdyke: sender checks failed (fail open)');
               return undefined;
             });
           }
           return answer.continue();
         },
-        async rcpt({ connection, transaction, recipient }) {
+        async rcpt({ connection, transaction, recipient, signal }) {
           if (exempt(connection)) return answer.continue();
           const v = await verdictFor(connection);
           if (v.trustedBy || exempt(connection)) return answer.continue();
@@ -424,7 +428,7 @@ export default definePlugin({
             return answer.continue();
           }
           const ip = normalizeIp(connection.remoteIp);
-          const g = await gl().check({ ip, sender: sender.toLowerCase(), recipient: recipient.address.toLowerCase() });
+          const g = await gl().check({ ip, sender: sender.toLowerCase(), recipient: recipient.address.toLowerCase() }, { signal });
           if (g.kind === 'pass') return answer.continue();
           if (tarGrey && o.taRgrey.tarpit > 0) {
             // taRgrey: a real MTA waits out the tarpit and is accepted; a bot that hangs up retries into the greylist.
@@ -436,12 +440,12 @@ export default definePlugin({
           }
           return refuse(connection, { rule: 'graylist', detail: { ptr: v.ptr, s25r: v.s25r, reason: g.reason, retryInMs: g.retryInMs } }, extra);
         },
-        async data({ connection, transaction }) {
+        async data({ connection, transaction, signal }) {
           const info = transaction.state.spamdyke;
           if (!info?.nullSenderGreylist || exempt(connection)) return answer.continue();
           const ip = normalizeIp(connection.remoteIp);
           for (const r of transaction.recipients) {
-            const g = await gl().check({ ip, sender: '', recipient: r.address.toLowerCase() });
+            const g = await gl().check({ ip, sender: '', recipient: r.address.toLowerCase() }, { signal });
             if (g.kind === 'defer') {
               return refuse(connection, { rule: 'graylist', detail: { reason: g.reason, retryInMs: g.retryInMs, sender: '<>' } }, { sender: '', rcpt: r.address });
             }
