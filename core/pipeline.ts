@@ -28,6 +28,8 @@ export interface HookResult<K extends HookName> {
   readonly plugin: string | undefined;
   /** The decision is the core's 451 for a plugin fault. */
   readonly fault: boolean;
+  /** For a fault, what went wrong in words ("threw: ENOENT: ...", "timed out after 30000 ms"). */
+  readonly reason?: string;
 }
 
 export const PLUGIN_FAULT: Defer = answer.defer(451, '4.3.0', 'Temporary local problem, please try again later');
@@ -128,17 +130,21 @@ export class Pipeline {
         } catch (err) {
           if (err instanceof HookAbandoned) {
             // Nobody is waiting for the answer any more: not the plugin's fault, not an error.
-            log.info({ hook, plugin: name, action: 'defer', code: 451, reason: `abandoned: ${describe(err.reason)}` }, `plugin ${name} abandoned in ${hook} hook: ${describe(err.reason)}`);
-            return { answer: PLUGIN_FAULT, plugin: name, fault: true };
+            const reason = `abandoned: ${describe(err.reason)}`;
+            log.info({ hook, plugin: name, action: 'defer', code: 451, reason }, `plugin ${name} abandoned in ${hook} hook: ${describe(err.reason)}`);
+            return { answer: PLUGIN_FAULT, plugin: name, fault: true, reason };
           }
-          const reason = err instanceof HookTimeout ? `timed out after ${this.timeoutMs} ms` : `threw: ${describe(err)}`;
-          log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `plugin ${reason}` }, `plugin ${name} ${reason} in ${hook} hook`);
-          return { answer: PLUGIN_FAULT, plugin: name, fault: true };
+          const timedOut = err instanceof HookTimeout;
+          const reason = timedOut ? `timed out after ${this.timeoutMs} ms` : `threw: ${describe(err)}`;
+          // The stack says where in the plugin it went wrong (pino prints err.stack).
+          log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `plugin ${reason}`, ...(timedOut ? {} : { err }) }, `plugin ${name} ${reason} in ${hook} hook`);
+          return { answer: PLUGIN_FAULT, plugin: name, fault: true, reason };
         }
         const invalid = validateAnswer(result);
         if (invalid) {
-          log.error({ hook, plugin: name, action: 'defer', code: 451, reason: `bad answer: ${invalid}` }, `plugin ${name} gave a bad answer in ${hook} hook: ${invalid}`);
-          return { answer: PLUGIN_FAULT, plugin: name, fault: true };
+          const reason = `bad answer: ${invalid}`;
+          log.error({ hook, plugin: name, action: 'defer', code: 451, reason }, `plugin ${name} gave a bad answer in ${hook} hook: ${invalid}`);
+          return { answer: PLUGIN_FAULT, plugin: name, fault: true, reason };
         }
         const a = result as HookAnswers[K];
         if (a.action !== 'continue') return { answer: a, plugin: name, fault: false };

@@ -472,7 +472,7 @@ export class Scheduler {
     if (!pipeline.has('deliver')) return undefined;
     lease.acquire();
     try {
-      const { answer, plugin } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.stopping.signal);
+      const { answer, plugin, fault, reason } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.stopping.signal);
       const by = plugin ?? 'core';
       switch (answer.action) {
         case 'continue':
@@ -482,7 +482,8 @@ export class Scheduler {
         case 'reject':
           return { kind: 'permanent', status: answer.enhanced ?? '5.0.0', text: answer.text, diagnostic: `${answer.code} ${answer.enhanced ?? ''} ${answer.text}`.replace('  ', ' ') };
         case 'defer':
-          return { kind: 'temporary', status: answer.enhanced ?? '4.0.0', text: answer.text };
+          // A plugin fault is named in `queue list` and the logs: "deliver plugin maildir threw: EACCES ...".
+          return { kind: 'temporary', status: answer.enhanced ?? '4.0.0', text: fault ? `deliver plugin ${by} ${reason ?? 'failed'}` : answer.text };
       }
     } finally {
       lease.release();
