@@ -162,6 +162,7 @@ t.test('plugin new writes a TypeScript package for the running yubin', async (t)
   t.equal(pkg.type, 'module');
   t.equal(pkg.scripts.test, 'tsc -p . && tap');
   t.same(pkg.tap.include, ['dist/test/**/*.test.js']);
+  t.same(pkg.tap.exclude, ['**/node_modules/**'], 'dist/ not excluded (tap leaves it out by default)');
   t.same(pkg.peerDependencies, { 'yubin-mail': `^${rootPkg.version}` });
   t.equal(pkg.devDependencies['yubin-mail'], `file:${root}`);
   t.equal(pkg.devDependencies.typescript, rootPkg.devDependencies.typescript);

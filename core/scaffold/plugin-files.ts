@@ -39,6 +39,8 @@ export function pluginPackageJson(t: PluginTemplate): string {
       'disable-coverage': true,
       'allow-empty-coverage': true,
       plugin: ['!@tapjs/typescript'],
+      // tap leaves out dist/ by default; the compiled tests live there.
+      exclude: ['**/node_modules/**'],
     },
     // zod runs inside the plugin (its options schema): a dependency, not a dev one.
     dependencies: { zod: t.versions.zod },
@@ -246,6 +248,9 @@ and lists its hooks.
 npm install
 npm test          # tsc, then tap on dist/test/*.test.js
 \`\`\`
+
+npm 11 may warn that yubin-mail's \`prepare\` is not covered by \`allowScripts\`:
+it is not needed, the yubin linked from \`file:\` is already built.
 
 The tests start a real yubin on an ephemeral loopback port with
 \`startTestServer\` from \`yubin-mail/testing\`, talk SMTP to it and look at
