@@ -10,6 +10,7 @@ import { createLogger } from './logger.js';
 import { builtinDefinitions, closePlugins, configuredDefinitions, startPlugins, type ActivePlugin } from './plugin-loader.js';
 import { CommandError, type PluginDefinition } from './plugin.js';
 import { YubinServer } from './server.js';
+import { registerScaffoldCommands, SCAFFOLD_COMMANDS } from './scaffold/commands.js';
 import { createServiceContainer, LocalDomains, servicesFrom } from './services/index.js';
 import { formatList, queueChange, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
 import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
@@ -147,7 +148,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
 }
 
 /** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
-const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', '-V', '--version']);
+const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', ...SCAFFOLD_COMMANDS, '-V', '--version']);
 
 /** `yubin` with the core's commands and those the plugins add (`domain`, `user`, `alias`, `dkim`...). */
 export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> = []): Command {
@@ -201,6 +202,7 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
       .addOption(configOption())
       .action(async (id: string, opts: { config: string }) => print(await queueChange(await configOf(opts), cmd, id)));
   }
+  registerScaffoldCommands(program);
   for (const plugin of plugins) plugin.commands?.({ program, configOption });
   program
     .command('sendmail')
