@@ -163,7 +163,11 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
     .description('start the server (SITE: a directory made by `yubin init`, same as -c SITE)')
     .addOption(configOption())
     .action((site: string | undefined, opts: { config: string }) => serve({ config: site ?? opts.config }));
-  program.command('check-config').description('validate the config and print each listener and its plugins in order').addOption(configOption()).action(checkConfig);
+  program
+    .command('check-config [site]')
+    .description('validate the config and print each listener and its plugins in order, with their options')
+    .addOption(configOption())
+    .action((site: string | undefined, opts: { config: string }) => checkConfig({ config: site ?? opts.config }));
 
   const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');
   const configOf = async (opts: { config: string }) => (await loadConfig(opts.config)).config;

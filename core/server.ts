@@ -21,6 +21,7 @@ import { isOwnAddress } from './ip.js';
 import { SmtpListener, type ListenerTls } from './smtp/listener.js';
 import { Pop3Listener } from './pop3/listener.js';
 import type { ListenerRuntime, SessionEnv } from './smtp/session.js';
+import { listenOptions, type ListenOptions } from './session/listen.js';
 import { loadKeyPair, selfSignedKeyPair, tlsPolicy } from './tls.js';
 
 export interface StartOptions {
@@ -65,7 +66,7 @@ class Generation {
 interface Listener {
   runtime: ListenerRuntime;
   readonly name: string;
-  listen(): Promise<AddressInfo>;
+  listen(options?: ListenOptions): Promise<AddressInfo>;
   address(): AddressInfo;
   applyLimits(): void;
   drain(timeoutMs: number): Promise<void>;
@@ -252,7 +253,7 @@ export class YubinServer {
     }
     const tlsSettings: ListenerTls = { mode: lc.tls, keyPair, policy: tlsPolicy(lc.tlsProfile, lc.tlsCiphers) };
     const listener: Listener = lc.protocol === 'pop3' ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log) : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
-    const address = await listener.listen();
+    const address = await listener.listen(listenOptions(lc, this.loaded.config.listeners));
     this.listeners.set(lc.name, listener);
     log.info(
       { event: 'listen', listener: lc.name, protocol: lc.protocol, address: address.address, port: address.port, tls: lc.tls, plugins: lc.plugins.map((p) => p.ref) },

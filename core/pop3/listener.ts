@@ -12,6 +12,7 @@ import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import { plainIp } from './connection.js';
 import { Pop3Session } from './session.js';
 import { IpConnections } from '../session/ip-connections.js';
+import type { ListenOptions } from '../session/listen.js';
 
 /** Longest a pop3s client may take over its handshake before it has a session to time out in. */
 const MAX_HANDSHAKE_MS = 60_000;
@@ -57,11 +58,11 @@ export class Pop3Listener {
    */
   applyLimits(): void {}
 
-  async listen(): Promise<AddressInfo> {
+  async listen(options: ListenOptions = {}): Promise<AddressInfo> {
     const { host, port } = this.runtime.config.listen;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, ipv6Only: options.ipv6Only ?? false }, () => {
         this.server.off('error', reject);
         resolve();
       });

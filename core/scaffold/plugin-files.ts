@@ -221,26 +221,35 @@ In a site made with \`yubin init DIR\`:
 cd DIR && npm install ${t.name}      # or: npm install /path/to/${dirName}
 \`\`\`
 
-Options go in the global \`plugins:\` block, keyed by the package name; a
-listener runs the plugin where its \`plugins\` list names it, in that order:
+Options go in the top-level \`plugins:\` block, keyed by the package name,
+and a listener runs the plugin where its \`plugins\` list names it, in that
+order. A list entry may carry options for that listener only, merged over
+the top-level block:
 
 \`\`\`yaml
 plugins:
-  ${t.name}: { tag: mx, refuseSubjects: [SPAM] }
+  ${t.name}: { header: X-Tag }
 listeners:
   - name: mx
     protocol: smtp
     listen: 0.0.0.0:25
-    plugins: [tcprules, whitelist, badmailfrom, rcpthosts, ${t.name}, vpopmail]
+    plugins:
+      - tcprules
+      - rcpthosts
+      - ${t.name}: { tag: mx, refuseSubjects: [SPAM] }
+      - vpopmail
+  - name: submission
+    protocol: smtp
+    listen: 0.0.0.0:587
+    requireAuth: true
+    plugins:
+      - vpopmail
+      - ${t.name}: { tag: submission }
 \`\`\`
 
-One options block serves every listener that lists the plugin. For
-different options per listener, a later yubin may take
-\`- ${t.name}: { tag: mx }\` inside a listener's list; the yubin-mail
-${t.yubinVersion} this was made with takes only names there.
-
+Each distinct set of options is one instance of the plugin (one \`setup\`).
 \`yubin check-config -c DIR/yubin.yaml\` loads the plugin, checks its options
-and lists its hooks.
+and lists its hooks and each listener's options.
 
 ## Test
 

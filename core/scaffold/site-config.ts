@@ -6,17 +6,11 @@
  * Kept as strings here, not as files beside the code, so it ships inside dist/.
  */
 
-/** How the IPv6 listeners are written. */
-export type Ipv6Listeners =
-  /** As listeners of their own on [::] (the kernel keeps IPv6 sockets IPv6-only: FreeBSD, OpenBSD, Linux with bindv6only=1). */
-  | 'separate'
-  /**
-   * Commented out: on Linux with net.ipv6.bindv6only=0 (the default) a socket on
-   * [::]:25 takes IPv4 too, so it and 0.0.0.0:25 cannot both be bound (EADDRINUSE).
-   */
-  | 'commented'
-  /** None (loopback mode). */
-  | 'none';
+/**
+ * IPv6 listeners on [::] beside the IPv4 ones (the server binds those
+ * IPv6-only, so both can have port 25 on any system), or none (loopback mode).
+ */
+export type Ipv6Listeners = 'separate' | 'none';
 
 export interface SiteConfigOptions {
   readonly loopback: boolean;
@@ -124,23 +118,7 @@ function listeners(o: SiteConfigOptions): string {
     }
     out.push(listener(l, l.name, `0.0.0.0:${l.port}`, l.comment));
     if (o.ipv6 === 'none') continue;
-    const v6 = listener(l, `${l.name}6`, `[::]:${l.port}`, `The same on IPv6.`);
-    if (o.ipv6 === 'separate') {
-      out.push(v6);
-      continue;
-    }
-    // The reason once, at the first; the others point at it.
-    const why =
-      l === LISTENERS[0]
-        ? [
-            `  # The same on IPv6, commented out: on this machine (Linux,`,
-            `  # net.ipv6.bindv6only = 0) a socket on [::]:${l.port} takes IPv4 too and`,
-            `  # would collide with 0.0.0.0:${l.port} (EADDRINUSE). Either set`,
-            `  # net.ipv6.bindv6only = 1 and uncomment the *6 listeners, or change`,
-            `  # 0.0.0.0 to [::] above to take both families on one socket.`,
-          ]
-        : [`  # The same on IPv6 (commented out: see ${LISTENERS[0]!.name}6).`];
-    out.push([...why, indent(v6.split('\n').slice(1).join('\n').replace(/^ {2}/gm, ''), '  # ')].join('\n'));
+    out.push(listener(l, `${l.name}6`, `[::]:${l.port}`, 'The same on IPv6 (IPv6 only: IPv4 stays with the listener above).'));
   }
   return out.join('\n\n');
 }
@@ -161,7 +139,7 @@ export function siteConfig(o: SiteConfigOptions): string {
 #
 #     yubin check-config -c yubin.yaml
 #
-# and start it with \`yubin serve -c yubin.yaml\`. SIGHUP re-reads this file
+# and start it with \`yubin serve DIR\` (or \`-c yubin.yaml\`). SIGHUP re-reads this file
 # and the rule files; SIGTERM finishes what is in progress and exits.
 #
 ${intro}
@@ -183,7 +161,9 @@ localDomains: [localhost]
 # fatal, error, warn, info (one line per connection and per decision), debug.
 logLevel: info
 
-# One options block per plugin, keyed as the listeners below name it.
+# One options block per plugin, keyed as the listeners below name it. A
+# listener's list may give options for that listener only, merged over these:
+#   plugins: [tcprules, whitelist, { rblsmtpd: { permanent: true } }]
 plugins:
   # tcpserver's access rules (tcp.smtp in text form; no cdb to rebuild,
   # the file is re-read when it changes). 127.0.0.1 may relay, like the seed.

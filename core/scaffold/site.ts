@@ -3,7 +3,7 @@
  * one. yubin.yaml with the files its plugins read, plugins/ for local
  * plugins, a package.json for npm ones, and var/ for the data.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CommandError } from '../plugin.js';
@@ -32,20 +32,6 @@ export interface InitResult {
 /** Files that hold the admin's own work: never replaced without --force. */
 const PROTECTED = ['yubin.yaml', 'package.json'];
 
-/**
- * Whether [::]:PORT and 0.0.0.0:PORT can both be bound here. On Linux the
- * IPv6 wildcard takes IPv4 too unless net.ipv6.bindv6only is 1; the BSDs keep
- * IPv6 sockets IPv6-only by default.
- */
-export function ipv6ListenersHere(): Ipv6Listeners {
-  if (process.platform !== 'linux') return 'separate';
-  try {
-    return readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() === '1' ? 'separate' : 'commented';
-  } catch {
-    return 'commented';
-  }
-}
-
 export async function initSite(dirArg: string, options: InitOptions = {}): Promise<InitResult> {
   const dir = path.resolve(dirArg);
   if (!options.force) {
@@ -58,7 +44,7 @@ export async function initSite(dirArg: string, options: InitOptions = {}): Promi
   const yubin = runningPackage();
   const loopback = options.loopback ?? false;
   const files: ScaffoldFile[] = [
-    { path: 'yubin.yaml', text: siteConfig({ loopback, ipv6: loopback ? 'none' : (options.ipv6 ?? ipv6ListenersHere()) }) },
+    { path: 'yubin.yaml', text: siteConfig({ loopback, ipv6: loopback ? 'none' : (options.ipv6 ?? 'separate') }) },
     { path: 'tcp.smtp', text: TCP_SMTP },
     { path: 'whitelist.txt', text: WHITELIST },
     { path: 'badmailfrom', text: BADMAILFROM },
@@ -96,7 +82,7 @@ function report(dir: string, written: readonly string[], dataDir: string, loopba
     'next:',
     `  yubin check-config -c ${config}`,
     `  yubin domain add example.com -c ${config}     # a virtual domain and its postmaster`,
-    `  yubin serve -c ${config}`,
+    `  yubin serve ${shown(dir)}                       # same as yubin serve -c ${config}`,
     `  cd ${shown(dir)} && npm install yubin-plugin-NAME   # then list it in yubin.yaml`,
   ];
   if (!loopback) lines.splice(lines.length - 2, 0, '  # ports below 1024: run as root or give node CAP_NET_BIND_SERVICE');

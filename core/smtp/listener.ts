@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
 import type { KeyPair, TlsPolicy } from '../tls.js';
 import { IpConnections } from '../session/ip-connections.js';
+import type { ListenOptions } from '../session/listen.js';
 import { YubinConnection, type SessionFactory } from './connection.js';
 import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv } from './session.js';
 
@@ -187,12 +188,12 @@ export class SmtpListener {
     return this.runtime.name;
   }
 
-  async listen(): Promise<AddressInfo> {
+  async listen(options: ListenOptions = {}): Promise<AddressInfo> {
     const { host, port } = this.runtime.config.listen;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.server.once('error', onError);
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, ipv6Only: options.ipv6Only ?? false }, () => {
         this.server.server.off('error', onError);
         resolve();
       });
