@@ -88,7 +88,8 @@ t.test('a new user: pack, global install, init, plugin new, npm install, serve, 
   const pluginDir = path.join(work, 'yubin-plugin-tag');
   await npm(t, ['install'], pluginDir);
   const test = await npm(t, ['test'], pluginDir);
-  t.match(test.stdout, /# \{ total: \d+, pass: \d+ \}/, "the template's npm test passes");
+  t.match(test.stdout, /\nok 1 - dist\/test\/index\.test\.js/, "the template's npm test passes");
+  t.notMatch(test.stdout, /not ok/);
 
   // 5. installed into the site with npm, as a packed package.
   const pluginPack = await npm(t, ['pack', '--pack-destination', work], pluginDir);
@@ -140,8 +141,8 @@ t.test('a new user: pack, global install, init, plugin new, npm install, serve, 
   // 7. check-config prints both effective options.
   const check = await run(bin, ['check-config', '-c', configFile]);
   t.equal(check.code, 0, check.stderr);
-  t.match(check.stdout, /yubin-plugin-tag \(tag\) \[package\] hooks: data; options \{"tag":"mx","refuseSubjects":\["SPAM"\]\}/);
-  t.match(check.stdout, /yubin-plugin-tag \(tag\) \[package\] hooks: data; options \{"tag":"submission"\}/);
+  t.match(check.stdout, /yubin-plugin-tag \[package\] hooks: data; options \{"tag":"mx","refuseSubjects":\["SPAM"\]\}/);
+  t.match(check.stdout, /yubin-plugin-tag \[package\] hooks: data; options \{"tag":"submission"\}/);
 
   // 8. a wrong order and an unused options block: exit 2 with file:line.
   const bad = parseDocument(doc.toString());
@@ -171,12 +172,12 @@ t.test('a new user: pack, global install, init, plugin new, npm install, serve, 
 
   // 6 (again). swaks shows the two behaviours.
   const refused = await swaks(mxPort, 'SPAM offer');
-  t.match(refused.stdout, /<\*\* {2}550 5\.7\.1 .*mx/, 'on mx, a SPAM subject is refused by the plugin with its tag');
+  t.match(refused.stdout, /<\*\* +550 5\.7\.1 .*by mx/, 'on mx, a SPAM subject is refused by the plugin with its tag');
   const passed = await swaks(mxPort, 'hello from mx');
   t.match(passed.stdout, /<- {2}250 .*queued as/);
   const auth = ['--tls', '--auth', 'PLAIN', '--auth-user', 'alice@example.test', '--auth-password', 'wonderland-7'];
   const sub = await run('swaks', ['--server', `127.0.0.1:${subPort}`, '--from', 'alice@example.test', '--to', 'alice@example.test', '--header', 'Subject: SPAM, says the submission', ...auth]);
-  t.match(sub.stdout, /<- {2}250 .*queued as/, 'on submission the same subject passes: other options');
+  t.match(sub.stdout, /<~ {2}250 .*queued as/, 'on submission the same subject passes: other options');
   await server.waitLog((l) => l.event === 'delivery' && typeof l.id === 'string' && sub.stdout.includes(l.id), 20_000);
   const box = path.join(site, 'var/domains/example.test/alice/Maildir/new');
   const texts = await Promise.all((await readdir(box)).map((f) => readFile(path.join(box, f), 'utf8')));
@@ -184,7 +185,7 @@ t.test('a new user: pack, global install, init, plugin new, npm install, serve, 
 
   // 9. a hook that never answers: the signal fires at hookTimeout, the client gets 451 4.3.0.
   const hang = await run('swaks', ['--server', `127.0.0.1:${mxPort}`, '--from', 'friend@example.net', '--to', 'hang@example.test', '--quit-after', 'RCPT']);
-  t.match(hang.stdout, /<\*\* {2}451 4\.3\.0 /);
+  t.match(hang.stdout, /<\*\* +451 4\.3\.0 /);
   const fired = JSON.parse(await readFile(path.join(site, 'var/hang-signal.json'), 'utf8')) as { after: number; reason: string };
   t.ok(fired.after >= 1400 && fired.after < 3000, `the signal fired after ${fired.after} ms (hookTimeout 1500 ms)`);
   t.match(fired.reason, /time/i, `its reason says it timed out: ${fired.reason}`);
