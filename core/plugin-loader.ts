@@ -18,7 +18,9 @@ import type { Services } from './services/index.js';
 import type { PluginUse } from './config/schema.js';
 import { isPlainMap, mergeOptions } from './config/plugin-options.js';
 
-const BUILTIN_DIR = fileURLToPath(new URL('../plugins/', import.meta.url));
+const ownUrl = import.meta.url;
+/** dist/plugins/: the built-ins are found there by name at run time; core/ has no static dependency on them. */
+const BUILTIN_DIR = fileURLToPath(new URL('../plugins/', ownUrl));
 
 export type PluginSource = 'built-in' | 'path' | 'package' | 'inline';
 
@@ -269,7 +271,9 @@ async function startInstance(
         // The key is blamed where it was written: this entry's options, else the top-level block.
         const inEntry = use.options !== undefined && (inner.length === 0 || hasPath(use.options, inner));
         const key = inEntry || config.plugins[use.ref] === undefined ? [...place.keyPath, ...(use.options ? [use.ref] : []), ...inner] : ['plugins', use.ref, ...inner];
-        problems.push(`${loaded.locate(key)}: ${formatKeyPath(key, config)}: ${issue.message}`);
+        // Blamed on the entry itself (no options written anywhere): say whose options are missing.
+        const whose = key.length === place.keyPath.length ? `options of ${use.ref}: ` : '';
+        problems.push(`${loaded.locate(key)}: ${formatKeyPath(key, config)}: ${whose}${issue.message}`);
       }
       return undefined;
     }

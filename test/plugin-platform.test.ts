@@ -196,3 +196,53 @@ t.test('SIGHUP: changed per-listener options reach new connections; a reload tha
   t.equal(await tagOf(await sendOne()), 'two', 'still the running config');
   t.equal(await server.stop(), 0);
 });
+
+t.test('a hook that throws is logged with its stack, plugin, hook and connection; a deliver fault is named in queue list', async (t) => {
+  const dir = await tempDir(t);
+  await writeFiles(dir, {
+    'boom.mjs': [
+      'export default {',
+      "  name: 'boom',",
+      '  setup: () => ({',
+      '    hooks: {',
+      "      rcpt({ recipient }) { if (recipient.local === 'boom') throw new Error('rcpt went boom'); return { action: 'continue' }; },",
+      "      deliver() { throw new Error('disk on fire'); },",
+      '    },',
+      '  }),',
+      '};',
+      '',
+    ].join('\n'),
+  });
+  const config = path.join(dir, 'yubin.yaml');
+  await writeFile(
+    config,
+    'dataDir: ./var\nqueue: { retry: [1h] }\ndelivery: { plugins: [./boom.mjs] }\nlisteners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:0\n    plugins: [./boom.mjs, rcpthosts]\n',
+  );
+  const server = await serve(t, config, 1);
+  const c = await SmtpTestClient.connect(server.ports.smtp!);
+  await c.ehlo();
+  await c.command('MAIL FROM:<a@example.net>');
+  const r = await c.command('RCPT TO:<boom@localhost>');
+  t.same([r.code, r.enhanced], [451, '4.3.0']);
+  const line = await server.waitLog((l) => l.plugin === 'boom' && l.hook === 'rcpt' && l.level === 50);
+  t.equal(line.listener, 'smtp', 'names the listener');
+  t.ok(line.conn, 'names the connection');
+  t.match((line.err as { stack?: string } | undefined)?.stack, /rcpt went boom\n\s+at rcpt \(file:\/\/.*boom\.mjs:5:/, 'with the stack into the plugin');
+
+  await c.command('RSET');
+  const sent = await c.mail({ from: 'a@example.net', to: 'postmaster@localhost', data: 'Subject: x\n\nhello\n' });
+  const id = /queued as (\w+)/.exec(sent.data?.text ?? '')![1]!;
+  await c.quit();
+  await server.waitLog((l) => l.plugin === 'boom' && l.hook === 'deliver');
+  const deferral = await server.waitLog((l) => l.event === 'delivery' && l.id === id && l.result === 'deferral');
+  t.match(deferral.text, /deliver plugin boom threw: disk on fire/, 'the deferral names the plugin');
+  // The recipient's state reaches the spool right after the log line.
+  let list = await yubin(['queue', 'list', '-c', config]);
+  for (let i = 0; i < 20 && !list.stdout.includes('deliver plugin boom'); i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    list = await yubin(['queue', 'list', '-c', config]);
+  }
+  t.equal(list.code, 0, list.stderr);
+  t.match(list.stdout, /deliver plugin boom threw: disk on fire/, 'queue list names the plugin');
+  t.equal(await server.stop(), 0);
+});

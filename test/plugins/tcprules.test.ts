@@ -115,7 +115,7 @@ t.test('a malformed rule file at start is a config error naming the line', async
   const dir = await tempDir(t);
   const file = path.join(dir, 'tcp.smtp');
   await writeFile(file, '127.:allow\n1.2.3.4:maybe\n');
-  await t.rejects(startTestServer({ plugins: ['tcprules'], pluginOptions: { tcprules: { file } } }), /plugins\.tcprules: .*tcp\.smtp: line 2: expected ADDRESS:allow/);
+  await t.rejects(startTestServer({ plugins: ['tcprules'], pluginOptions: { tcprules: { file } } }), /plugins\[0\]: plugin tcprules could not start: .*tcp\.smtp: line 2: expected ADDRESS:allow/);
 });
 
 t.test('per-IP connection limit', async (t) => {

@@ -36,5 +36,5 @@ t.test('file entries (IP, CIDR, prefix) and IP-named files in a directory', asyn
 });
 
 t.test('options need a file or a directory', async (t) => {
-  await t.rejects(startTestServer({ plugins: ['whitelist'] }), /plugins\.whitelist: give file, dir or both/);
+  await t.rejects(startTestServer({ plugins: ['whitelist'] }), /plugins\[0\]: options of whitelist: give file, dir or both/);
 });
