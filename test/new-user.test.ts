@@ -29,8 +29,9 @@ async function npm(t: Test, args: string[], cwd: string, env: NodeJS.ProcessEnv 
  * better-sqlite3's own prebuilt binary, handed to prebuild-install the way its
  * "local prebuilds" option allows: the global install then does not compile
  * SQLite for two minutes (there is no download from GitHub here). The binary
- * is the one `npm ci` built for this checkout, for the same version, which
- * the package's npm-shrinkwrap.json pins.
+ * is the one `npm ci` built for this checkout; should npm pick another
+ * version for the global install, prebuild-install does not find it and
+ * compiles, which is slower but the same test.
  */
 async function localPrebuilds(dir: string): Promise<NodeJS.ProcessEnv> {
   const bs = JSON.parse(await readFile(path.join(ROOT, 'node_modules/better-sqlite3/package.json'), 'utf8')) as { version: string };
@@ -53,7 +54,7 @@ t.test('a new user: pack, global install, init, plugin new, npm install, serve, 
   // 1. npm pack from a copy of the sources: its `prepare` builds dist/ (the checkout's own dist is in use by other tests).
   const src = path.join(root, 'src');
   await mkdir(src);
-  for (const f of ['package.json', 'npm-shrinkwrap.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'core', 'plugins', 'config']) await cp(path.join(ROOT, f), path.join(src, f), { recursive: true });
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'core', 'plugins', 'config']) await cp(path.join(ROOT, f), path.join(src, f), { recursive: true });
   await symlink(path.join(ROOT, 'node_modules'), path.join(src, 'node_modules'));
   const packed = await npm(t, ['pack', '--pack-destination', root], src);
   const tarball = path.join(root, packed.stdout.trim().split('\n').pop()!);
