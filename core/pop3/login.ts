@@ -13,6 +13,7 @@ import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
 import type { Pop3Connection } from './connection.js';
 import { lockMailbox, mailboxKey } from './mailbox-lock.js';
 import { cleanTmp, MaildirBox } from './maildir-box.js';
+import type { HookScope } from '../hook-scope.js';
 
 export type LoginMethod = 'USER' | 'APOP' | 'PLAIN';
 
@@ -45,7 +46,7 @@ export class Login {
     private readonly connection: Pop3Connection,
     private readonly log: Logger,
     /** The connection's: aborted when it closes. */
-    private readonly signal?: AbortSignal,
+    private readonly scope?: HookScope,
   ) {}
 
   async attempt(c: Credentials): Promise<LoginOutcome> {
@@ -61,7 +62,7 @@ export class Login {
         maildir = dir;
       },
     };
-    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.signal);
+    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.scope);
     switch (r.kind) {
       case 'locked':
         // No password is checked while locked out: guessing learns nothing.

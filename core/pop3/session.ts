@@ -17,7 +17,7 @@ import { Pop3Transaction, TRANSACTION_COMMANDS } from './transaction.js';
 import { Wire } from './wire.js';
 import { ConnectionTimeLimits } from '../time-limits.js';
 import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
-import { abortReason } from '../abort.js';
+import { HookScope } from '../hook-scope.js';
 
 const AUTHORIZATION_COMMANDS = new Set(['CAPA', 'STLS', 'USER', 'PASS', 'APOP', 'AUTH', 'QUIT', 'NOOP']);
 const PLAINTEXT_REFUSED = '-ERR [AUTH] Plaintext authentication disallowed without TLS, use STLS';
@@ -49,8 +49,8 @@ export class Pop3Session {
   private busy = false;
   private leaving = false;
   private saidGoodbye = false;
-  /** Aborted when the connection is gone, however it went: every hook run of this session hangs its signal on it. */
-  private readonly gone = new AbortController();
+  /** Ends when the connection is gone, however it went: every hook run of this session is stopped with it. */
+  private readonly scope = new HookScope();
 
   constructor(
     private readonly runtime: ListenerRuntime,
@@ -79,10 +79,10 @@ export class Pop3Session {
     this.timeLimits.lower({ total: limits.maxConnectionTime });
     // A client that hangs up mid-command is gone for the hooks too. One that pipelined
     // more (QUIT) before its FIN still gets every answer: its hooks run to the end.
-    this.wire.onInputEnd = () => this.gone.abort(abortReason('connection closed'));
+    this.wire.onInputEnd = () => this.scope.end('connection closed');
     void this.wire.done.then(() => {
       this.timeLimits.stop();
-      this.gone.abort(abortReason('connection closed'));
+      this.scope.end('connection closed');
     });
     const id = env.spool.newId();
     this.connection = new Pop3Connection(
@@ -93,7 +93,7 @@ export class Pop3Session {
       (l) => this.timeLimits.lower(l),
     );
     this.log = env.log.child({ listener: runtime.name, conn: id, ip: this.connection.remoteIp });
-    this.login = new Login(runtime, env, this.connection, this.log, this.gone.signal);
+    this.login = new Login(runtime, env, this.connection, this.log, this.scope);
     this.timestamp = runtime.pipeline.authMechanisms().includes('APOP') ? apopTimestamp(env.hostname) : undefined;
     this.done = this.run();
   }
@@ -133,7 +133,7 @@ export class Pop3Session {
   }
 
   private async greet(): Promise<boolean> {
-    const result = await this.runtime.pipeline.run('connect', { connection: this.connection }, this.log, this.gone.signal);
+    const result = await this.runtime.pipeline.run('connect', { connection: this.connection }, this.log, this.scope);
     const a = result.answer;
     if (a.action !== 'continue' && !result.fault) {
       const plugin = result.plugin ?? 'core';

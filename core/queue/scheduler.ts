@@ -17,7 +17,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
 import type { HookInput } from '../hooks.js';
-import { abortReason } from '../abort.js';
+import { HookScope } from '../hook-scope.js';
 import type { Pipeline } from '../pipeline.js';
 import { splitAddress } from '../address.js';
 import type { Clock } from '../services/clock.js';
@@ -95,11 +95,11 @@ export class Scheduler {
   private repump = false;
   private stopped = false;
   /**
-   * Aborted when the queue stops for good: every deliver hook's signal hangs
-   * on it. Not at the start of stop(): a delivery that can finish within the
+   * Ends when the queue stops for good: every deliver hook in progress is
+   * stopped (its signal fires). Not at the start of stop(): a delivery that can finish within the
    * drain time should, or it would be done again after the restart.
    */
-  private readonly stopping = new AbortController();
+  private readonly stopping = new HookScope();
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly deps: SchedulerDeps) {}
@@ -216,7 +216,7 @@ export class Scheduler {
     if (this.inFlight.size === 0) return;
     // Out of time: deliver hooks still running are told to give up; the pipeline answers
     // them with its 451 at once, and that outcome is written before we return.
-    this.stopping.abort(abortReason('queue stopping'));
+    this.stopping.end('queue stopping');
     await this.settled(STOP_GRACE_MS);
   }
 
@@ -472,7 +472,7 @@ export class Scheduler {
     if (!pipeline.has('deliver')) return undefined;
     lease.acquire();
     try {
-      const { answer, plugin, fault, reason } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.stopping.signal);
+      const { answer, plugin, fault, reason } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.stopping);
       const by = plugin ?? 'core';
       switch (answer.action) {
         case 'continue':

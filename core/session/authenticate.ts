@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Accept, Defer, Disconnect, Reject } from '../answers.js';
 import type { HookInput } from '../hooks.js';
 import type { Pipeline } from '../pipeline.js';
+import type { HookScope } from '../hook-scope.js';
 import { loginTurn, type LoginThrottle, type ThrottleVerdict } from '../services/login-throttle.js';
 
 export type LoginResult = { readonly account: string } & (
@@ -20,12 +21,12 @@ export type LoginResult = { readonly account: string } & (
   | { readonly kind: 'disconnected'; readonly plugin: string; readonly answer: Disconnect }
 );
 
-/** `signal`: the connection's; aborted when it closes (the auth hook's own signal hangs on it). */
-export async function authenticate(pipeline: Pipeline, throttle: LoginThrottle, ctx: HookInput<'auth'>, log: Logger, signal?: AbortSignal): Promise<LoginResult> {
+/** `scope`: the connection's; the auth hook's run is stopped when it ends (the connection closed). */
+export async function authenticate(pipeline: Pipeline, throttle: LoginThrottle, ctx: HookInput<'auth'>, log: Logger, scope?: HookScope): Promise<LoginResult> {
   const account = pipeline.loginAccount(ctx.username);
   const ticket = await loginTurn(throttle, ctx.connection.remoteIp, account, ctx.username, ctx.method, log);
   if (ticket.verdict.locked) return { account, kind: 'locked', verdict: ticket.verdict };
-  const { answer: a, plugin, fault } = await pipeline.run('auth', ctx, log, signal);
+  const { answer: a, plugin, fault } = await pipeline.run('auth', ctx, log, scope);
   switch (a.action) {
     case 'accept':
       ticket.succeeded();

@@ -19,7 +19,7 @@ import type { ListenerConfig } from '../config/schema.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
 import { receivedHeader } from './received.js';
 import { DataRate } from '../time-limits.js';
-import { abortReason } from '../abort.js';
+import { HookScope } from '../hook-scope.js';
 
 /** What the wire layer needs to know to answer. */
 export interface Outcome {
@@ -154,11 +154,11 @@ export class SmtpSession {
   private authFailures = 0;
   private closed = false;
   /**
-   * Aborted when the connection is gone, however it went: every hook run of
-   * this connection (verify and auth too) hangs its own signal on it, so a
-   * plugin waiting on something slow for a client that left can stop.
+   * Ends when the connection is gone, however it went: every hook run of this
+   * connection (verify and auth too) is stopped with it, so a plugin waiting on
+   * something slow for a client that left sees its signal fire.
    */
-  private readonly gone = new AbortController();
+  private readonly scope = new HookScope();
   /** This connection's place among those open from its IP (set by the listener at accept). */
   ipSlot: IpSlot | undefined;
 
@@ -216,7 +216,7 @@ export class SmtpSession {
 
   async auth(method: string, username: string, password: string | undefined, verify: (secret: string) => boolean): Promise<Outcome> {
     const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
-    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.gone.signal);
+    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.scope);
     const extra = { user: username, account: r.account, method };
     switch (r.kind) {
       case 'locked':
@@ -317,7 +317,7 @@ export class SmtpSession {
     const delivery = this.runtime.delivery!;
     let deliveredTo: string | undefined;
     const ctx = { connection: this.connection, sender: tx.sender, recipient, deliveredTo: (address: string) => void (deliveredTo = address.toLowerCase()) };
-    const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log, this.gone.signal);
+    const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log, this.scope);
     if (a.action === 'reject' || a.action === 'defer') {
       if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { rcpt: recipient.address });
       return { refused: this.outcome(a) };
@@ -361,7 +361,7 @@ export class SmtpSession {
   end(): void {
     if (this.closed) return;
     this.closed = true;
-    this.gone.abort(abortReason('connection closed'));
+    this.scope.end('connection closed');
     for (const cb of this.connection.closeCallbacks) {
       try {
         cb();
@@ -505,7 +505,7 @@ export class SmtpSession {
 
   /** Runs a hook; every decision but a plugin fault (the pipeline logs those) gets one log line. */
   private async runHook<K extends HookName>(hook: K, ctx: HookInput<K>, extra: Record<string, unknown> = {}): Promise<HookResult<K>> {
-    const result = await this.runtime.pipeline.run(hook, ctx, this.log, this.gone.signal);
+    const result = await this.runtime.pipeline.run(hook, ctx, this.log, this.scope);
     const a = result.answer;
     if (a.action !== 'continue' && !result.fault) {
       this.logDecision(hook, result.plugin ?? 'core', a.action, a.code, a.text, extra);
