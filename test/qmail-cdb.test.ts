@@ -2,7 +2,8 @@
  * cdb files as qmail boxes have them, made by the real tools: tinycdb's `cdb`
  * (the format vpopmail's vpasswd.cdb and qmail-newmrh use) and ucspi-tcp's
  * `tcprules`, read back by yubin and checked against `cdb -d` and
- * `tcprulescheck`. The first step of `yubin import qmail` (issue 12).
+ * `tcprulescheck`, and vpopmail's vpasswd in both forms. The first step of
+ * `yubin import qmail` (issue 12).
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -10,6 +11,8 @@ import t from 'tap';
 import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
 import { rulesFromCdb } from '../plugins/tcprules/cdb.js';
 import { findRule, parseRules } from '../plugins/tcprules/rules.js';
+import { verifyPassword } from '../plugins/vpopmail/passwords.js';
+import { parseVpasswd, vpasswdFromCdb, type VpasswdEntry } from '../plugins/vpopmail/vpasswd.js';
 import { needs, run, tempDir } from './helpers.js';
 
 t.test('records and lookups agree with tinycdb on 600 keys, repeats included', needs('cdb'), async (t) => {
@@ -94,4 +97,58 @@ t.test('tcp.smtp.cdb from the real tcprules decodes to rules that answer as tcpr
     const ours = { action: rule?.action ?? 'allow', vars: { ...(rule?.vars ?? {}) } };
     t.same(ours, theirs, `${ip}${host ? ` (${host})` : ''}: ${theirs.action} ${JSON.stringify(theirs.vars)}`);
   }
+});
+
+t.test('vpasswd and vpasswd.cdb (made as vpopmail makes it) read the same; hashes kept; bad lines named and skipped', needs('cdb', 'openssl'), async (t) => {
+  const dir = await tempDir(t);
+  const md5 = (await run('openssl', ['passwd', '-1', '-salt', 'abcdefgh', 'secret1'])).stdout.trim();
+  const sha = (await run('openssl', ['passwd', '-6', '-salt', 'abcdefghijklmnop', 'secret2'])).stdout.trim();
+  const dom = '/home/vpopmail/domains/example.jp';
+  const lines = [
+    `postmaster:${md5}:1:0:Postmaster:${dom}/postmaster:NOQUOTA:secret1`,
+    `alice:${sha}:1:${0x02 | 0x1000}:Alice:${dom}/alice:10000000S,1000C`,
+    `old:abZKf3bYkzYuU:1:0:Old DES user:${dom}/0/old:NOQUOTA`,
+    'broken line without fields',
+    `bob:${md5}:x:0:Bob:${dom}/bob:NOQUOTA`,
+    `carol:${md5}:1:0:Carol:${dom}/carol:5 apples`,
+    `alice:${md5}:1:0:Alice again:${dom}/alice2:NOQUOTA`,
+  ];
+  const text = lines.join('\n') + '\n';
+  const read = parseVpasswd(text, 'vpasswd');
+  t.same(read.entries.map((e) => e.name), ['postmaster', 'alice', 'old']);
+  t.same(
+    read.problems.map((p) => `${p.where}: ${p.reason}`),
+    [
+      'vpasswd:4: no name:fields line',
+      'vpasswd:5: pwflag "x" is not a number',
+      'vpasswd:6: quota "5 apples" is neither NOQUOTA nor a Maildir++ quota',
+      'vpasswd:7: user alice again: the first one is kept',
+    ],
+  );
+  const [pm, alice, old] = read.entries as [VpasswdEntry, VpasswdEntry, VpasswdEntry];
+  t.equal(pm.hash, md5, 'the hash exactly as it was');
+  t.equal(pm.clear, 'secret1');
+  t.ok(await verifyPassword('secret1', pm.hash), 'the old $1$ password still logs in');
+  t.ok(await verifyPassword('secret2', alice.hash), 'the old $6$ password still logs in');
+  t.equal(alice.scheme, 'sha512-crypt');
+  t.equal(alice.flags.noPop, true, 'gid flag 0x02: POP disabled');
+  t.equal(alice.otherBits, 0x1000, 'the qmailadmin-admin bit is kept aside');
+  t.equal(alice.quota, '10000000S,1000C');
+  t.equal(old.scheme, 'des-crypt', 'DES crypt recognised (it can no longer be checked: the import lists these users)');
+
+  // vpopmail's make_vpasswd_cdb: key = name, data = the rest of the line after "name:".
+  const good = lines.filter((l) => /^(postmaster|alice|old):/.test(l)).slice(0, 3);
+  const cdbInput = good.map((l) => {
+    const i = l.indexOf(':');
+    const [k, v] = [l.slice(0, i), l.slice(i + 1)];
+    return `+${Buffer.byteLength(k)},${Buffer.byteLength(v)}:${k}->${v}\n`;
+  });
+  const file = path.join(dir, 'vpasswd.cdb');
+  const made = await run('cdb', ['-c', file], { input: cdbInput.join('') + '\n' });
+  t.equal(made.code, 0, made.stderr);
+  const fromCdb = vpasswdFromCdb(await readFile(file), 'vpasswd.cdb');
+  t.same(fromCdb.problems, []);
+  const strip = (e: VpasswdEntry) => ({ ...e, where: '' });
+  t.same(fromCdb.entries.map(strip), read.entries.map(strip), 'the cdb gives the same users, fields and hashes');
+  t.equal(fromCdb.entries[1]!.where, 'vpasswd.cdb[alice]');
 });
