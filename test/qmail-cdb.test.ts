@@ -5,10 +5,11 @@
  * `tcprulescheck`, and vpopmail's vpasswd in both forms. The first step of
  * `yubin import qmail` (issue 12).
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
+import { readControl } from '../plugins/qmail/control.js';
 import { rulesFromCdb } from '../plugins/tcprules/cdb.js';
 import { findRule, parseRules } from '../plugins/tcprules/rules.js';
 import { verifyPassword } from '../plugins/vpopmail/passwords.js';
@@ -151,4 +152,58 @@ t.test('vpasswd and vpasswd.cdb (made as vpopmail makes it) read the same; hashe
   const strip = (e: VpasswdEntry) => ({ ...e, where: '' });
   t.same(fromCdb.entries.map(strip), read.entries.map(strip), 'the cdb gives the same users, fields and hashes');
   t.equal(fromCdb.entries[1]!.where, 'vpasswd.cdb[alice]');
+});
+
+t.test("qmail's control files as config/setup writes them, with morercpthosts.cdb from tinycdb; bad values named and left out", needs('cdb'), async (t) => {
+  const dir = await tempDir(t);
+  const control = path.join(dir, 'control');
+  await mkdir(control);
+  const files: Record<string, string> = {
+    me: 'mail.example.net\n',
+    defaultdomain: 'example.net\n',
+    plusdomain: 'example.net\n',
+    locals: 'localhost\nmail.example.net\n',
+    rcpthosts: '# ours\nexample.net\n.example.net \nexample.jp\n',
+    virtualdomains: 'example.jp:example.jp\nbroken-line\n',
+    badmailfrom: '@hogehoge.com\nspammer@example.org\nnot an address\n',
+    databytes: '10485760\n',
+    smtpgreeting: 'mail.example.net ESMTP ready\n',
+    timeoutsmtpd: '1200\n',
+    timeoutremote: '1200\n',
+    concurrencylocal: '10\n',
+    concurrencyremote: '40\n',
+    queuelifetime: 'a week\n',
+    smtproutes: ':[192.0.2.25]:587\nexample.org:\nlists.example.com:relay.example.com\nbad route here\n',
+  };
+  for (const [name, text] of Object.entries(files)) await writeFile(path.join(control, name), text);
+  // qmail-newmrh writes the domains as keys with empty data.
+  const made = await run('cdb', ['-c', path.join(control, 'morercpthosts.cdb')], { input: '+9,0:second.jp->\n+8,0:third.jp->\n\n' });
+  t.equal(made.code, 0, made.stderr);
+
+  const { control: c, problems } = readControl(control);
+  t.equal(c.me, 'mail.example.net');
+  t.equal(c.defaultDomain, 'example.net');
+  t.same(c.locals, ['localhost', 'mail.example.net']);
+  t.same(c.rcpthosts, ['example.net', '.example.net', 'example.jp'], 'comment skipped, trailing blank ignored');
+  t.same(c.moreRcpthosts, ['second.jp', 'third.jp'], 'from the cdb when only it is there');
+  t.same(c.virtualDomains, [{ domain: 'example.jp', prefix: 'example.jp' }]);
+  t.same(c.badmailfrom, ['@hogehoge.com', 'spammer@example.org']);
+  t.equal(c.databytes, 10485760);
+  t.equal(c.smtpGreeting, 'mail.example.net ESMTP ready');
+  t.same([c.timeoutSmtpd, c.timeoutRemote, c.concurrencyLocal, c.concurrencyRemote], [1200, 1200, 10, 40]);
+  t.equal(c.queueLifetime, undefined, 'a value qmail would not read is left out');
+  t.same(c.smtproutes, [
+    { domain: '', host: '192.0.2.25', port: 587 },
+    { domain: 'example.org', host: '', port: undefined },
+    { domain: 'lists.example.com', host: 'relay.example.com', port: undefined },
+  ]);
+  t.same(
+    problems.map((p) => `${path.relative(dir, p.where)}: ${p.reason}`),
+    [
+      'control/virtualdomains:2: expected domain:prefix, got "broken-line"',
+      'control/badmailfrom:3: "not an address" is neither an address nor @domain',
+      'control/smtproutes:4: expected domain:relay[:port], got "bad route here"',
+      'control/queuelifetime:1: "a week" is not a number',
+    ],
+  );
 });
