@@ -1,5 +1,6 @@
 /**
- * cdb files as qmail boxes have them, made by the real tools: tinycdb's `cdb`
+/**
+ * The files of a qmail + vpopmail box, in their real formats, made by the real tools: tinycdb's `cdb`
  * (the format vpopmail's vpasswd.cdb and qmail-newmrh use) and ucspi-tcp's
  * `tcprules`, read back by yubin and checked against `cdb -d` and
  * `tcprulescheck`, and vpopmail's vpasswd in both forms. The first step of
@@ -12,6 +13,7 @@ import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
 import { readControl } from '../plugins/qmail/control.js';
 import { rulesFromCdb } from '../plugins/tcprules/cdb.js';
 import { findRule, parseRules } from '../plugins/tcprules/rules.js';
+import { catchallFrom, parseDotQmail } from '../plugins/vpopmail/dot-qmail.js';
 import { verifyPassword } from '../plugins/vpopmail/passwords.js';
 import { parseVpasswd, vpasswdFromCdb, type VpasswdEntry } from '../plugins/vpopmail/vpasswd.js';
 import { needs, run, tempDir } from './helpers.js';
@@ -206,4 +208,31 @@ t.test("qmail's control files as config/setup writes them, with morercpthosts.cd
       'control/queuelifetime:1: "a week" is not a number',
     ],
   );
+});
+
+t.test(".qmail-default and .qmail-ALIAS files as vpopmail's vadddomain and valias write them", async (t) => {
+  const dom = '/usr/local/vpopmail/domains/example.jp';
+  const users: Record<string, string> = { [`${dom}/postmaster`]: 'postmaster', [`${dom}/0/alice`]: 'alice' };
+  const catchall = (text: string) => catchallFrom(parseDotQmail(text, '.qmail-default').lines, 'example.jp', (d) => users[d]);
+  t.same(catchall("| /usr/local/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n"), { kind: 'bounce-no-mailbox' });
+  t.same(catchall("| /usr/local/vpopmail/bin/vdelivermail '' delete\n"), { kind: 'delete' }, "the seed's switch to delete");
+  t.same(catchall('| /home/vpopmail/bin/vdelivermail "" Someone@Other.example\n'), { kind: 'forward', address: 'someone@other.example' });
+  t.same(catchall(`| /home/vpopmail/bin/vdelivermail '' ${dom}/postmaster\n`), { kind: 'forward', address: 'postmaster@example.jp' }, 'vadddomain -e postmaster: a mailbox directory');
+  t.same(catchall(`| /home/vpopmail/bin/vdelivermail '' ${dom}/0/alice/Maildir/\n`), { kind: 'forward', address: 'alice@example.jp' }, 'a hashed directory, with Maildir/');
+  t.match(catchall(`| /home/vpopmail/bin/vdelivermail '' ${dom}/nobody\n`), { where: '.qmail-default:1', reason: /no mailbox of example\.jp/ });
+  t.match(catchall('| /usr/bin/procmail\n'), { reason: /not a catch-all yubin can hold/ });
+
+  // valias -i alice@example.jp root@example.jp writes .qmail-root with the line as given.
+  const alias = parseDotQmail('# made by valias\nalice@example.jp\n&bob@example.jp\n./alice/Maildir/\n/var/mail/alice\n| /usr/bin/autorespond 86400 3 msg .\nnot an address\n', '.qmail-root');
+  t.same(
+    alias.lines.map((l) => `${l.where} ${l.kind} ${'address' in l ? l.address : 'path' in l ? l.path : 'command' in l ? l.command : ''}`),
+    [
+      '.qmail-root:2 forward alice@example.jp',
+      '.qmail-root:3 forward bob@example.jp',
+      '.qmail-root:4 maildir ./alice/Maildir/',
+      '.qmail-root:5 mbox /var/mail/alice',
+      '.qmail-root:6 program /usr/bin/autorespond 86400 3 msg .',
+    ],
+  );
+  t.same(alias.problems, [{ where: '.qmail-root:7', reason: '"not an address" is not an address, a file, a Maildir or a program' }]);
 });
