@@ -1,10 +1,9 @@
 /**
-/**
- * The files of a qmail + vpopmail box, in their real formats, made by the real tools: tinycdb's `cdb`
- * (the format vpopmail's vpasswd.cdb and qmail-newmrh use) and ucspi-tcp's
- * `tcprules`, read back by yubin and checked against `cdb -d` and
- * `tcprulescheck`, and vpopmail's vpasswd in both forms. The first step of
- * `yubin import qmail` (issue 12).
+ * The files of a qmail + vpopmail box in their real formats, made by the real
+ * tools where there are some (tinycdb's `cdb` for vpasswd.cdb and
+ * morercpthosts.cdb, ucspi-tcp's `tcprules`), read back by yubin and checked
+ * against `cdb -d` and `tcprulescheck`: cdb files, tcp.smtp.cdb, vpasswd,
+ * control files, .qmail files. The first step of `yubin import qmail` (issue 12).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
