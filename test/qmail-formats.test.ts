@@ -3,13 +3,16 @@
  * tools where there are some (tinycdb's `cdb` for vpasswd.cdb and
  * morercpthosts.cdb, ucspi-tcp's `tcprules`), read back by yubin and checked
  * against `cdb -d` and `tcprulescheck`: cdb files, tcp.smtp.cdb, vpasswd,
- * control files, .qmail files. The first step of `yubin import qmail` (issue 12).
+ * control files, .qmail files, spamdyke.conf. The first step of `yubin import
+ * qmail` (issue 12).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
 import { readControl } from '../plugins/qmail/control.js';
+import { fromSpamdykeConf } from '../plugins/spamdyke/conf.js';
+import { options as spamdykeOptions } from '../plugins/spamdyke/options.js';
 import { rulesFromCdb } from '../plugins/tcprules/cdb.js';
 import { findRule, parseRules } from '../plugins/tcprules/rules.js';
 import { catchallFrom, parseDotQmail } from '../plugins/vpopmail/dot-qmail.js';
@@ -234,4 +237,65 @@ t.test(".qmail-default and .qmail-ALIAS files as vpopmail's vadddomain and valia
     ],
   );
   t.same(alias.problems, [{ where: '.qmail-root:7', reason: '"not an address" is not an address, a file, a Maildir or a program' }]);
+});
+
+t.test('spamdyke.conf becomes spamdyke plugin options; every other line is reported by name', async (t) => {
+  const conf = [
+    '# /etc/spamdyke/spamdyke.conf',
+    'log-level=info',
+    'local-domains-file=/var/qmail/control/rcpthosts',
+    'idle-timeout-secs=60',
+    'graylist-level=always-create-dir',
+    'graylist-dir=/var/spamdyke/graylist',
+    'graylist-min-secs=300',
+    'graylist-max-secs=1814400',
+    'reject-empty-rdns',
+    'reject-unresolvable-rdns',
+    'reject-ip-in-cc-rdns',
+    'dns-blacklist-entry=zen.spamhaus.org',
+    'dns-blacklist-entry=bl.spamcop.net',
+    'ip-whitelist-file=/etc/spamdyke/whitelist_ip',
+    'sender-blacklist-file=/etc/spamdyke/blacklist_senders',
+    'reject-sender=no-mx',
+    'max-recipients=50',
+    'rejection-text-dns-blacklist=Your IP is listed in {zone}',
+    'rejection-text-smtp-auth-required=Log in first',
+    'tls-certificate-file=/var/qmail/control/servercert.pem',
+    'sender-whitelist-file',
+    'idle-timeout-secs=soon',
+    'frobnicate=yes',
+  ].join('\n');
+  const r = fromSpamdykeConf(conf, 'spamdyke.conf');
+  t.same(r.options, {
+    idleTimeoutSecs: 60,
+    rejectEmptyRdns: true,
+    rejectUnresolvableRdns: true,
+    rejectIpInCcRdns: true,
+    dnsBlacklistEntry: ['zen.spamhaus.org', 'bl.spamcop.net'],
+    ipWhitelistFile: '/etc/spamdyke/whitelist_ip',
+    senderBlacklistFile: '/etc/spamdyke/blacklist_senders',
+    rejectSender: ['no-mx'],
+    maxRecipients: 50,
+    graylist: { enabled: true, minDelay: 300, retryWindow: 1814400 },
+    replies: { 'dns-blacklist': { text: 'Your IP is listed in {zone}' } },
+  });
+  const parsed = spamdykeOptions.safeParse(r.options);
+  t.ok(parsed.success, 'the options pass the plugin schema');
+  t.same(
+    r.unmapped.map((u) => `${u.where} ${u.option}`),
+    [
+      'spamdyke.conf:2 log-level',
+      'spamdyke.conf:3 local-domains-file',
+      'spamdyke.conf:6 graylist-dir',
+      'spamdyke.conf:19 rejection-text-smtp-auth-required',
+      'spamdyke.conf:20 tls-certificate-file',
+      'spamdyke.conf:23 frobnicate',
+    ],
+  );
+  t.match(r.unmapped.find((u) => u.option === 'graylist-dir')?.reason, /senders retry once/);
+  t.equal(r.unmapped.find((u) => u.option === 'frobnicate')?.reason, 'yubin has no such option');
+  t.same(r.problems, [
+    { where: 'spamdyke.conf:21', option: 'sender-whitelist-file', reason: 'needs a value' },
+    { where: 'spamdyke.conf:22', option: 'idle-timeout-secs', reason: '"soon" is not a number' },
+  ]);
 });
