@@ -3,14 +3,15 @@
  * tools where there are some (tinycdb's `cdb` for vpasswd.cdb and
  * morercpthosts.cdb, ucspi-tcp's `tcprules`), read back by yubin and checked
  * against `cdb -d` and `tcprulescheck`: cdb files, tcp.smtp.cdb, vpasswd,
- * control files, .qmail files, spamdyke.conf. The first step of `yubin import
- * qmail` (issue 12).
+ * control files, .qmail files, spamdyke.conf, the start script. The first
+ * step of `yubin import qmail` (issue 12).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
 import { readControl } from '../plugins/qmail/control.js';
+import { readRcScript } from '../plugins/qmail/rc-script.js';
 import { fromSpamdykeConf } from '../plugins/spamdyke/conf.js';
 import { options as spamdykeOptions } from '../plugins/spamdyke/options.js';
 import { rulesFromCdb } from '../plugins/tcprules/cdb.js';
@@ -297,5 +298,61 @@ t.test('spamdyke.conf becomes spamdyke plugin options; every other line is repor
   t.same(r.problems, [
     { where: 'spamdyke.conf:21', option: 'sender-whitelist-file', reason: 'needs a value' },
     { where: 'spamdyke.conf:22', option: 'idle-timeout-secs', reason: '"soon" is not a number' },
+  ]);
+});
+
+t.test("the start script's tcpserver lines: ports, limits, rules file, rblsmtpd options, vchkpw", async (t) => {
+  // The seed's /usr/local/etc/rc.d/qmail.sh as its author meant it (the blog lost the backquotes).
+  const script = [
+    '#!/bin/sh',
+    'case "$1" in',
+    'start)',
+    '/var/qmail/rc start',
+    '#SMTP',
+    '/usr/local/bin/tcpserver -qv -l0 -HR -c 60 -u `id -u vpopmail` -g `id -g vpopmail` \\',
+    '  -x /usr/local/vpopmail/etc/tcp.smtp.cdb 0 smtp /usr/local/bin/rblsmtpd -b -r zen.spamhaus.org -r bl.spamcop.net -a list.dnswl.org -t 30 \\',
+    '  /var/qmail/bin/qmail-smtpd `hostname` /usr/local/vpopmail/bin/vchkpw /bin/true 2>&1 | /var/qmail/bin/splogger smtp &',
+    '#SMTP-AUTH SUBMISSION',
+    '/usr/local/bin/tcpserver -qv -l0 -HR -u `id -u vpopmail` -g `id -g vpopmail` \\',
+    '  -x /usr/local/vpopmail/etc/tcp.smtp.cdb 0 submission /usr/local/bin/rblsmtpd -C \\',
+    '  /var/qmail/bin/qmail-smtpd `hostname` /usr/local/vpopmail/bin/vchkpw /bin/true 2>&1 | /var/qmail/bin/splogger submission &',
+    '#POP3d',
+    '/usr/local/bin/tcpserver -R -H 0 110 /var/qmail/bin/qmail-popup $HOSTNAME \\',
+    '  /usr/local/vpopmail/bin/vchkpw /var/qmail/bin/qmail-pop3d Maildir 2>&1 | /var/qmail/bin/splogger pop3d &',
+    'tcpserver -c many 0 smtp qmail-smtpd &',
+    'tcpserver 0 gopher /usr/bin/true &',
+    ';;',
+    'esac',
+  ].join('\n');
+  const { services, problems } = readRcScript(script, 'qmail.sh');
+  t.same(
+    services.map((s) => ({ where: s.where, host: s.host, port: s.port, kind: s.kind, c: s.maxConnections, x: s.rulesCdb, rbl: s.rblsmtpd, vchkpw: s.vchkpw })),
+    [
+      {
+        where: 'qmail.sh:6',
+        host: '0',
+        port: 25,
+        kind: 'smtp',
+        c: 60,
+        x: '/usr/local/vpopmail/etc/tcp.smtp.cdb',
+        rbl: { zones: ['zen.spamhaus.org', 'bl.spamcop.net'], allowZones: ['list.dnswl.org'], permanent: true, ignoreFailures: false, timeout: 30 },
+        vchkpw: true,
+      },
+      {
+        where: 'qmail.sh:10',
+        host: '0',
+        port: 587,
+        kind: 'smtp',
+        c: undefined,
+        x: '/usr/local/vpopmail/etc/tcp.smtp.cdb',
+        rbl: { zones: [], allowZones: [], permanent: false, ignoreFailures: true, timeout: undefined },
+        vchkpw: true,
+      },
+      { where: 'qmail.sh:14', host: '0', port: 110, kind: 'pop3', c: undefined, x: undefined, rbl: undefined, vchkpw: true },
+    ],
+  );
+  t.same(problems, [
+    { where: 'qmail.sh:16', reason: '-c many: not a number' },
+    { where: 'qmail.sh:17', reason: 'port "gopher" is not a number or a service name yubin knows (smtp, submission, smtps, urd, pop3, pop-3, pop3s)' },
   ]);
 });
