@@ -3,7 +3,7 @@
  * tools where there are some (tinycdb's `cdb` for vpasswd.cdb and
  * morercpthosts.cdb, ucspi-tcp's `tcprules`), read back by yubin and checked
  * against `cdb -d` and `tcprulescheck`: cdb files, tcp.smtp.cdb, vpasswd,
- * control files, .qmail files, spamdyke.conf, the start script. The first
+ * control files, .qmail files, spamdyke.conf, the start script, the queue. The first
  * step of `yubin import qmail` (issue 12).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -11,6 +11,7 @@ import path from 'node:path';
 import t from 'tap';
 import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
 import { readControl } from '../plugins/qmail/control.js';
+import { readQmailQueue } from '../plugins/qmail/queue.js';
 import { readRcScript } from '../plugins/qmail/rc-script.js';
 import { fromSpamdykeConf } from '../plugins/spamdyke/conf.js';
 import { options as spamdykeOptions } from '../plugins/spamdyke/options.js';
@@ -355,4 +356,39 @@ t.test("the start script's tcpserver lines: ports, limits, rules file, rblsmtpd 
     { where: 'qmail.sh:16', reason: '-c many: not a number' },
     { where: 'qmail.sh:17', reason: 'port "gopher" is not a number or a service name yubin knows (smtp, submission, smtps, urd, pop3, pop-3, pop3s)' },
   ]);
+});
+
+t.test("qmail's queue: preprocessed messages and those still in todo, virtual-domain prefixes taken off", async (t) => {
+  const queue = path.join(await tempDir(t), 'queue');
+  const put = async (rel: string, content: string | Buffer) => {
+    await mkdir(path.dirname(path.join(queue, rel)), { recursive: true });
+    await writeFile(path.join(queue, rel), content);
+  };
+  // conf-split 23: inode 12345 lives in directory 12345 % 23 = 17.
+  await put('mess/17/12345', 'Received: (qmail 4711 invoked by uid 89); 3 Dec 2026 10:00:00 -0000\nSubject: one\n\nhello\n');
+  await put('info/17/12345', 'Fbob@example.net\0');
+  await put('local/17/12345', 'Texample.jp-alice@example.jp\0Dexample.jp-postmaster@example.jp\0');
+  await put('remote/17/12345', 'Tfriend@remote.example\0');
+  // Accepted by qmail-queue, not yet seen by qmail-send: the envelope is in todo (null sender).
+  await put('mess/5/2305', 'Subject: two\n\nbounce\n');
+  await put('todo/2305', 'u89\0p4712\0F\0Talice@example.jp\0\0');
+  // qmail-queue died before writing info: never accepted.
+  await put('mess/1/24', 'Subject: half\n\n');
+  // Everything done, waiting for qmail-send to clean it up.
+  await put('mess/2/25', 'Subject: done\n\n');
+  await put('info/2/25', 'Fa@example.net\0');
+  await put('remote/2/25', 'Dz@remote.example\0');
+
+  const { messages, problems } = readQmailQueue(queue, [{ domain: 'example.jp', prefix: 'example.jp' }]);
+  t.same(
+    messages.map((m) => ({ id: m.id, sender: m.sender, recipients: m.recipients, file: path.relative(queue, m.file) })),
+    [
+      { id: '2305', sender: '', recipients: ['alice@example.jp'], file: 'mess/5/2305' },
+      { id: '12345', sender: 'bob@example.net', recipients: ['alice@example.jp', 'friend@remote.example'], file: 'mess/17/12345' },
+    ],
+  );
+  t.same(
+    problems.map((p) => `${path.relative(queue, p.where)}: ${p.reason}`),
+    ['mess/1/24: no info file: qmail had not finished queueing it (qmail-queue failed), so it was never accepted', 'mess/2/25: every recipient is done: nothing left to deliver'],
+  );
 });
