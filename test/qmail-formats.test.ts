@@ -3,13 +3,14 @@
  * tools where there are some (tinycdb's `cdb` for vpasswd.cdb and
  * morercpthosts.cdb, ucspi-tcp's `tcprules`), read back by yubin and checked
  * against `cdb -d` and `tcprulescheck`: cdb files, tcp.smtp.cdb, vpasswd,
- * control files, .qmail files, spamdyke.conf, the start script, the queue. The first
- * step of `yubin import qmail` (issue 12).
+ * control files, users/assign, .qmail files, spamdyke.conf, the start script,
+ * the queue. The first step of `yubin import qmail` (issue 12).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { CdbError, cdbGet, cdbRecords } from '../core/cdb.js';
+import { domainDirs, readAssign } from '../plugins/qmail/assign.js';
 import { readControl } from '../plugins/qmail/control.js';
 import { readQmailQueue } from '../plugins/qmail/queue.js';
 import { readRcScript } from '../plugins/qmail/rc-script.js';
@@ -391,4 +392,29 @@ t.test("qmail's queue: preprocessed messages and those still in todo, virtual-do
     problems.map((p) => `${path.relative(queue, p.where)}: ${p.reason}`),
     ['mess/1/24: no info file: qmail had not finished queueing it (qmail-queue failed), so it was never accepted', 'mess/2/25: every recipient is done: nothing left to deliver'],
   );
+});
+
+t.test("users/assign as vadddomain writes it: each vpopmail domain's directory", async (t) => {
+  const text = [
+    '+example.jp-:example.jp:89:89:/usr/local/vpopmail/domains/example.jp:-::',
+    '+second.jp-:second.jp:89:89:/usr/local/vpopmail/domains/0/second.jp:-::',
+    '=alias:alias:7790:2108:/var/qmail/alias:::',
+    'garbage',
+    '+broken-:x:notanumber:89:/tmp:-::',
+    '.',
+    '+after.jp-:after.jp:89:89:/ignored:-::',
+    '',
+  ].join('\n');
+  const { entries, problems } = readAssign(text, 'users/assign');
+  t.same([...domainDirs(entries)], [
+    ['example.jp', '/usr/local/vpopmail/domains/example.jp'],
+    ['second.jp', '/usr/local/vpopmail/domains/0/second.jp'],
+  ]);
+  t.same(entries.map((e) => `${e.kind}${e.address} ${e.uid}:${e.gid}`), ['+example.jp- 89:89', '+second.jp- 89:89', '=alias 7790:2108']);
+  t.same(
+    problems.map((p) => `${p.where}: ${p.reason}`),
+    ['users/assign:4: expected a line starting with + or =, got "garbage"', 'users/assign:5: expected +address:user:uid:gid:/dir:..., got "+broken-:x:notanumber:89:/tmp:-::"'],
+    'lines after the dot are not read, as qmail-newu does not',
+  );
+  t.match(readAssign('+a-:a:1:1:/a:-::\n', 'assign').problems, [{ reason: /no final line with a single dot/ }]);
 });
