@@ -19,7 +19,7 @@ export class CdbError extends Error {}
 const HEADER = 2048;
 
 /** cdb's hash: h = 5381, then h = ((h << 5) + h) ^ byte, in 32 bits. */
-export function cdbHash(key: Uint8Array): number {
+function cdbHash(key: Uint8Array): number {
   let h = 5381;
   for (const c of key) h = (((h << 5) + h) ^ c) >>> 0;
   return h;

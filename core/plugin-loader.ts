@@ -33,8 +33,6 @@ export interface ActivePlugin {
   readonly hooks: readonly HookName[];
   /** The options as written: the top-level block with this place's merged over it. */
   readonly given: Readonly<Record<string, unknown>>;
-  /** The options after validation (defaults filled in), as the plugin got them. */
-  readonly options: unknown;
 }
 
 export function builtinPlugins(): string[] {
@@ -161,7 +159,7 @@ function placesOf(config: LoadedConfig['config']): Array<{ place: PluginPlace; u
  * syntax error names its place on the first line of its stack, a throw at the
  * module's top level in its first frame.
  */
-export function errorLocation(err: unknown): string | undefined {
+function errorLocation(err: unknown): string | undefined {
   const stack = err instanceof Error ? (err.stack ?? '') : '';
   const m = /^(file:\/\/\S+?):(\d+)\s*$/m.exec(stack) ?? /\(?(file:\/\/[^\s()]+?):(\d+):\d+\)?/.exec(stack);
   if (!m) return undefined;
@@ -289,7 +287,7 @@ async function startInstance(
       resolvePath: loaded.resolvePath,
     });
     const hooks = HOOK_NAMES.filter((h) => typeof instance?.hooks?.[h] === 'function');
-    return { ref: use.ref, source, definition, instance, hooks, given, options };
+    return { ref: use.ref, source, definition, instance, hooks, given };
   } catch (err) {
     problems.push(`${loaded.locate(place.keyPath)}: ${formatKeyPath(place.keyPath, config)}: plugin ${use.ref} could not start: ${(err as Error).message}`);
     return undefined;
@@ -309,7 +307,7 @@ function hasPath(obj: unknown, keyPath: readonly PropertyKey[]): boolean {
  * A list that breaks a plugin's declared order (`after`, `before`): one
  * problem per pair, at the entry that is out of place.
  */
-export function orderProblems(list: readonly ActivePlugin[], at: (index: number) => string): string[] {
+function orderProblems(list: readonly ActivePlugin[], at: (index: number) => string): string[] {
   const out: string[] = [];
   list.forEach((p, i) => {
     list.forEach((q, j) => {
@@ -336,7 +334,7 @@ export async function closePlugins(plugins: Iterable<ActivePlugin>, log: Logger)
  * by the definition's name instead of the name the list uses. An error, so a
  * plugin never runs on its defaults by mistake.
  */
-export function unusedOptionBlocks(loaded: LoadedConfig, definitions: ReadonlyMap<string, { definition: PluginDefinition<unknown> } | undefined> = new Map()): string[] {
+function unusedOptionBlocks(loaded: LoadedConfig, definitions: ReadonlyMap<string, { definition: PluginDefinition<unknown> } | undefined> = new Map()): string[] {
   const used = new Set(placesOf(loaded.config).map((p) => p.use.ref));
   return Object.keys(loaded.config.plugins)
     .filter((k) => !used.has(k))

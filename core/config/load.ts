@@ -28,7 +28,7 @@ export function defaultConfigFile(): string | undefined {
 }
 
 /** What to say when there is no config to read. */
-export const NO_CONFIG = 'no config file: name one with -c FILE (or YUBIN_CONFIG), or make a site with `yubin init DIR` and run `yubin serve DIR`';
+const NO_CONFIG = 'no config file: name one with -c FILE (or YUBIN_CONFIG), or make a site with `yubin init DIR` and run `yubin serve DIR`';
 
 /** A config argument as given: a file, or a site directory holding yubin.yaml. */
 export function resolveConfigArg(file: string): string {

@@ -4,6 +4,8 @@
  * for each domain; `=user:...` lines are single users. The file ends with a
  * line holding a single dot.
  */
+import { numberedLines, type SourceProblem } from '../../core/source-lines.js';
+
 export interface AssignEntry {
   /** `+` a prefix (wildcard) assignment, `=` one exact local part. */
   readonly kind: '+' | '=';
@@ -18,14 +20,11 @@ export interface AssignEntry {
   readonly where: string;
 }
 
-export function readAssign(text: string, file: string): { entries: AssignEntry[]; problems: Array<{ where: string; reason: string }> } {
+export function readAssign(text: string, file: string): { entries: AssignEntry[]; problems: SourceProblem[] } {
   const entries: AssignEntry[] = [];
-  const problems: Array<{ where: string; reason: string }> = [];
-  const lines = text.split('\n');
+  const problems: SourceProblem[] = [];
   let ended = false;
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.replace(/\r$/, '');
-    const where = `${file}:${i + 1}`;
+  for (const { text: line, where } of numberedLines(text, file)) {
     if (line === '.') {
       ended = true;
       break;

@@ -8,6 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { cdbRecords } from '../../core/cdb.js';
+import { numberedLines, type SourceLine, type SourceProblem } from '../../core/source-lines.js';
 
 export interface SmtpRoute {
   /** Empty: every other domain (qmail's `:relay`), a smarthost. */
@@ -41,38 +42,22 @@ export interface QmailControl {
   readonly smtproutes: readonly SmtpRoute[];
 }
 
-export interface ControlProblem {
-  readonly where: string;
-  readonly reason: string;
-}
-
 const DOMAIN = /^\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 
-interface Line {
-  readonly text: string;
-  readonly where: string;
-}
-
-export function readControl(controlDir: string): { control: QmailControl; problems: ControlProblem[] } {
-  const problems: ControlProblem[] = [];
-  const bad = (l: Line, reason: string) => void problems.push({ where: l.where, reason });
+export function readControl(controlDir: string): { control: QmailControl; problems: SourceProblem[] } {
+  const problems: SourceProblem[] = [];
+  const bad = (l: SourceLine, reason: string) => void problems.push({ where: l.where, reason });
 
   /** The file's lines, trailing blanks off, empty ones dropped; comments too where qmail allows them. */
-  const lines = (name: string, comments: boolean): Line[] | undefined => {
+  const all = (name: string): SourceLine[] | undefined => {
     const file = path.join(controlDir, name);
     if (!existsSync(file)) return undefined;
-    return readFileSync(file, 'latin1')
-      .split('\n')
-      .map((raw, i) => ({ text: raw.replace(/[ \t\r]+$/, ''), where: `${file}:${i + 1}` }))
-      .filter((l) => l.text !== '' && !(comments && l.text.startsWith('#')));
+    return numberedLines(readFileSync(file, 'latin1'), file).map((l) => ({ ...l, text: l.text.replace(/[ \t]+$/, '') }));
   };
+  const lines = (name: string, comments: boolean): SourceLine[] | undefined =>
+    all(name)?.filter((l) => l.text !== '' && !(comments && l.text.startsWith('#')));
   /** qmail's control_readline: the first line only. */
-  const first = (name: string): Line | undefined => {
-    const file = path.join(controlDir, name);
-    if (!existsSync(file)) return undefined;
-    const text = readFileSync(file, 'latin1').split('\n')[0]!.replace(/[ \t\r]+$/, '');
-    return { text, where: `${file}:1` };
-  };
+  const first = (name: string): SourceLine | undefined => all(name)?.[0];
   const name = (file: string): string | undefined => {
     const l = first(file);
     if (!l) return undefined;

@@ -17,6 +17,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { SourceProblem } from '../../core/source-lines.js';
 
 export interface QueuedInQmail {
   /** The inode number qmail names it by. */
@@ -31,10 +32,7 @@ export interface QueuedInQmail {
   readonly received: number;
 }
 
-export interface QueueProblem {
-  readonly where: string;
-  readonly reason: string;
-}
+export type QueueProblem = SourceProblem;
 
 /** Every file under dir/N/ (or directly in dir for an unsplit todo), by name. */
 function filesOf(dir: string): Map<string, string> {

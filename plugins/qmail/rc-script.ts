@@ -7,6 +7,8 @@
  * not values, and a line that cannot be read is reported with `file:line`.
  */
 
+import type { SourceProblem } from '../../core/source-lines.js';
+
 export interface RblsmtpdArgs {
   /** `-r zone`: DNSBL zones, in order. */
   readonly zones: readonly string[];
@@ -36,10 +38,8 @@ export interface TcpserverService {
   readonly vchkpw: boolean;
 }
 
-export interface RcProblem {
-  readonly where: string;
-  readonly reason: string;
-}
+/** A line of the script that could not be read. */
+export type RcProblem = SourceProblem;
 
 /** /etc/services names tcpserver is given in these scripts. */
 const SERVICES: Record<string, number> = { smtp: 25, submission: 587, smtps: 465, urd: 465, pop3: 110, 'pop-3': 110, pop3s: 995 };

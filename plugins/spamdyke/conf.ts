@@ -4,12 +4,11 @@
  * the reason (yubin does it elsewhere, or not at all), or as malformed with
  * its `file:line`: nothing is dropped without a word.
  */
+import { numberedLines, type SourceProblem } from '../../core/source-lines.js';
 import { RULES, type Rule } from './options.js';
 
-export interface ConfReport {
-  readonly where: string;
+export interface ConfReport extends SourceProblem {
   readonly option: string;
-  readonly reason: string;
 }
 
 export interface SpamdykeImport {
@@ -60,10 +59,8 @@ export function fromSpamdykeConf(text: string, file: string): SpamdykeImport {
   const graylist: Record<string, unknown> = {};
   const replies: Partial<Record<Rule, { text: string }>> = {};
 
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/#.*$/, '').trim();
-    if (!line) return;
-    const where = `${file}:${i + 1}`;
+  /** One line, comment and blanks off: mapped, reported as not mapped, or a problem. */
+  const readLine = (line: string, where: string): void => {
     const eq = line.indexOf('=');
     const option = (eq < 0 ? line : line.slice(0, eq)).trim().toLowerCase();
     const value = eq < 0 ? undefined : line.slice(eq + 1).trim();
@@ -113,7 +110,11 @@ export function fromSpamdykeConf(text: string, file: string): SpamdykeImport {
     }
     if (option === 'config-file' || option === 'config-dir') return void unmapped.push({ where, option, reason: `${option} is not followed: import that file by itself` });
     unmapped.push({ where, option, reason: ELSEWHERE[option] ?? 'yubin has no such option' });
-  });
+  };
+  for (const { text: raw, where } of numberedLines(text, file)) {
+    const line = raw.replace(/#.*$/, '').trim();
+    if (line) readLine(line, where);
+  }
   if (Object.keys(graylist).length) options.graylist = graylist;
   if (Object.keys(replies).length) options.replies = replies;
   return { options, unmapped, problems };

@@ -5,6 +5,7 @@
  * cannot take over (a program, an mbox file) is reported, never dropped
  * silently.
  */
+import { numberedLines, type SourceProblem } from '../../core/source-lines.js';
 import type { Catchall } from './store.js';
 
 export type DotQmailLine =
@@ -15,11 +16,6 @@ export type DotQmailLine =
   | { readonly kind: 'vdelivermail'; readonly fallback: string; readonly where: string }
   | { readonly kind: 'program'; readonly command: string; readonly where: string };
 
-export interface DotQmailProblem {
-  readonly where: string;
-  readonly reason: string;
-}
-
 /** The words of a shell command line, with '' and "" quoting (enough for vdelivermail lines). */
 function words(command: string): string[] {
   const out: string[] = [];
@@ -27,13 +23,12 @@ function words(command: string): string[] {
   return out;
 }
 
-export function parseDotQmail(text: string, file: string): { lines: DotQmailLine[]; problems: DotQmailProblem[] } {
+export function parseDotQmail(text: string, file: string): { lines: DotQmailLine[]; problems: SourceProblem[] } {
   const lines: DotQmailLine[] = [];
-  const problems: DotQmailProblem[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/\r$/, '').trim();
-    const where = `${file}:${i + 1}`;
-    if (line === '' || line.startsWith('#')) return;
+  const problems: SourceProblem[] = [];
+  for (const { text: raw, where } of numberedLines(text, file)) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
     if (line.startsWith('|')) {
       const command = line.slice(1).trim();
       const argv = words(command);
@@ -41,16 +36,16 @@ export function parseDotQmail(text: string, file: string): { lines: DotQmailLine
         if (argv.length < 3) problems.push({ where, reason: `vdelivermail needs two arguments, got ${JSON.stringify(command)}` });
         else lines.push({ kind: 'vdelivermail', fallback: argv[2]!, where });
       } else lines.push({ kind: 'program', command, where });
-      return;
+      continue;
     }
     if (line.startsWith('/') || line.startsWith('.')) {
       lines.push(line.endsWith('/') ? { kind: 'maildir', path: line, where } : { kind: 'mbox', path: line, where });
-      return;
+      continue;
     }
     const address = line.startsWith('&') ? line.slice(1).trim() : line;
     if (/^[^@\s]+@[^@\s]+$/.test(address)) lines.push({ kind: 'forward', address: address.toLowerCase(), where });
     else problems.push({ where, reason: `${JSON.stringify(line)} is not an address, a file, a Maildir or a program` });
-  });
+  }
   return { lines, problems };
 }
 
@@ -59,7 +54,7 @@ export function parseDotQmail(text: string, file: string): { lines: DotQmailLine
  * (`bounce-no-mailbox`, `delete`, an address, or a mailbox directory, which
  * `userAt` turns into its user's address), or a plain forward.
  */
-export function catchallFrom(lines: readonly DotQmailLine[], domain: string, userAt: (dir: string) => string | undefined): Catchall | DotQmailProblem {
+export function catchallFrom(lines: readonly DotQmailLine[], domain: string, userAt: (dir: string) => string | undefined): Catchall | SourceProblem {
   const v = lines.find((l) => l.kind === 'vdelivermail');
   if (v && v.kind === 'vdelivermail') {
     const arg = v.fallback;

@@ -7,6 +7,7 @@
  * is reported with its place and skipped, never guessed at.
  */
 import { cdbRecords } from '../../core/cdb.js';
+import { numberedLines, type SourceProblem } from '../../core/source-lines.js';
 import { validUserName } from './names.js';
 import { hashScheme, type HashScheme } from './passwords.js';
 import { parseQuota } from './quota.js';
@@ -36,14 +37,9 @@ export interface VpasswdEntry {
   readonly where: string;
 }
 
-export interface VpasswdProblem {
-  readonly where: string;
-  readonly reason: string;
-}
-
 export interface VpasswdRead {
   readonly entries: readonly VpasswdEntry[];
-  readonly problems: readonly VpasswdProblem[];
+  readonly problems: readonly SourceProblem[];
 }
 
 const KNOWN_BITS = Object.values(USER_FLAG_BITS).reduce((a, b) => a | b, 0);
@@ -78,7 +74,7 @@ function entry(name: string, rest: string, where: string): VpasswdEntry | string
 
 function collect(records: Iterable<{ name: string; rest: string; where: string }>): VpasswdRead {
   const entries: VpasswdEntry[] = [];
-  const problems: VpasswdProblem[] = [];
+  const problems: SourceProblem[] = [];
   const seen = new Set<string>();
   for (const { name, rest, where } of records) {
     const e = entry(name, rest, where);
@@ -95,15 +91,13 @@ function collect(records: Iterable<{ name: string; rest: string; where: string }
 /** The text file; `file` names it in every place. */
 export function parseVpasswd(text: string, file: string): VpasswdRead {
   const records: Array<{ name: string; rest: string; where: string }> = [];
-  const bad: VpasswdProblem[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/\r$/, '');
-    if (line === '') return;
-    const where = `${file}:${i + 1}`;
+  const bad: SourceProblem[] = [];
+  for (const { text: line, where } of numberedLines(text, file)) {
+    if (line === '') continue;
     const colon = line.indexOf(':');
     if (colon <= 0) bad.push({ where, reason: 'no name:fields line' });
     else records.push({ name: line.slice(0, colon), rest: line.slice(colon + 1), where });
-  });
+  }
   const read = collect(records);
   return { entries: read.entries, problems: [...bad, ...read.problems] };
 }
