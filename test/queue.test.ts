@@ -356,6 +356,30 @@ t.test('smarthost: all remote mail through one relay, with STARTTLS and AUTH; an
   t.equal(relay.messages.length, 2);
 });
 
+t.test('routes (smtproutes): a domain, then .parent keys, then the smarthost; host "" is the MX after all', async (t) => {
+  const exact = await startSink();
+  const below = await startSink();
+  const smart = await startSink();
+  t.teardown(async () => Promise.all([exact.close(), below.close(), smart.close()]));
+  const { server, sink } = await rig(t, {
+    delivery: {
+      routes: {
+        'partner.example': { host: '127.0.0.1', port: exact.port, tls: 'none' },
+        '.partner.example': { host: '127.0.0.1', port: below.port },
+        'remote.test': { host: '' },
+      },
+      smarthost: { host: '127.0.0.1', port: smart.port, tls: 'none' },
+    },
+  });
+  await inject(server, 'alice@example.test', ['a@partner.example', 'b@mx.eu.partner.example', 'c@remote.test', 'd@elsewhere.example']);
+  await server.server.queue.idle();
+  t.same(exact.messages.map((m) => m.to), [['a@partner.example']], 'the exact key');
+  t.same(below.messages.map((m) => m.to), [['b@mx.eu.partner.example']], 'the nearest .parent key');
+  t.same(sink.messages.map((m) => m.to), [['c@remote.test']], 'host "": the MX, not the smarthost');
+  t.same(smart.messages.map((m) => m.to), [['d@elsewhere.example']], 'everything else: the smarthost');
+  t.same(await server.server.spool.list(), []);
+});
+
 t.test('a message larger than the remote SIZE bounces at once (5.3.4), without a DATA attempt', async (t) => {
   const { server, sink } = await rig(t, { sink: { size: 1000 } });
   await inject(server, 'alice@example.test', ['big@remote.test'], `Subject: big\r\n\r\n${'x'.repeat(2000)}\r\n`);

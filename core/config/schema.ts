@@ -235,6 +235,22 @@ export const smarthostSchema = z.strictObject({
   verifyCertificate: z.boolean().default(true),
 });
 
+/** A relay for some destination domains (qmail's control/smtproutes lines). */
+export const routeSchema = z.strictObject({
+  /** The relay; "" sends to the domain's own MX even when a smarthost is set (smtproutes' `domain:`). */
+  host: z.string(),
+  port: z.number().int().min(1).max(65535).default(25),
+  /** opportunistic: STARTTLS when offered, certificate unchecked, as between MX hosts. */
+  tls: z.enum(['opportunistic', 'none', 'starttls', 'implicit']).default('opportunistic'),
+  user: z.string().optional(),
+  password: z.string().optional(),
+  /** With starttls or implicit: check the relay's certificate. */
+  verifyCertificate: z.boolean().default(true),
+});
+
+/** `example.com` is that domain only, `.example.com` every name below it (smtproutes' own rule). */
+const routeKey = z.string().regex(/^\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'a domain, or .domain for the names below it');
+
 export const deliverySchema = z.strictObject({
   /** Plugins serving the deliver hook, in order; the first to accept, defer or reject a recipient decides. Entries as in a listener. */
   plugins: z.array(pluginEntry).default([]),
@@ -244,6 +260,8 @@ export const deliverySchema = z.strictObject({
   heloName: hostname.optional(),
   /** All remote mail through this relay instead of MX lookups. */
   smarthost: smarthostSchema.optional(),
+  /** Relays by destination domain, before the smarthost: the domain itself, then `.parent` keys from the nearest up. */
+  routes: z.record(routeKey, routeSchema).default({}),
   connectTimeout: duration.default(30_000),
   greetingTimeout: duration.default(300_000),
   /** Longest silence from the remote server during a transaction. */
@@ -313,5 +331,6 @@ export type Limits = z.output<typeof limitsSchema>;
 export type DnsConfig = z.output<typeof dnsSchema>;
 export type QueueConfig = z.output<typeof queueSchema>;
 export type DeliveryConfig = z.output<typeof deliverySchema>;
+export type RouteConfig = z.output<typeof routeSchema>;
 export type LoginThrottleSettings = z.output<typeof loginThrottleSchema>;
 export type StoreConfig = z.output<typeof storeSchema>;

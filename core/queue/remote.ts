@@ -1,6 +1,6 @@
 /**
  * Remote delivery, qmail-remote's job: find the destination (MX through the
- * core DNS service, or the configured smarthost), connect host by host until
+ * core DNS service, or a route's relay or the smarthost), connect host by host until
  * one answers, and send one message to every recipient of that domain in one
  * transaction. Each recipient comes back delivered, temporary (retry) or
  * permanent (bounce), with the remote server's reply for the bounce.
@@ -8,7 +8,7 @@
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import type { DeliveryConfig } from '../config/schema.js';
+import type { DeliveryConfig, RouteConfig } from '../config/schema.js';
 import type { Dns, MxRecord } from '../services/dns.js';
 
 export type RemoteOutcome =
@@ -65,13 +65,32 @@ async function addressesOf(dns: Dns, name: string): Promise<{ ips: string[]; fai
   return { ips, failed: failed && failed.kind === 'failed' ? failed.error : undefined };
 }
 
+/** A relay as the connection needs it: a route's, or the smarthost (whose TLS is never merely opportunistic). */
+type Relay = Pick<RouteConfig, 'host' | 'port' | 'tls' | 'user' | 'password' | 'verifyCertificate'> & { readonly what: string };
+
+/**
+ * The relay for a domain, or undefined for its MX: the route of the domain
+ * itself, then of `.parent` keys from the nearest up (qmail-remote's order),
+ * then the smarthost. A route with host "" means the MX, whatever follows.
+ */
+export function relayFor(domain: string, config: DeliveryConfig): Relay | undefined {
+  const d = domain.toLowerCase();
+  const keys = [d];
+  for (let i = d.indexOf('.'); i >= 0; i = d.indexOf('.', i + 1)) keys.push(d.slice(i));
+  for (const key of keys) {
+    const route = config.routes[key];
+    if (route) return route.host === '' ? undefined : { ...route, what: `the route for ${key}, ${route.host}` };
+  }
+  return config.smarthost && { ...config.smarthost, what: `the smarthost ${config.smarthost.host}` };
+}
+
 /** Where to connect for a domain, or the outcome that ends the attempt (no such domain, null MX, DNS trouble). */
-async function targets(domain: string, deps: RemoteDeps): Promise<Target[] | RemoteOutcome> {
-  const { dns, config } = deps;
-  if (config.smarthost) {
-    const { ips, failed } = await addressesOf(dns, config.smarthost.host);
-    if (!ips.length) return temporary('4.4.3', `Cannot resolve the smarthost ${config.smarthost.host}${failed ? `: ${failed}` : ''}`);
-    return [{ name: config.smarthost.host, ips }];
+async function targets(domain: string, relay: Relay | undefined, deps: RemoteDeps): Promise<Target[] | RemoteOutcome> {
+  const { dns } = deps;
+  if (relay) {
+    const { ips, failed } = await addressesOf(dns, relay.host);
+    if (!ips.length) return temporary('4.4.3', `Cannot resolve ${relay.what}${failed ? `: ${failed}` : ''}`);
+    return [{ name: relay.host, ips }];
   }
   const mx = await dns.mx(domain);
   if (mx.kind === 'failed') return temporary('4.4.3', `DNS lookup of the MX of ${domain} failed: ${mx.error}`);
@@ -150,11 +169,12 @@ function fromTransaction(job: RemoteJob, host: string, info: SMTPConnection.Sent
 }
 
 export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
-  const found = await targets(job.domain, deps);
-  if (!Array.isArray(found)) return all(job.recipients, found);
   const { config } = deps;
-  const smart = config.smarthost;
+  const smart = relayFor(job.domain, config);
+  const found = await targets(job.domain, smart, deps);
+  if (!Array.isArray(found)) return all(job.recipients, found);
   const port = smart ? smart.port : config.remotePort;
+  const opportunistic = smart ? smart.tls === 'opportunistic' : config.opportunisticTls;
   const failures: string[] = [];
   for (const target of found) {
     for (const ip of target.ips) {
@@ -170,8 +190,8 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
           secure: smart?.tls === 'implicit',
           ignoreTLS: smart ? smart.tls === 'none' : !config.opportunisticTls,
           requireTLS: smart?.tls === 'starttls',
-          opportunisticTLS: !smart,
-          tls: { rejectUnauthorized: smart ? smart.verifyCertificate : false, servername: isIP(target.name) ? undefined : target.name },
+          opportunisticTLS: opportunistic,
+          tls: { rejectUnauthorized: smart && smart.tls !== 'opportunistic' ? smart.verifyCertificate : false, servername: isIP(target.name) ? undefined : target.name },
           connectionTimeout: config.connectTimeout,
           greetingTimeout: config.greetingTimeout,
           socketTimeout: config.commandTimeout,

@@ -171,7 +171,7 @@ function userView(u: UserRecord, paths: StorePaths, usage?: { bytes: number; cou
     realName: u.realName,
     quota: u.quota,
     usage,
-    maildir: maildirOf(paths.root, u.domain, u.name),
+    maildir: maildirOf(paths.root, u),
     passwordScheme: u.passwordHash.startsWith('$') ? u.passwordHash.split('$')[1] : 'clear',
     clearPassword: u.clearPassword !== undefined,
     disabled: Object.entries(FLAG_NAMES)
@@ -186,7 +186,7 @@ function userView(u: UserRecord, paths: StorePaths, usage?: { bytes: number; cou
 
 async function usageOf(u: UserRecord, paths: StorePaths) {
   const quota = parseQuota(u.quota) ?? {};
-  const used = await readUsage(maildirOf(paths.root, u.domain, u.name), quota).catch(() => ({ bytes: 0, count: 0 }));
+  const used = await readUsage(maildirOf(paths.root, u), quota).catch(() => ({ bytes: 0, count: 0 }));
   const percent = isUnlimited(quota)
     ? 0
     : Math.max(quota.bytes ? (100 * used.bytes) / quota.bytes : 0, quota.count ? (100 * used.count) / quota.count : 0);
@@ -233,7 +233,7 @@ export function registerMailCommands(program: Command, configOption: () => Optio
       await mkdir(path.join(paths.root, d), { recursive: true, mode: 0o700 });
       await store.addDomain({ name: d, catchall, defaultQuota: quota, clearPasswords: opts.clearPasswords ?? false, spamFiling: opts.spamFiling ?? false });
       await store.addUser({ domain: d, name: 'postmaster', passwordHash, clearPassword: pw.password, realName: 'Postmaster' });
-      await ensureMaildir(maildirOf(paths.root, d, 'postmaster'));
+      await ensureMaildir(maildirOf(paths.root, { domain: d, name: 'postmaster' }));
       out(`added domain ${d} with postmaster@${d}${pw.generated ? `, password ${pw.password}` : ''}`);
     });
   });
@@ -251,7 +251,7 @@ export function registerMailCommands(program: Command, configOption: () => Optio
           const users = await store.listUsers(d);
           const others = users.filter((u) => u.name !== 'postmaster');
           if (others.length) usage(`domain ${d} has ${others.length} mailbox(es) besides postmaster: use --force to delete them too`);
-          if (await hasMail(maildirOf(paths.root, d, 'postmaster'))) usage(`postmaster@${d} has mail: use --force to delete it too`);
+          if (await hasMail(maildirOf(paths.root, users.find((u) => u.name === 'postmaster') ?? { domain: d, name: 'postmaster' }))) usage(`postmaster@${d} has mail: use --force to delete it too`);
         }
         await store.deleteDomain(d);
         await rm(path.join(paths.root, d), { recursive: true, force: true });
@@ -351,7 +351,7 @@ export function registerMailCommands(program: Command, configOption: () => Optio
       if (await store.getUser(a.domain, a.name)) usage(`user ${a.name}@${a.domain} exists`);
       const pw = await newPassword(opts, `${a.name}@${a.domain}`);
       await store.addUser({ domain: a.domain, name: a.name, passwordHash: await hashPassword(pw.password), clearPassword: pw.password, quota, realName: opts.name });
-      await ensureMaildir(maildirOf(paths.root, a.domain, a.name));
+      await ensureMaildir(maildirOf(paths.root, a));
       out(`added ${a.name}@${a.domain}${pw.generated ? `, password ${pw.password}` : ''}`);
     });
   });
@@ -363,9 +363,9 @@ export function registerMailCommands(program: Command, configOption: () => Optio
     .action(async (address: string, opts: { config: string }) => {
       const a = addressArg(address);
       await withStore(opts.config, async ({ store, paths }) => {
-        await needUser(store, a);
+        const user = await needUser(store, a);
         await store.deleteUser(a.domain, a.name);
-        await rm(userDir(paths.root, a.domain, a.name), { recursive: true, force: true });
+        await rm(userDir(paths.root, user), { recursive: true, force: true });
         out(`deleted ${a.name}@${a.domain}`);
       });
     });

@@ -76,7 +76,7 @@ export async function deliver(env: DeliverEnv, delivery: Delivery): Promise<Deli
 async function deliverUser(env: DeliverEnv, domain: DomainRecord, user: UserRecord, delivery: Delivery, knownLines?: string[]): Promise<DeliverAnswer> {
   if (user.flags.bounceMail) return answer.reject(550, '5.2.1', 'This mailbox does not take mail. (#5.2.1)');
   const address = `${user.name}@${domain.name}`;
-  const maildir = maildirOf(env.root, domain.name, user.name);
+  const maildir = maildirOf(env.root, user);
   const quota = parseQuota(user.quota) ?? {};
   // Return-Path and Delivered-To are added here: the quota counts them too.
   const deliveredTo = `Delivered-To: ${address}`;

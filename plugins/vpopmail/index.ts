@@ -155,7 +155,7 @@ async function authenticate(store: MailStore, options: VpopmailOptions, log: Log
     log.info({ user: `${who.name}@${who.domain}` }, 'password re-hashed with scrypt');
   }
   await store.recordLogin(who.domain, who.name, now, ctx.connection.remoteIp, service);
-  const maildir = maildirOf(root, who.domain, who.name);
+  const maildir = maildirOf(root, user);
   // vdelivermail makes missing directories on delivery; a user who logs in before any mail sees an empty box.
   if (service === 'pop3') await ensureMaildir(maildir);
   ctx.mailbox(maildir);
@@ -216,7 +216,7 @@ async function checkRecipient(store: MailStore, options: VpopmailOptions, root: 
   if (v.kind === 'take' && v.user && options.overQuotaAtRcpt !== 'off') {
     const quota = parseQuota(v.user.quota) ?? {};
     // "Already full": not even one more byte or message fits.
-    if ((quota.bytes !== undefined || quota.count !== undefined) && (await checkQuota(maildirOf(root, v.domain, v.user.name), quota, 1)).over) {
+    if ((quota.bytes !== undefined || quota.count !== undefined) && (await checkQuota(maildirOf(root, v.user), quota, 1)).over) {
       return options.overQuotaAtRcpt === 'defer' ? answer.defer(452, '4.2.2', 'Mailbox full, try again later') : answer.reject(552, '5.2.2', 'Mailbox full');
     }
   }

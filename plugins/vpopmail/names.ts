@@ -38,10 +38,18 @@ export function parseLogin(login: string, defaultDomain: string | undefined): Ma
   return parseAddress(`${login.slice(0, sep)}@${login.slice(sep + 1)}`);
 }
 
-export function userDir(root: string, domain: string, name: string): string {
-  return path.join(root, domain, name);
+/** Whose mailbox: a user record, or just the address for one not stored yet. */
+export interface MailboxOwner {
+  readonly domain: string;
+  readonly name: string;
+  /** vpopmail's pw_dir where it is not ROOT/DOMAIN/NAME (a box imported in place, dir_control hashing). */
+  readonly dir?: string | undefined;
 }
 
-export function maildirOf(root: string, domain: string, name: string): string {
-  return path.join(root, domain, name, 'Maildir');
+export function userDir(root: string, owner: MailboxOwner): string {
+  return owner.dir ?? path.join(root, owner.domain, owner.name);
+}
+
+export function maildirOf(root: string, owner: MailboxOwner): string {
+  return path.join(userDir(root, owner), 'Maildir');
 }

@@ -55,6 +55,8 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (domain, name, target)
    );
    CREATE INDEX aliases_target ON aliases(domain, target);`,
+  // 2: a user's own directory, for mailboxes imported from vpopmail in place.
+  `ALTER TABLE users ADD COLUMN dir TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -76,6 +78,7 @@ interface UserRow {
   quota: string;
   flags: number;
   real_name: string;
+  dir: string | null;
   spam_filing: number | null;
   created: number;
   last_auth: number | null;
@@ -113,6 +116,7 @@ function userFrom(row: UserRow): UserRecord {
     quota: row.quota,
     flags: flagsFromBits(row.flags),
     realName: row.real_name,
+    dir: row.dir ?? undefined,
     spamFiling: row.spam_filing === null ? undefined : row.spam_filing !== 0,
     created: row.created,
     lastAuth: row.last_auth === null ? undefined : { time: row.last_auth, ip: row.last_auth_ip ?? '', service: row.last_auth_service ?? '' },
@@ -238,7 +242,7 @@ export class SqliteStore implements MailStore {
     if (!domain) throw new StoreConflict(`domain ${u.domain} does not exist`);
     try {
       this.st(
-        'INSERT INTO users (domain, name, password, clear_password, quota, flags, real_name, spam_filing, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO users (domain, name, password, clear_password, quota, flags, real_name, dir, spam_filing, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ).run(
         u.domain,
         u.name,
@@ -247,6 +251,7 @@ export class SqliteStore implements MailStore {
         u.quota ?? domain.defaultQuota,
         flagsToBits(u.flags ?? {}),
         u.realName ?? '',
+        u.dir ?? null,
         bool(u.spamFiling),
         Date.now(),
       );
@@ -262,12 +267,13 @@ export class SqliteStore implements MailStore {
     if (!before) return undefined;
     const clearAllowed = this.getDomain(domain)?.clearPasswords ?? false;
     const next = { ...before, ...c, flags: { ...before.flags, ...c.flags } };
-    this.st('UPDATE users SET password = ?, clear_password = ?, quota = ?, flags = ?, real_name = ?, spam_filing = ? WHERE domain = ? AND name = ?').run(
+    this.st('UPDATE users SET password = ?, clear_password = ?, quota = ?, flags = ?, real_name = ?, dir = ?, spam_filing = ? WHERE domain = ? AND name = ?').run(
       next.passwordHash,
       clearAllowed ? (next.clearPassword ?? null) : null,
       next.quota,
       flagsToBits(next.flags),
       next.realName,
+      next.dir ?? null,
       bool(next.spamFiling),
       domain,
       name,

@@ -60,6 +60,11 @@ export interface UserRecord {
   readonly quota: string;
   readonly flags: UserFlags;
   readonly realName: string;
+  /**
+   * The user's directory (vpopmail's pw_dir) where it is not ROOT/DOMAIN/NAME:
+   * a mailbox imported in place, or one vpopmail's dir_control hashed.
+   */
+  readonly dir: string | undefined;
   /** Spam filing for this user; undefined follows the domain. */
   readonly spamFiling: boolean | undefined;
   readonly created: number;
