@@ -139,7 +139,8 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const hold = (n: number) => (n === 0 ? 'held' : String(n));
   out.push(
     `queue: concurrency local ${hold(q.concurrencyLocal)}, remote ${hold(q.concurrencyRemote)}, ${q.concurrencyPerDomain} per domain; lifetime ${q.lifetime / 1000} s; retry ${q.retry ? q.retry.map((ms) => `${ms / 1000} s`).join(', ') : "qmail's schedule"}`,
-    `delivery: ${d.smarthost ? `all remote mail via ${d.smarthost.host}:${d.smarthost.port} (tls ${d.smarthost.tls}${d.smarthost.user ? ', AUTH' : ''})` : `remote mail to each domain's MX on port ${d.remotePort}`}`,
+    `delivery: ${d.smarthost ? `${Object.keys(d.routes).length ? 'other' : 'all'} remote mail via ${d.smarthost.host}:${d.smarthost.port} (tls ${d.smarthost.tls}${d.smarthost.user ? ', AUTH' : ''})` : `remote mail to each domain's MX on port ${d.remotePort}`}`,
+    ...Object.entries(d.routes).map(([key, r]) => `  route ${key}: ${r.host === '' ? 'its own MX' : `${r.host}:${r.port} (tls ${r.tls}${r.user ? ', AUTH' : ''})`}`),
   );
   plugins.delivery.forEach((p, j) => out.push(describePlugin(p, j)));
   if (!d.plugins.length) out.push('  no deliver plugins: local addresses bounce (5.1.1)');

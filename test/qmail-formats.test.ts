@@ -20,6 +20,8 @@ import { rulesFromCdb } from '../plugins/tcprules/cdb.js';
 import { findRule, parseRules } from '../plugins/tcprules/rules.js';
 import { catchallFrom, parseDotQmail } from '../plugins/vpopmail/dot-qmail.js';
 import { verifyPassword } from '../plugins/vpopmail/passwords.js';
+import { parseValiasDump } from '../plugins/vpopmail/valias-dump.js';
+import { parseVlimits } from '../plugins/vpopmail/vlimits.js';
 import { parseVpasswd, vpasswdFromCdb, type VpasswdEntry } from '../plugins/vpopmail/vpasswd.js';
 import { needs, run, tempDir } from './helpers.js';
 
@@ -316,7 +318,7 @@ t.test("the start script's tcpserver lines: ports, limits, rules file, rblsmtpd 
     '  /var/qmail/bin/qmail-smtpd `hostname` /usr/local/vpopmail/bin/vchkpw /bin/true 2>&1 | /var/qmail/bin/splogger smtp &',
     '#SMTP-AUTH SUBMISSION',
     '/usr/local/bin/tcpserver -qv -l0 -HR -u `id -u vpopmail` -g `id -g vpopmail` \\',
-    '  -x /usr/local/vpopmail/etc/tcp.smtp.cdb 0 submission /usr/local/bin/rblsmtpd -C \\',
+    '  -x /usr/local/vpopmail/etc/tcp.smtp.cdb 0 submission /usr/local/bin/rblsmtpd -c \\',
     '  /var/qmail/bin/qmail-smtpd `hostname` /usr/local/vpopmail/bin/vchkpw /bin/true 2>&1 | /var/qmail/bin/splogger submission &',
     '#POP3d',
     '/usr/local/bin/tcpserver -R -H 0 110 /var/qmail/bin/qmail-popup $HOSTNAME \\',
@@ -337,7 +339,18 @@ t.test("the start script's tcpserver lines: ports, limits, rules file, rblsmtpd 
         kind: 'smtp',
         c: 60,
         x: '/usr/local/vpopmail/etc/tcp.smtp.cdb',
-        rbl: { zones: ['zen.spamhaus.org', 'bl.spamcop.net'], allowZones: ['list.dnswl.org'], permanent: true, ignoreFailures: false, timeout: 30 },
+        rbl: {
+          zones: ['zen.spamhaus.org', 'bl.spamcop.net'],
+          allowZones: ['list.dnswl.org'],
+          order: [
+            { zone: 'zen.spamhaus.org', allow: false },
+            { zone: 'bl.spamcop.net', allow: false },
+            { zone: 'list.dnswl.org', allow: true },
+          ],
+          permanent: true,
+          ignoreFailures: true,
+          timeout: 30,
+        },
         vchkpw: true,
       },
       {
@@ -347,7 +360,7 @@ t.test("the start script's tcpserver lines: ports, limits, rules file, rblsmtpd 
         kind: 'smtp',
         c: undefined,
         x: '/usr/local/vpopmail/etc/tcp.smtp.cdb',
-        rbl: { zones: [], allowZones: [], permanent: false, ignoreFailures: true, timeout: undefined },
+        rbl: { zones: [], allowZones: [], order: [], permanent: false, ignoreFailures: false, timeout: undefined },
         vchkpw: true,
       },
       { where: 'qmail.sh:14', host: '0', port: 110, kind: 'pop3', c: undefined, x: undefined, rbl: undefined, vchkpw: true },
@@ -417,4 +430,37 @@ t.test("users/assign as vadddomain writes it: each vpopmail domain's directory",
     'lines after the dot are not read, as qmail-newu does not',
   );
   t.match(readAssign('+a-:a:1:1:/a:-::\n', 'assign').problems, [{ reason: /no final line with a single dot/ }]);
+});
+
+t.test("vlimits as vmoddomlimits writes them: the default quota, disable_* as user flags, the rest named", async (t) => {
+  const limits = parseVlimits('maxpopaccounts: 50\nmaxaliases: -1\ndefault_quota: 20000000\ndefault_maxmsgcount: 1000\ndisable_imap: 1\ndisable_pop: 0\ndisable_relay: 1\nquota: ten\nthis is not a limit\n', '.qmailadmin-limits');
+  t.equal(limits.defaultQuota, '20000000S,1000C');
+  t.same(limits.flags, ['noImap', 'noRelay'], 'a disable_* set to 0 is no flag');
+  t.same(limits.unmapped.map((u) => `${u.where} ${u.key}=${u.value}`), ['.qmailadmin-limits:1 maxpopaccounts=50', '.qmailadmin-limits:8 quota=ten'], '-1 is "no limit": nothing to report');
+  t.same(limits.problems, [{ where: '.qmailadmin-limits:9', reason: '"this is not a limit" is not name: value' }]);
+});
+
+t.test("vpopmail's valias table from a mysqldump: with and without a column list, quotes and escapes, malformed rows named", async (t) => {
+  const dump = [
+    '-- MySQL dump 10.13',
+    "INSERT INTO `valias` VALUES ('Info','Example.NET','&saburo@example.net'),('info','example.net','it''s \\'quoted\\''),('x','example.net','|/bin/prog a, b');",
+    "INSERT INTO valias (domain, alias, valias_line) VALUES ('example.jp','root','taro@example.jp');",
+    "INSERT INTO `valias` VALUES ('broken','example.jp');",
+    "INSERT INTO `valias` VALUES ('oops', 'example.jp' 'x');",
+    "INSERT INTO `vpopmail` VALUES ('not','valias');",
+  ].join('\n');
+  const { rows, problems } = parseValiasDump(dump, 'valias.sql');
+  t.same(
+    rows.map((r) => [r.alias, r.domain, r.line, r.where]),
+    [
+      ['info', 'example.net', '&saburo@example.net', 'valias.sql:2'],
+      ['info', 'example.net', "it's 'quoted'", 'valias.sql:2'],
+      ['x', 'example.net', '|/bin/prog a, b', 'valias.sql:2'],
+      ['root', 'example.jp', 'taro@example.jp', 'valias.sql:3'],
+    ],
+  );
+  t.same(problems, [
+    { where: 'valias.sql:4', reason: 'a row of 2 values for 3 columns' },
+    { where: 'valias.sql:5', reason: 'an INSERT whose values could not be read' },
+  ]);
 });

@@ -16,7 +16,9 @@ export interface RblsmtpdArgs {
   readonly allowZones: readonly string[];
   /** `-b`: 553 instead of 451. */
   readonly permanent: boolean;
-  /** `-C`: a lookup failure lets the client through (rblsmtpd's default is to 451). */
+  /** `-r` and `-a` in the order given: rblsmtpd stops at the first that decides. */
+  readonly order: ReadonlyArray<{ readonly zone: string; readonly allow: boolean }>;
+  /** `-C` (the default): a lookup failure lets the client through; `-c` answers 451 instead. */
   readonly ignoreFailures: boolean;
   /** `-t N`: seconds to wait for DNS. */
   readonly timeout: number | undefined;
@@ -124,14 +126,22 @@ export function readRcScript(text: string, file: string): { services: TcpserverS
       const zones: string[] = [];
       const allowZones: string[] = [];
       let permanent = false;
-      let ignoreFailures = false;
+      const order: Array<{ zone: string; allow: boolean }> = [];
+      let ignoreFailures = true;
       let timeout: number | undefined;
       let j = 1;
       for (; j < rest.length && rest[j]!.startsWith('-'); j++) {
         const o = rest[j]!;
         const value = () => (o.length > 2 ? o.slice(2) : rest[++j]);
-        if (o.startsWith('-r')) zones.push(value() ?? '');
-        else if (o.startsWith('-a')) allowZones.push(value() ?? '');
+        if (o.startsWith('-r')) {
+          const zone = value() ?? '';
+          zones.push(zone);
+          order.push({ zone, allow: false });
+        } else if (o.startsWith('-a')) {
+          const zone = value() ?? '';
+          allowZones.push(zone);
+          order.push({ zone, allow: true });
+        }
         else if (o.startsWith('-t')) timeout = Number(value());
         else if (o === '-b') permanent = true;
         else if (o === '-B') permanent = false;
@@ -140,11 +150,12 @@ export function readRcScript(text: string, file: string): { services: TcpserverS
         else problems.push({ where, reason: `rblsmtpd option ${o} is not known; left out` });
       }
       // rblsmtpd with no -r uses RBLSMTPD from tcprules only (and its built-in default list in ucspi-tcp 0.88).
-      rblsmtpd = { zones, allowZones, permanent, ignoreFailures, timeout: timeout !== undefined && Number.isFinite(timeout) ? timeout : undefined };
+      rblsmtpd = { zones, allowZones, order, permanent, ignoreFailures, timeout: timeout !== undefined && Number.isFinite(timeout) ? timeout : undefined };
       rest = rest.slice(j);
     }
-    const name = (rest[0] ?? '').split('/').pop() ?? '';
-    const kind = name === 'qmail-smtpd' ? 'smtp' : name === 'qmail-popup' ? 'pop3' : 'other';
+    // The server may sit behind other wrappers (spamdyke -f FILE qmail-smtpd ...): look along the chain.
+    const names = rest.map((w) => w.split('/').pop() ?? '');
+    const kind = names.includes('qmail-smtpd') ? 'smtp' : names.includes('qmail-popup') ? 'pop3' : 'other';
     const vchkpw = rest.some((w) => w === 'vchkpw' || w.endsWith('/vchkpw'));
     services.push({ where, host, port, kind, maxConnections, rulesCdb, program: rest, rblsmtpd, vchkpw });
   }

@@ -60,8 +60,13 @@ const options = z
       .optional(),
     /** Zone → the text to answer with instead of its TXT or name (hides which list it was). */
     replyMap: z.record(z.string(), z.string().min(1)).default({}),
+    /** Ask no list: refuse only clients whose tcp.smtp rule sets RBLSMTPD (rblsmtpd without -r). */
+    rblsmtpdOnly: z.boolean().default(false),
   })
-  .refine((o) => o.zones.length > 0 || o.scoring !== undefined, { message: 'give zones, scoring or both (rblsmtpd without zones is of no use)' });
+  // No zones and no scoring is rblsmtpd run without -r: only tcp.smtp's RBLSMTPD decides, which must be said.
+  .refine((o) => o.zones.length > 0 || o.scoring !== undefined || o.rblsmtpdOnly, {
+    message: 'give zones, scoring or both; or rblsmtpdOnly: true for tcp.smtp\'s RBLSMTPD alone (rblsmtpd without -r)',
+  });
 
 type Options = z.output<typeof options>;
 

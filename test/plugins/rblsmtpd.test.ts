@@ -43,7 +43,10 @@ t.test('RBLSMTPD values, reply text cleaning, code filters', async (t) => {
 });
 
 t.test('options: zones or scoring are required; a bad code filter is a config error', async (t) => {
-  await t.rejects(startTestServer({ plugins: ['rblsmtpd'], pluginOptions: { rblsmtpd: {} } }), /give zones, scoring or both/);
+  await t.rejects(startTestServer({ plugins: ['rblsmtpd'], pluginOptions: { rblsmtpd: {} } }), /give zones, scoring or both; or rblsmtpdOnly/);
+  const only = await startTestServer({ plugins: ['rblsmtpd'], pluginOptions: { rblsmtpd: { rblsmtpdOnly: true } } });
+  await only.close();
+  t.pass('rblsmtpdOnly: true starts without zones (rblsmtpd without -r)');
   await t.rejects(
     startTestServer({ plugins: ['rblsmtpd'], pluginOptions: { rblsmtpd: { scoring: { threshold: 1, zones: [{ zone: 'x.test', weight: 1, codes: '127.0.0' }] } } } }),
     /code filter/,
