@@ -134,6 +134,9 @@ t.test('the seed box moves over: POP3 state, relay rules, badmailfrom, the catch
   t.ok(counts, 'the report ends with its counts');
   t.same(dryReport.counts, { mapped: Number(counts![1]), 'not-mapped': Number(counts![2]), attention: Number(counts![3]) }, '--dry-run reported the same counts');
 
+  t.match(first.stdout, /blacklist_ip: copied to spamdyke\/blacklist_ip \(spamdyke ipBlacklistFile\)/);
+  t.match(first.stdout, /senderWhitelistFile .*gone_whitelist does not exist: left out/);
+  t.equal(await readFile(path.join(site, 'spamdyke/blacklist_ip'), 'utf8'), '203.0.113.66\n', "the files spamdyke.conf names come along");
   const configFile = path.join(site, 'yubin.yaml');
   await ok(t, await yubin(['check-config', '-c', configFile]), 'check-config on the imported site');
 
@@ -209,7 +212,9 @@ t.test('--maildirs copy and move keep names, flags and mtimes; a tcp.smtp.cdb wi
   const { dir, box } = await rig(t);
   const site = path.join(dir, 'copied');
   const cdb = path.join(box.vpopmailDir, 'etc/tcp.smtp.cdb');
-  const r = await ok(t, await yubin(importArgs(box, site, '--maildirs', 'copy', '--tcprules', cdb)), 'import --maildirs copy');
+  const r = await ok(t, await yubin(importArgs(box, site, '--maildirs', 'copy', '--tcprules', cdb, '--port-offset', '10000')), 'import --maildirs copy');
+  const listeners = (YAML.parse(await readFile(path.join(site, 'yubin.yaml'), 'utf8')) as { listeners: Array<{ listen: string }> }).listeners;
+  t.same(listeners.map((l) => l.listen), ['0.0.0.0:10025', '0.0.0.0:10587', '0.0.0.0:10110'], '--port-offset: beside the old server');
   t.match(r.stdout, /tcp\.smtp\.cdb: tcprules plugin, file tcp\.smtp \(decompiled from the cdb\)/);
   const rules = await readFile(path.join(site, 'tcp.smtp'), 'utf8');
   t.match(rules, /^127\.:allow,RELAYCLIENT=""$/m, "the cdb's rules, as tcprules compiled them");
@@ -222,7 +227,7 @@ t.test('--maildirs copy and move keep names, flags and mtimes; a tcp.smtp.cdb wi
     t.same(await messages(copied), await messages(box.maildirs[address]!), `${address}: the same files, flags and mtimes`);
   }
   t.equal(await readFile(path.join(site, 'var/domains/example.jp/taro/Maildir/maildirsize'), 'utf8'), '0S\n 417 3\n', 'maildirsize as it was');
-  t.match((await ok(t, await yubin(importArgs(box, site, '--maildirs', 'copy', '--tcprules', cdb)), 'again')).stdout, /0 messages copied/, 'a second copy brings nothing twice');
+  t.match((await ok(t, await yubin(importArgs(box, site, '--maildirs', 'copy', '--tcprules', cdb, '--port-offset', '10000')), 'again')).stdout, /0 messages copied/, 'a second copy brings nothing twice');
 
   // move: the old Maildirs are emptied into the site.
   const moved = path.join(dir, 'moved');

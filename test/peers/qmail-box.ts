@@ -184,6 +184,7 @@ export function buildQmailBox(root: string, o: { routePort: number }): QmailBox 
   utimesSync(tcpSmtp, t0, t0);
 
   const spamdykeConf = path.join(root, 'etc/spamdyke.conf');
+  write(path.join(root, 'etc/spamdyke/blacklist_ip'), '203.0.113.66\n');
   write(
     spamdykeConf,
     [
@@ -196,6 +197,8 @@ export function buildQmailBox(root: string, o: { routePort: number }): QmailBox 
       'reject-empty-rdns',
       'reject-unresolvable-rdns',
       'dns-blacklist-entry=bl.example.test',
+      `ip-blacklist-file=${root}/etc/spamdyke/blacklist_ip`,
+      `sender-whitelist-file=${root}/etc/spamdyke/gone_whitelist`,
       'max-recipients=50',
       '',
     ].join('\n'),

@@ -2,10 +2,10 @@
  * From what was read on the old box to what the new site holds: the
  * yubin.yaml settings, the rule files, the vpopmail store's records, the
  * mailboxes and the queued messages. Every decision is written into the
- * report; nothing here touches the disk, so --dry-run shows the same report
- * as a real run.
+ * report; nothing here writes to the disk, so --dry-run shows the same
+ * report as a real run.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { timeFromName } from '../../../core/index.js';
 import type { DotQmailLine } from '../../vpopmail/dot-qmail.js';
@@ -26,7 +26,7 @@ export interface PlanOptions {
 export interface SiteFile {
   /** Relative to the site directory. */
   readonly path: string;
-  readonly content: string;
+  readonly content: string | Buffer;
 }
 
 export interface MailboxMove {
@@ -165,10 +165,21 @@ export function planSite(box: QmailBox, o: PlanOptions, siteDir: string, report:
 
   // ---- spamdyke
   if (box.spamdyke) {
-    pluginOptions.spamdyke = { ...box.spamdyke.options };
+    const options: Record<string, unknown> = { ...box.spamdyke.options };
+    // The list files spamdyke.conf names come along into spamdyke/, so the site does not lean on the old box.
     for (const [key, value] of Object.entries(box.spamdyke.options)) {
-      if (key.endsWith('File') && typeof value === 'string') report.attention(`${box.spamdyke.file}`, `${key} ${value} is read from the old box: copy it into the site and change the path before the old box goes`);
+      if (!key.endsWith('File') || typeof value !== 'string') continue;
+      if (!existsSync(value)) {
+        delete options[key];
+        report.attention(box.spamdyke.file, `${key} ${value} does not exist: left out`);
+        continue;
+      }
+      const copy = `spamdyke/${path.basename(value)}`;
+      files.push({ path: copy, content: readFileSync(value) });
+      options[key] = copy;
+      report.mapped(value, `copied to ${copy} (spamdyke ${key})`);
     }
+    pluginOptions.spamdyke = options;
     report.mapped(box.spamdyke.file, `spamdyke plugin with ${Object.keys(box.spamdyke.options).length} options`);
     for (const u of box.spamdyke.unmapped) report.notMapped(u.where, `${u.option}: ${u.reason}`);
     report.problems(box.spamdyke.problems);
