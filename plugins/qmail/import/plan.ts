@@ -57,6 +57,7 @@ export interface SitePlan {
 const DATA_DIR = 'var';
 
 const seconds = (n: number) => `${n}s`;
+const count = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 export function planSite(box: QmailBox, o: PlanOptions, siteDir: string, report: ImportReport): SitePlan {
   const c = box.control;
@@ -142,17 +143,17 @@ export function planSite(box: QmailBox, o: PlanOptions, siteDir: string, report:
       files.push({ path: 'morercpthosts', content: c.moreRcpthosts.map((d) => `${d}\n`).join('') });
       pluginOptions.rcpthosts.moreFile = 'morercpthosts';
     }
-    report.mapped('control/rcpthosts', `rcpthosts plugin, ${c.rcpthosts.length} domains${c.moreRcpthosts.length ? ` (+${c.moreRcpthosts.length} from morercpthosts)` : ''} in rcpthosts`);
+    report.mapped('control/rcpthosts', `rcpthosts plugin, ${count(c.rcpthosts.length, 'domain')}${c.moreRcpthosts.length ? ` (+${c.moreRcpthosts.length} from morercpthosts)` : ''} in rcpthosts`);
   } else report.attention('control/rcpthosts', 'missing or empty: only localDomains and vpopmail domains are taken (qmail-smtpd would have been an open relay)');
   if (c.badmailfrom.length) {
     files.push({ path: 'badmailfrom', content: c.badmailfrom.map((d) => `${d}\n`).join('') });
     pluginOptions.badmailfrom = { file: 'badmailfrom' };
-    report.mapped('control/badmailfrom', `badmailfrom plugin, ${c.badmailfrom.length} entries (553 at RCPT)`);
+    report.mapped('control/badmailfrom', `badmailfrom plugin, ${count(c.badmailfrom.length, 'entry', 'entries')} (553 at RCPT)`);
   }
   if (box.whitelist.length || box.whitelistDir) {
     for (const ip of box.whitelist) files.push({ path: `whitelist/${ip}`, content: '' });
     pluginOptions.whitelist = { dir: 'whitelist' };
-    report.mapped(`${box.qmailDir}/whitelist`, `whitelist plugin, dir whitelist/ with ${box.whitelist.length} IP files`);
+    report.mapped(`${box.qmailDir}/whitelist`, `whitelist plugin, dir whitelist/ with ${count(box.whitelist.length, 'IP file')}`);
   }
 
   // ---- tcprules
@@ -180,7 +181,7 @@ export function planSite(box: QmailBox, o: PlanOptions, siteDir: string, report:
       report.mapped(value, `copied to ${copy} (spamdyke ${key})`);
     }
     pluginOptions.spamdyke = options;
-    report.mapped(box.spamdyke.file, `spamdyke plugin with ${Object.keys(box.spamdyke.options).length} options`);
+    report.mapped(box.spamdyke.file, `spamdyke plugin with ${count(Object.keys(options).length, 'option')}`);
     for (const u of box.spamdyke.unmapped) report.notMapped(u.where, `${u.option}: ${u.reason}`);
     report.problems(box.spamdyke.problems);
   }
@@ -306,7 +307,7 @@ function planStore(domains: readonly DomainInBox[], env: StoreEnv): Pick<SitePla
       clearPasswords: d.users.some((u) => u.clear !== undefined),
       ...(d.limits?.defaultQuota ? { defaultQuota: d.limits.defaultQuota } : {}),
     });
-    report.mapped(d.name, `vpopmail domain, ${d.users.length} users, catch-all ${d.catchall.kind === 'forward' ? `forward to ${d.catchall.address}` : d.catchall.kind}`);
+    report.mapped(d.name, `vpopmail domain, ${count(d.users.length, 'user')}, catch-all ${d.catchall.kind === 'forward' ? `forward to ${d.catchall.address}` : d.catchall.kind}`);
     if (d.limits?.defaultQuota) report.mapped(`${d.name} vlimits`, `default quota ${d.limits.defaultQuota} for new users`);
     if (d.limits?.flags.length) report.mapped(`${d.name} vlimits`, `${d.limits.flags.join(', ')} set on every user, as vpopmail applied them`);
     for (const u of d.limits?.unmapped ?? []) report.notMapped(u.where, `${u.key}: ${u.value}: yubin has no such domain limit`);
