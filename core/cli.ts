@@ -43,7 +43,8 @@ function fail(err: unknown): never {
 
 async function serve(opts: { config: string }): Promise<void> {
   const loaded = await loadConfig(opts.config);
-  const log = createLogger({ level: loaded.config.logLevel });
+  const syslog = loaded.config.log.syslog;
+  const log = createLogger({ level: loaded.config.logLevel, syslog: syslog && { ...syslog, socket: loaded.resolvePath(syslog.socket) } });
   let server: YubinServer | undefined;
   let stopping: string | undefined;
   const stop = (signal: string) => {
@@ -144,6 +145,8 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   );
   plugins.delivery.forEach((p, j) => out.push(describePlugin(p, j)));
   if (!d.plugins.length) out.push('  no deliver plugins: local addresses bounce (5.1.1)');
+  const syslog = config.log.syslog;
+  if (syslog) out.push(`log: also to syslog at ${loaded.resolvePath(syslog.socket)}, facility ${syslog.facility}, tag ${syslog.tag}`);
   process.stdout.write(out.join('\n') + '\n');
   await closePlugins(plugins.instances, log);
 }
