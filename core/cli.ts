@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_FILE, defaultConfigFile, loadConfig, resolveConfigArg, type LoadedConfig } from './config/load.js';
+import { why } from './journal/why.js';
 import { createLogger } from './logger.js';
 import { builtinDefinitions, closePlugins, configuredDefinitions, startPlugins, type ActivePlugin } from './plugin-loader.js';
 import { CommandError, type PluginDefinition } from './plugin.js';
@@ -43,7 +44,9 @@ function fail(err: unknown): never {
 
 async function serve(opts: { config: string }): Promise<void> {
   const loaded = await loadConfig(opts.config);
-  const log = createLogger({ level: loaded.config.logLevel });
+  const j = loaded.config.journal;
+  const journal = j.enabled ? { file: path.resolve(loaded.config.dataDir, j.file), maxAgeMs: j.maxAge, maxBytes: j.maxSize } : undefined;
+  const log = createLogger({ level: loaded.config.logLevel, journal });
   let server: YubinServer | undefined;
   let stopping: string | undefined;
   const stop = (signal: string) => {
@@ -149,7 +152,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
 }
 
 /** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
-const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', ...SCAFFOLD_COMMANDS, '-V', '--version']);
+const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', 'why', 'status', ...SCAFFOLD_COMMANDS, '-V', '--version']);
 
 /** `yubin` with the core's commands and those the plugins add (`domain`, `user`, `alias`, `dkim`...). */
 export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> = []): Command {
@@ -169,6 +172,17 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
     .description('validate the config and print each listener and its plugins in order, with their options')
     .addOption(configOption())
     .action((site: string | undefined, opts: { config: string }) => checkConfig({ config: site ?? opts.config }));
+
+  program
+    .command('why <query>')
+    .description('the story of a client IP, address, domain, queue id or Message-ID, from the decision journal')
+    .addOption(configOption())
+    .option('--since <duration>', 'only events this recent (30m, 2h, 7d)')
+    .option('--json', 'the stories as JSON')
+    .action(async (query: string, opts: { config: string; since?: string; json?: boolean }) => {
+      const { config } = await loadConfig(opts.config);
+      process.stdout.write(`${why(config, query, opts)}\n`);
+    });
 
   const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');
   const configOf = async (opts: { config: string }) => (await loadConfig(opts.config)).config;

@@ -2,8 +2,10 @@
  * pino, one JSON line per decision; pretty when a person is watching a terminal.
  * YUBIN_LOG_FORMAT=json forces JSON, =pretty forces pretty.
  */
+import { fileURLToPath } from 'node:url';
 import { pino, type Logger, type Level } from 'pino';
 import pretty from 'pino-pretty';
+import type { JournalTransportOptions } from './journal/transport.js';
 
 export type { Logger } from 'pino';
 
@@ -12,13 +14,24 @@ export interface LoggerOptions {
   readonly destination?: NodeJS.WritableStream;
   /** Default: YUBIN_LOG_FORMAT, else pretty on a terminal and JSON elsewhere. */
   readonly format?: 'json' | 'pretty';
+  /** Also keep every decision in the journal (dataDir/journal.sqlite), written in a worker thread. */
+  readonly journal?: JournalTransportOptions;
 }
 
-export function createLogger({ level = 'info', destination = process.stdout, format }: LoggerOptions = {}): Logger {
+const JOURNAL_TRANSPORT = fileURLToPath(new URL('./journal/transport.js', import.meta.url));
+
+export function createLogger({ level = 'info', destination = process.stdout, format, journal }: LoggerOptions = {}): Logger {
   const isTty = (destination as NodeJS.WriteStream).isTTY === true;
   const chosen = format ?? process.env.YUBIN_LOG_FORMAT;
   const usePretty = chosen === 'pretty' || (chosen !== 'json' && isTty);
   const options = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
-  if (!usePretty) return pino(options, destination);
-  return pino(options, pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }));
+  const main = usePretty ? pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }) : destination;
+  if (!journal) return pino(options, main);
+  // The journal wants every decision (info) whatever the terminal shows.
+  const transport = pino.transport({ target: JOURNAL_TRANSPORT, options: journal });
+  const streams = pino.multistream([
+    { stream: main, level },
+    { stream: transport, level: 'info' },
+  ]);
+  return pino({ ...options, level: pino.levels.values[level]! < pino.levels.values.info! ? level : 'info' }, streams);
 }

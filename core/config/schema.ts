@@ -270,6 +270,17 @@ export const deliverySchema = z.strictObject({
   opportunisticTls: z.boolean().default(true),
 });
 
+/** The decision journal `yubin why` reads: every connection, decision and queue event. */
+export const journalSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Relative to dataDir. */
+  file: z.string().min(1).default('journal.sqlite'),
+  /** Events older than this are dropped. */
+  maxAge: duration.default(14 * 86_400_000),
+  /** Past this size the oldest events go first. */
+  maxSize: size.default(1024 * 1024 * 1024),
+});
+
 export const loginThrottleSchema = z.strictObject({
   /** Failed logins (per client IP and per account) that cost nothing. */
   freeFailures: z.number().int().min(0).default(2),
@@ -309,6 +320,7 @@ export const configSchema = z
     store: storeSchema.default(() => storeSchema.parse({})),
     /** Failed SMTP AUTH and POP3 logins, counted together. */
     loginThrottle: loginThrottleSchema.default(() => loginThrottleSchema.parse({})),
+    journal: journalSchema.default(() => journalSchema.parse({})),
   })
   .superRefine((c, ctx) => {
     refuseRepeats(c.delivery.plugins, ctx, ['delivery', 'plugins']);
@@ -334,3 +346,4 @@ export type DeliveryConfig = z.output<typeof deliverySchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
 export type LoginThrottleSettings = z.output<typeof loginThrottleSchema>;
 export type StoreConfig = z.output<typeof storeSchema>;
+export type JournalConfig = z.output<typeof journalSchema>;

@@ -465,7 +465,20 @@ export class SmtpSession {
       });
       committed = true;
       this.log.info(
-        { event: 'queued', hook: 'queue', plugin: 'core', action: 'accept', code: 250, id: tx.id, size, from: tx.sender?.address ?? '', rcpts: tx.recipients.length },
+        {
+          event: 'queued',
+          hook: 'queue',
+          plugin: 'core',
+          action: 'accept',
+          code: 250,
+          id: tx.id,
+          size,
+          from: tx.sender?.address ?? '',
+          rcpts: tx.recipients.length,
+          // For `yubin why`: who it is for, and the id its sender will quote.
+          to: tx.recipients.map((r) => r.address),
+          messageId: message.header('message-id')[0]?.trim(),
+        },
         'message queued',
       );
       return ok({ code: 250, enhanced: '2.0.0', text: `Ok: queued as ${tx.id}` });
