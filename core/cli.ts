@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_FILE, defaultConfigFile, loadConfig, resolveConfigArg, type LoadedConfig } from './config/load.js';
 import { why } from './journal/why.js';
+import { formatStatus, readStatus } from './status.js';
 import { createLogger } from './logger.js';
 import { builtinDefinitions, closePlugins, configuredDefinitions, startPlugins, type ActivePlugin } from './plugin-loader.js';
 import { CommandError, type PluginDefinition } from './plugin.js';
@@ -182,6 +183,17 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
     .action(async (query: string, opts: { config: string; since?: string; json?: boolean }) => {
       const { config } = await loadConfig(opts.config);
       process.stdout.write(`${why(config, query, opts)}\n`);
+    });
+
+  program
+    .command('status')
+    .description('listeners and their connections, the queue, deliveries in progress, the last refusals')
+    .addOption(configOption())
+    .option('--json', 'one JSON object')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const loaded = await loadConfig(opts.config);
+      const st = await readStatus(loaded.config, await localDomainsOf(loaded));
+      process.stdout.write(`${opts.json ? JSON.stringify(st, null, 2) : formatStatus(st, loaded.config)}\n`);
     });
 
   const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');

@@ -70,10 +70,20 @@ interface Listener {
   address(): AddressInfo;
   applyLimits(): void;
   drain(timeoutMs: number): Promise<void>;
+  openConnections(): number;
+}
+
+export interface ServerOverview {
+  readonly pid: number;
+  readonly started: number;
+  readonly listeners: ReadonlyArray<{ readonly name: string; readonly protocol: string; readonly address: string; readonly connections: number; readonly limit: number }>;
+  readonly deliveries: Record<'local' | 'remote', { readonly running: number; readonly limit: number }>;
+  readonly queue: { readonly waiting: number; readonly active: number; readonly held: number };
 }
 
 export class YubinServer {
   private readonly listeners = new Map<string, Listener>();
+  private readonly started = Date.now();
   private generation!: Generation;
   private reloading: Promise<void> | undefined;
   private scheduler!: Scheduler;
@@ -117,13 +127,28 @@ export class YubinServer {
     server.scheduler.attach();
     try {
       for (const lc of config.listeners) await server.startListener(lc);
-      server.control = await ControlServer.listen(config.dataDir, server.scheduler, log);
+      server.control = await ControlServer.listen(config.dataDir, server.scheduler, log, () => server.overview());
       await server.scheduler.start();
     } catch (err) {
       await server.close();
       throw err;
     }
     return server;
+  }
+
+  /** What `yubin status` shows of the running server. */
+  overview(): ServerOverview {
+    return {
+      pid: process.pid,
+      started: this.started,
+      listeners: [...this.listeners.values()].map((l) => {
+        const a = l.address();
+        const c = l.runtime.config;
+        return { name: l.name, protocol: c.protocol, address: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`, connections: l.openConnections(), limit: c.limits.maxConnections };
+      }),
+      deliveries: this.scheduler.deliveries(),
+      queue: this.scheduler.counts(),
+    };
   }
 
   get spool(): Spool {

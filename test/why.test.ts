@@ -6,6 +6,7 @@
  * and after it stopped.
  */
 import { readdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import { needs, run, serve, sleep, tempDir, writeFiles, yubin } from './helpers.js';
@@ -104,8 +105,20 @@ listeners:
   t.match(await why('127.0.0.2', '--since', '2h'), /rblsmtpd/);
   await sleep(1_100);
   t.match(await why('127.0.0.2', '--since', '1s'), /nothing about 127\.0\.0\.2 in the journal in the last 1s/);
+  // yubin status: one open connection, the queue, the deliveries, the last refusal.
+  const held = net.connect(port, '127.0.0.1');
+  await new Promise<void>((resolve) => held.once('data', () => resolve()));
+  const st = await yubin(['status', '-c', config]);
+  held.destroy();
+  t.match(st.stdout, /^server: running, pid \d+, up \d+s$/m);
+  t.match(st.stdout, /^  mx  smtp  127\.0\.0\.1:\d+ +1\/100 connections$/m, 'the open connection is counted');
+  t.match(st.stdout, /^queue: messages in queue: 0; recipients pending: local 0, remote 0$/m);
+  t.match(st.stdout, /^status: local 0\/10 remote 0\/20$/m);
+  t.match(st.stdout, /last refusals:\n  \S+ \S+  127\.0\.0\.2 mx: temporarily refused at RCPT for alice@example\.test by rblsmtpd: 451 Listed in bl\.test/);
+
   await server.stop();
   t.match(await why('127.0.0.2'), /temporarily refused at RCPT/, 'it answers with the server stopped');
+  t.match((await yubin(['status', '-c', config])).stdout, /^server: not running[^]*mx  smtp  127\.0\.0\.1:0 +not listening[^]*last refusals:\n  .*rblsmtpd/m);
   const bad = await yubin(['why', '127.0.0.2', '--since', 'yesterday', '-c', config]);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /--since yesterday: expected a duration/);

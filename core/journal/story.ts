@@ -34,7 +34,7 @@ const WHERE: Record<string, string> = { connect: 'at connect', helo: 'at HELO', 
 const DONE: Record<string, string> = { accept: 'accepted', reject: 'refused', defer: 'temporarily refused', disconnect: 'disconnected', discard: 'taken and dropped' };
 
 /** Fields every line has, or that a sentence already says: the rest are details worth showing. */
-const PLAIN = new Set(['level', 'msg', 'listener', 'conn', 'ip', 'hook', 'plugin', 'action', 'code', 'reason', 'event', 'id', 'rcpt', 'sender', 'from', 'to', 'component', 'time']);
+const PLAIN = new Set(['level', 'msg', 'listener', 'conn', 'ip', 'hook', 'plugin', 'action', 'code', 'reason', 'event', 'id', 'rcpt', 'sender', 'from', 'to', 'user', 'component', 'time']);
 
 /** Extra fields of a line, leaving out what its message already says. */
 function details(rec: Rec, said = ''): string {
@@ -73,7 +73,8 @@ export function sentence(rec: Rec): string | undefined {
   if (str(rec.plugin)) {
     const plugin = String(rec.plugin);
     const raw = String(rec.msg ?? '');
-    const msg = raw.startsWith(`${plugin}:`) ? raw.slice(plugin.length + 1).trimStart() : raw;
+    // "rblsmtpd: 451 ..." or "spamdyke refused: ...": the plugin's name is said once.
+    const msg = raw.startsWith(`${plugin}:`) || raw.startsWith(`${plugin} `) ? raw.slice(plugin.length + 1).trimStart() : raw;
     return `${plugin}: ${msg}${details(rec, msg)}`;
   }
   return str(rec.msg) && (rec.level as number) >= 40 ? String(rec.msg) : undefined;

@@ -70,6 +70,11 @@ export class Pop3Listener {
     return this.address();
   }
 
+  /** Connections open now (a pop3s handshake in progress included), for `yubin status`. */
+  openConnections(): number {
+    return this.sockets.size;
+  }
+
   address(): AddressInfo {
     return this.server.address() as AddressInfo;
   }

@@ -669,6 +669,12 @@ export class Scheduler {
   counts(): { waiting: number; active: number; held: number } {
     return { waiting: this.index.size, active: this.active.size, held: this.held.size };
   }
+
+  /** Deliveries running now against their limits, per channel: qmail-send's `status: local 1/10 remote 0/20`. */
+  deliveries(): Record<Channel, { running: number; limit: number }> {
+    const q = this.deps.queue();
+    return { local: { running: this.running.local, limit: q.concurrencyLocal }, remote: { running: this.running.remote, limit: q.concurrencyRemote } };
+  }
 }
 
 /** A Readable that opens its source on first read (a plugin that never reads opens no file). */

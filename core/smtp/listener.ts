@@ -241,6 +241,11 @@ export class SmtpListener {
     await closed;
   }
 
+  /** Connections open now, for `yubin status`. */
+  openConnections(): number {
+    return this.open.size;
+  }
+
   private dismiss(conn: YubinConnection): void {
     if (!this.open.has(conn)) return;
     this.open.delete(conn);
