@@ -106,6 +106,7 @@ async function localDomainsOf(loaded: LoadedConfig): Promise<LocalDomains> {
 function describeListener(loaded: LoadedConfig, i: number): string[] {
   const l = loaded.config.listeners[i]!;
   const host = l.listen.host.includes(':') ? `[${l.listen.host}]` : l.listen.host;
+  if (l.protocol === 'http') return [`listener ${l.name}: http on ${host}:${l.listen.port}, tls ${l.tls}`, `  serves: ${l.serve.map((s) => (s === 'metrics' ? 'metrics (GET /metrics, Prometheus text format)' : s)).join(', ')}`];
   const lim = l.limits;
   const pop3 = l.protocol === 'pop3';
   const connections = `${lim.maxConnections} connections (${lim.maxConnectionsPerIp || 'any number'} per IP), ${lim.maxConnectionTime / 1000} s each at most`;
@@ -137,7 +138,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${services.localDomains.list().join(', ') || '(none)'}`];
   config.listeners.forEach((l, i) => {
     out.push(...describeListener(loaded, i));
-    plugins.listeners.get(l.name)!.forEach((p, j) => out.push(describePlugin(p, j)));
+    plugins.listeners.get(l.name)?.forEach((p, j) => out.push(describePlugin(p, j)));
   });
   const { queue: q, delivery: d } = config;
   const hold = (n: number) => (n === 0 ? 'held' : String(n));

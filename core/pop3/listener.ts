@@ -111,6 +111,7 @@ export class Pop3Listener {
     const give = (why: string, err?: Error & { code?: string }) => {
       if (done) return;
       done = true;
+      this.env.metrics.listener(this.name).connection('tls-failed');
       this.log.info({ listener: this.name, ip: plainIp(raw.remoteAddress), err: err?.message ?? why, code: err?.code }, 'TLS handshake failed');
       socket.destroy();
     };
@@ -136,6 +137,7 @@ export class Pop3Listener {
     }
     const runtime = this.runtime;
     if (this.sessions.size >= runtime.config.limits.maxConnections) {
+      this.env.metrics.listener(runtime.name).connection('too-many');
       this.log.info({ listener: runtime.name, ip: plainIp(socket.remoteAddress), limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
       socket.end('-ERR [SYS/TEMP] too many connections\r\n');
       setTimeout(() => socket.destroy(), 1_000).unref();

@@ -174,7 +174,9 @@ export class SmtpListener {
       ...limitOptions(runtime),
     });
     // Without a handler, one client's TLS alert or socket error would take the process down.
-    this.server.on('error', (err: Error & { code?: string; remoteAddress?: string }) => {
+    this.server.on('error', (err: Error & { code?: string; remoteAddress?: string; meta?: { stage?: string } }) => {
+      // smtp-server marks TLS failures stage "connect"; on an implicit listener that is a handshake before any session.
+      if (tlsSettings.mode === 'implicit' && err.meta?.stage === 'connect') env.metrics.listener(this.runtime.name).connection('tls-failed');
       this.log.info({ listener: this.runtime.name, ip: err.remoteAddress, err: err.message, code: err.code }, 'client connection error');
     });
   }
