@@ -78,7 +78,8 @@ interface MailListener {
 export interface ServerOverview {
   readonly pid: number;
   readonly started: number;
-  readonly listeners: ReadonlyArray<{ readonly name: string; readonly protocol: string; readonly address: string; readonly connections: number; readonly limit: number }>;
+  /** connections and limit for smtp and pop3 listeners; an http listener has neither. */
+  readonly listeners: ReadonlyArray<{ readonly name: string; readonly protocol: string; readonly address: string; readonly connections?: number; readonly limit?: number }>;
   readonly deliveries: Record<'local' | 'remote', { readonly running: number; readonly limit: number }>;
   readonly queue: { readonly waiting: number; readonly active: number; readonly held: number };
 }
@@ -155,8 +156,9 @@ export class YubinServer {
       started: this.started,
       listeners: [...this.listeners.values()].map((l) => {
         const a = l.address();
-        const c = l.runtime.config;
-        return { name: l.name, protocol: c.protocol, address: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`, connections: l.openConnections(), limit: c.limits.maxConnections };
+        const address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+        if (l instanceof HttpListener) return { name: l.name, protocol: 'http', address };
+        return { name: l.name, protocol: l.runtime.config.protocol, address, connections: l.openConnections(), limit: l.runtime.config.limits.maxConnections };
       }),
       deliveries: this.scheduler.deliveries(),
       queue: this.scheduler.counts(),

@@ -46,7 +46,8 @@ export function formatStatus(st: Status, config: Config, now = Date.now()): stri
   for (const l of config.listeners) {
     const live = r?.listeners.find((x) => x.name === l.name);
     const where = live?.address ?? `${l.listen.host}:${l.listen.port}`;
-    out.push(`  ${l.name.padEnd(width)}  ${l.protocol.padEnd(4)}  ${where.padEnd(21)}  ${live ? `${live.connections}/${live.limit} connections` : 'not listening'}`);
+    const what = !live ? 'not listening' : live.connections === undefined ? `serving ${l.protocol === 'http' ? l.serve.join(', ') : ''}` : `${live.connections}/${live.limit} connections`;
+    out.push(`  ${l.name.padEnd(width)}  ${l.protocol.padEnd(4)}  ${where.padEnd(21)}  ${what}`);
   }
   out.push(`queue: messages in queue: ${st.queue.messages}; recipients pending: local ${st.queue.pendingLocal}, remote ${st.queue.pendingRemote}`);
   out.push(r ? `status: local ${r.deliveries.local.running}/${r.deliveries.local.limit} remote ${r.deliveries.remote.running}/${r.deliveries.remote.limit}` : 'status: no deliveries (server not running)');
