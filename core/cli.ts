@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, DEFAULT_CONFIG_FILE, defaultConfigFile, loadConfig, resolveConfigArg, type LoadedConfig } from './config/load.js';
+import { why } from './journal/why.js';
+import { formatStatus, readStatus } from './status.js';
 import { createLogger } from './logger.js';
 import { builtinDefinitions, closePlugins, configuredDefinitions, startPlugins, type ActivePlugin } from './plugin-loader.js';
 import { CommandError, type PluginDefinition } from './plugin.js';
@@ -43,8 +45,10 @@ function fail(err: unknown): never {
 
 async function serve(opts: { config: string }): Promise<void> {
   const loaded = await loadConfig(opts.config);
+  const j = loaded.config.journal;
+  const journal = j.enabled ? { file: path.resolve(loaded.config.dataDir, j.file), maxAgeMs: j.maxAge, maxBytes: j.maxSize } : undefined;
   const syslog = loaded.config.log.syslog;
-  const log = createLogger({ level: loaded.config.logLevel, syslog: syslog && { ...syslog, socket: loaded.resolvePath(syslog.socket) } });
+  const log = createLogger({ level: loaded.config.logLevel, journal, syslog: syslog && { ...syslog, socket: loaded.resolvePath(syslog.socket) } });
   let server: YubinServer | undefined;
   let stopping: string | undefined;
   const stop = (signal: string) => {
@@ -103,6 +107,7 @@ async function localDomainsOf(loaded: LoadedConfig): Promise<LocalDomains> {
 function describeListener(loaded: LoadedConfig, i: number): string[] {
   const l = loaded.config.listeners[i]!;
   const host = l.listen.host.includes(':') ? `[${l.listen.host}]` : l.listen.host;
+  if (l.protocol === 'http') return [`listener ${l.name}: http on ${host}:${l.listen.port}, tls ${l.tls}`, `  serves: ${l.serve.map((s) => (s === 'metrics' ? 'metrics (GET /metrics, Prometheus text format)' : s)).join(', ')}`];
   const lim = l.limits;
   const pop3 = l.protocol === 'pop3';
   const connections = `${lim.maxConnections} connections (${lim.maxConnectionsPerIp || 'any number'} per IP), ${lim.maxConnectionTime / 1000} s each at most`;
@@ -134,7 +139,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${services.localDomains.list().join(', ') || '(none)'}`];
   config.listeners.forEach((l, i) => {
     out.push(...describeListener(loaded, i));
-    plugins.listeners.get(l.name)!.forEach((p, j) => out.push(describePlugin(p, j)));
+    plugins.listeners.get(l.name)?.forEach((p, j) => out.push(describePlugin(p, j)));
   });
   const { queue: q, delivery: d } = config;
   const hold = (n: number) => (n === 0 ? 'held' : String(n));
@@ -152,7 +157,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
 }
 
 /** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
-const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', ...SCAFFOLD_COMMANDS, '-V', '--version']);
+const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', 'why', 'status', ...SCAFFOLD_COMMANDS, '-V', '--version']);
 
 /** `yubin` with the core's commands and those the plugins add (`domain`, `user`, `alias`, `dkim`...). */
 export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> = []): Command {
@@ -172,6 +177,28 @@ export function buildProgram(plugins: ReadonlyArray<PluginDefinition<unknown>> =
     .description('validate the config and print each listener and its plugins in order, with their options')
     .addOption(configOption())
     .action((site: string | undefined, opts: { config: string }) => checkConfig({ config: site ?? opts.config }));
+
+  program
+    .command('why <query>')
+    .description('the story of a client IP, address, domain, queue id or Message-ID, from the decision journal')
+    .addOption(configOption())
+    .option('--since <duration>', 'only events this recent (30m, 2h, 7d)')
+    .option('--json', 'the stories as JSON')
+    .action(async (query: string, opts: { config: string; since?: string; json?: boolean }) => {
+      const { config } = await loadConfig(opts.config);
+      process.stdout.write(`${why(config, query, opts)}\n`);
+    });
+
+  program
+    .command('status')
+    .description('listeners and their connections, the queue, deliveries in progress, the last refusals')
+    .addOption(configOption())
+    .option('--json', 'one JSON object')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const loaded = await loadConfig(opts.config);
+      const st = await readStatus(loaded.config, await localDomainsOf(loaded));
+      process.stdout.write(`${opts.json ? JSON.stringify(st, null, 2) : formatStatus(st, loaded.config)}\n`);
+    });
 
   const queue = program.command('queue').description('look at and act on the queue (works while the server runs)');
   const configOf = async (opts: { config: string }) => (await loadConfig(opts.config)).config;

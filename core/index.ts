@@ -68,7 +68,7 @@ export {
 export { domainMatches, hasSenderRouting, splitAddress } from './address.js';
 export { ConfigError, loadConfig, parseConfig, type LoadedConfig } from './config/load.js';
 export { commandOptions, mergeOptions } from './config/plugin-options.js';
-export type { Config, Limits, ListenerConfig, PluginUse } from './config/schema.js';
+export type { AnyListenerConfig, Config, HttpListenerConfig, Limits, ListenerConfig, PluginUse } from './config/schema.js';
 export { YubinServer, type StartOptions } from './server.js';
 export { createLogger, type Logger, type LoggerOptions } from './logger.js';
 export { clientNetwork, ipMatcher, normalizeIp, type IpMatcher } from './ip.js';

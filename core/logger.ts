@@ -2,8 +2,10 @@
  * pino, one JSON line per decision; pretty when a person is watching a terminal.
  * YUBIN_LOG_FORMAT=json forces JSON, =pretty forces pretty.
  */
+import { fileURLToPath } from 'node:url';
 import { pino, type Logger, type Level } from 'pino';
 import pretty from 'pino-pretty';
+import type { JournalTransportOptions } from './journal/transport.js';
 import { syslogStream, type SyslogOptions } from './syslog/stream.js';
 
 export type { Logger } from 'pino';
@@ -13,20 +15,25 @@ export interface LoggerOptions {
   readonly destination?: NodeJS.WritableStream;
   /** Default: YUBIN_LOG_FORMAT, else pretty on a terminal and JSON elsewhere. */
   readonly format?: 'json' | 'pretty';
+  /** Also keep every decision in the journal (dataDir/journal.sqlite), written in a worker thread. */
+  readonly journal?: JournalTransportOptions;
   /** Also send each line, as a sentence, to the local syslog (written in a worker thread). */
   readonly syslog?: SyslogOptions;
 }
 
-export function createLogger({ level = 'info', destination = process.stdout, format, syslog }: LoggerOptions = {}): Logger {
+const JOURNAL_TRANSPORT = fileURLToPath(new URL('./journal/transport.js', import.meta.url));
+
+export function createLogger({ level = 'info', destination = process.stdout, format, journal, syslog }: LoggerOptions = {}): Logger {
   const isTty = (destination as NodeJS.WriteStream).isTTY === true;
   const chosen = format ?? process.env.YUBIN_LOG_FORMAT;
   const usePretty = chosen === 'pretty' || (chosen !== 'json' && isTty);
   const options = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
   const main = usePretty ? pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }) : destination;
-  if (!syslog) return pino(options, main);
-  // The same lines as stdout, at the same level; stdout's stay as they are.
-  return pino(options, pino.multistream([
-    { stream: main, level },
-    { stream: syslogStream(syslog), level },
-  ]));
+  if (!journal && !syslog) return pino(options, main);
+  const streams: pino.StreamEntry[] = [{ stream: main, level }];
+  // The journal wants every decision (info) whatever the terminal shows.
+  if (journal) streams.push({ stream: pino.transport({ target: JOURNAL_TRANSPORT, options: journal }), level: 'info' });
+  // Syslog gets the same lines as stdout, at the same level; stdout's stay as they are.
+  if (syslog) streams.push({ stream: syslogStream(syslog), level });
+  return pino({ ...options, level: journal && pino.levels.values[level]! > pino.levels.values.info! ? 'info' : level }, pino.multistream(streams));
 }

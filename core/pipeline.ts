@@ -12,6 +12,7 @@ import { defaultAccount } from './services/login-throttle.js';
 import { timeoutReason } from './abort.js';
 import { HookRun, type HookScope } from './hook-scope.js';
 import type { HookAnswers, HookContexts, HookInput, HookName, Hooks } from './hooks.js';
+import type { HookTimer, Metrics } from './services/metrics.js';
 
 export interface PipelinePlugin {
   /** The definition's name, for logs. */
@@ -64,18 +65,20 @@ class RunContext {
 const CONTINUE: HookResult<HookName> = { answer: answer.continue(), plugin: undefined, fault: false };
 
 export class Pipeline {
-  private readonly byHook: { [K in HookName]?: Array<{ name: string; fn: NonNullable<Hooks[K]> }> } = {};
+  private readonly byHook: { [K in HookName]?: Array<{ name: string; fn: NonNullable<Hooks[K]>; timer: HookTimer | undefined }> } = {};
 
   constructor(
     readonly plugins: readonly PipelinePlugin[],
     private readonly timeoutMs: number,
     private readonly log: Logger,
+    /** Hook durations (a timer bound per hook and plugin, here, once) and plugin faults. */
+    private readonly metrics?: Metrics,
   ) {
     for (const plugin of plugins) {
       for (const [hook, fn] of Object.entries(plugin.hooks) as Array<[HookName, Hooks[HookName]]>) {
         if (typeof fn !== 'function') continue;
-        const list = (this.byHook[hook] ??= []) as Array<{ name: string; fn: typeof fn }>;
-        list.push({ name: plugin.name, fn });
+        const list = (this.byHook[hook] ??= []) as Array<{ name: string; fn: typeof fn; timer: HookTimer | undefined }>;
+        list.push({ name: plugin.name, fn, timer: metrics?.hookTimer(hook, plugin.name) });
       }
     }
   }
@@ -126,19 +129,26 @@ export class Pipeline {
    * ever comes, is ignored. The signal is only made if a plugin reads it.
    */
   async run<K extends HookName>(hook: K, input: HookInput<K>, log: Logger = this.log, scope?: HookScope): Promise<HookResult<K>> {
-    const chain = this.byHook[hook] as Array<{ name: string; fn: (c: HookContexts[K]) => HookAnswers[K] | Promise<HookAnswers[K]> }> | undefined;
+    const chain = this.byHook[hook] as Array<{ name: string; fn: (c: HookContexts[K]) => HookAnswers[K] | Promise<HookAnswers[K]>; timer: HookTimer | undefined }> | undefined;
     // Most hooks of most listeners have no plugin: nothing is allocated for them.
     if (!chain || chain.length === 0) return CONTINUE as HookResult<K>;
     const run = scope ? scope.begin() : new HookRun(undefined);
     const context = Object.assign(new RunContext(run), input) as unknown as HookContexts[K];
     try {
-      for (const { name, fn } of chain) {
+      for (const { name, fn, timer } of chain) {
         let result: unknown;
         try {
           const stopped = run.stopped;
           if (stopped) throw new HookAbandoned(stopped.reason);
-          result = await this.call(fn, context, run, name, hook);
+          const started = timer ? performance.now() : 0;
+          try {
+            result = await this.call(fn, context, run, name, hook);
+          } finally {
+            timer?.((performance.now() - started) / 1000);
+          }
         } catch (err) {
+          // The core's 451 for this plugin is a decision like any other (the log line says defer).
+          this.metrics?.decision(hook, name, 'defer');
           if (err instanceof HookAbandoned) {
             // Nobody is waiting for the answer any more: not the plugin's fault, not an error.
             const reason = `abandoned: ${describe(err.reason)}`;
@@ -154,6 +164,7 @@ export class Pipeline {
         const invalid = validateAnswer(result);
         if (invalid) {
           const reason = `bad answer: ${invalid}`;
+          this.metrics?.decision(hook, name, 'defer');
           log.error({ hook, plugin: name, action: 'defer', code: 451, reason }, `plugin ${name} gave a bad answer in ${hook} hook: ${invalid}`);
           return { answer: PLUGIN_FAULT, plugin: name, fault: true, reason };
         }

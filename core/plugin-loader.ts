@@ -15,7 +15,7 @@ import type { HookName } from './hooks.js';
 import { HOOK_NAMES } from './hooks.js';
 import type { PluginDefinition, PluginInstance } from './plugin.js';
 import type { Services } from './services/index.js';
-import type { PluginUse } from './config/schema.js';
+import { mailListeners, type PluginUse } from './config/schema.js';
 import { isPlainMap, mergeOptions } from './config/plugin-options.js';
 
 const ownUrl = import.meta.url;
@@ -149,7 +149,7 @@ function canonical(v: unknown): string {
 /** Every place a plugin is named, listeners first, in file order. */
 function placesOf(config: LoadedConfig['config']): Array<{ place: PluginPlace; use: PluginUse }> {
   const out: Array<{ place: PluginPlace; use: PluginUse }> = [];
-  config.listeners.forEach((l, i) => l.plugins.forEach((use, j) => out.push({ place: { listener: l.name, keyPath: ['listeners', i, 'plugins', j] }, use })));
+  config.listeners.forEach((l, i) => (l.protocol === 'http' ? [] : l.plugins).forEach((use, j) => out.push({ place: { listener: l.name, keyPath: ['listeners', i, 'plugins', j] }, use })));
   config.delivery.plugins.forEach((use, j) => out.push({ place: { listener: undefined, keyPath: ['delivery', 'plugins', j] }, use }));
   return out;
 }
@@ -206,7 +206,7 @@ export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, in
   problems.push(...unusedOptionBlocks(loaded, definitions));
 
   const instances = new Map<string, ActivePlugin | undefined>();
-  const listeners = new Map<string, ActivePlugin[]>(config.listeners.map((l) => [l.name, []]));
+  const listeners = new Map<string, ActivePlugin[]>(mailListeners(config).map((l) => [l.name, []]));
   const delivery: ActivePlugin[] = [];
   for (const { place, use } of places) {
     const def = definitions.get(use.ref);
@@ -219,7 +219,7 @@ export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, in
     if (place.listener === undefined) delivery.push(active);
     else listeners.get(place.listener)!.push(active);
   }
-  for (const [i, l] of config.listeners.entries()) problems.push(...orderProblems(listeners.get(l.name)!, (j) => at(['listeners', i, 'plugins', j])));
+  for (const [i, l] of config.listeners.entries()) if (l.protocol !== 'http') problems.push(...orderProblems(listeners.get(l.name)!, (j) => at(['listeners', i, 'plugins', j])));
   problems.push(...orderProblems(delivery, (j) => at(['delivery', 'plugins', j])));
 
   const started = [...instances.values()].filter((p): p is ActivePlugin => p !== undefined);

@@ -10,7 +10,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import addressparser from 'nodemailer/lib/addressparser';
-import type { Config } from './config/schema.js';
+import { limitsSchema, mailListeners, type Config } from './config/schema.js';
 import { controlRequest } from './queue/control.js';
 import { Spool } from './queue/spool.js';
 import { rfc5322Date } from './smtp/received.js';
@@ -137,7 +137,8 @@ export interface Injected {
 }
 
 export async function sendmail(config: Config, args: SendmailArgs, input: Buffer): Promise<Injected> {
-  const limit = Math.max(...config.listeners.map((l) => l.limits.maxMessageSize));
+  const sizes = mailListeners(config).map((l) => l.limits.maxMessageSize);
+  const limit = sizes.length ? Math.max(...sizes) : limitsSchema.parse({}).maxMessageSize; // http listeners only: the default
   if (input.length > limit) throw new SendmailError(`message is ${input.length} bytes, larger than the ${limit} bytes the listeners take`, EX_DATAERR);
   const user = os.userInfo().username;
   const defaultDomain = config.localDomains.includes(config.hostname) ? config.hostname : (config.localDomains[0] ?? config.hostname);

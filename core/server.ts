@@ -8,11 +8,13 @@ import type { AddressInfo } from 'node:net';
 import type { DependencyContainer } from 'tsyringe';
 import type { Logger } from 'pino';
 import { loadConfig, type LoadedConfig } from './config/load.js';
-import type { ListenerConfig } from './config/schema.js';
+import type { AnyListenerConfig, HttpListenerConfig, ListenerConfig } from './config/schema.js';
 import { Pipeline, type PipelinePlugin } from './pipeline.js';
 import { closePlugins, startPlugins, type ActivePlugin, type StartedPlugins } from './plugin-loader.js';
 import type { PluginDefinition } from './plugin.js';
-import { closeServices, createServiceContainer, servicesFrom, type Services } from './services/index.js';
+import { closeServices, createServiceContainer, servicesFrom, Tokens, type Services } from './services/index.js';
+import type { Metrics } from './services/metrics.js';
+import { HttpListener } from './http/listener.js';
 import { Spool } from './queue/spool.js';
 import { SpoolSpace } from './queue/space.js';
 import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
@@ -42,8 +44,8 @@ class Generation {
     private readonly log: Logger,
   ) {}
   /** The deliver-hook plugins of this config, in the order `delivery.plugins` lists them. */
-  delivery(loaded: LoadedConfig, log: Logger): Pipeline {
-    this.deliveryPipeline ??= new Pipeline(this.plugins.delivery.map(pipelinePlugin), loaded.config.hookTimeout, log);
+  delivery(loaded: LoadedConfig, log: Logger, metrics: Metrics): Pipeline {
+    this.deliveryPipeline ??= new Pipeline(this.plugins.delivery.map(pipelinePlugin), loaded.config.hookTimeout, log, metrics);
     return this.deliveryPipeline;
   }
   acquire(): void {
@@ -62,18 +64,36 @@ class Generation {
   }
 }
 
-/** What the server needs of a listener, whatever protocol it speaks. */
-interface Listener {
+/** What the server needs of an smtp or pop3 listener. */
+interface MailListener {
   runtime: ListenerRuntime;
   readonly name: string;
   listen(options?: ListenOptions): Promise<AddressInfo>;
   address(): AddressInfo;
   applyLimits(): void;
   drain(timeoutMs: number): Promise<void>;
+  openConnections(): number;
+}
+
+export interface ServerOverview {
+  readonly pid: number;
+  readonly started: number;
+  /** connections and limit for smtp and pop3 listeners; an http listener has neither. */
+  readonly listeners: ReadonlyArray<{ readonly name: string; readonly protocol: string; readonly address: string; readonly connections?: number; readonly limit?: number }>;
+  readonly deliveries: Record<'local' | 'remote', { readonly running: number; readonly limit: number }>;
+  readonly queue: { readonly waiting: number; readonly active: number; readonly held: number };
+}
+
+type Listener = MailListener | HttpListener;
+
+/** The config a listener runs with. */
+function configOf(l: Listener): AnyListenerConfig {
+  return l instanceof HttpListener ? l.config : l.runtime.config;
 }
 
 export class YubinServer {
   private readonly listeners = new Map<string, Listener>();
+  private readonly started = Date.now();
   private generation!: Generation;
   private reloading: Promise<void> | undefined;
   private scheduler!: Scheduler;
@@ -96,7 +116,8 @@ export class YubinServer {
     await spool.init();
     const spoolSpace = new SpoolSpace(spool.dir, config.queue.minFreeSpace, log.child({ component: 'queue' }));
     if (config.queue.minFreeSpace > 0) await spoolSpace.refresh();
-    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log };
+    const metrics = container.resolve(Tokens.Metrics);
+    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log, metrics };
     const server = new YubinServer(loaded, options, container, services, env);
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
     server.scheduler = new Scheduler({
@@ -110,20 +131,38 @@ export class YubinServer {
       delivery: () => server.loaded.config.delivery,
       runtime: () => server.deliveryRuntime(),
       isOwnSocket: (ip, port) => server.isOwnSocket(ip, port),
+      metrics,
     });
+    metrics.watchQueue(() => server.scheduler.depth());
     // Commits are taken from the first one on; the spool is listed only once
     // the control socket is up, so a message committed at any point of
     // start-up is either listed or announced.
     server.scheduler.attach();
     try {
       for (const lc of config.listeners) await server.startListener(lc);
-      server.control = await ControlServer.listen(config.dataDir, server.scheduler, log);
+      server.control = await ControlServer.listen(config.dataDir, server.scheduler, log, () => server.overview());
       await server.scheduler.start();
     } catch (err) {
       await server.close();
       throw err;
     }
     return server;
+  }
+
+  /** What `yubin status` shows of the running server. */
+  overview(): ServerOverview {
+    return {
+      pid: process.pid,
+      started: this.started,
+      listeners: [...this.listeners.values()].map((l) => {
+        const a = l.address();
+        const address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+        if (l instanceof HttpListener) return { name: l.name, protocol: 'http', address };
+        return { name: l.name, protocol: l.runtime.config.protocol, address, connections: l.openConnections(), limit: l.runtime.config.limits.maxConnections };
+      }),
+      deliveries: this.scheduler.deliveries(),
+      queue: this.scheduler.counts(),
+    };
   }
 
   get spool(): Spool {
@@ -137,13 +176,13 @@ export class YubinServer {
 
   private deliveryRuntime(): DeliveryRuntime {
     const generation = this.generation;
-    return { pipeline: generation.delivery(this.loaded, this.options.log), lease: generation };
+    return { pipeline: generation.delivery(this.loaded, this.options.log, this.env.metrics), lease: generation };
   }
 
   /** An address and port one of our SMTP listeners answers on: sending there would loop. */
   private isOwnSocket(ip: string, port: number): boolean {
     for (const l of this.listeners.values()) {
-      if (l.runtime.config.protocol !== 'smtp') continue;
+      if (configOf(l).protocol !== 'smtp') continue;
       const a = l.address();
       if (a.port !== port) continue;
       if (a.address === ip || ((a.address === '0.0.0.0' || a.address === '::') && isOwnAddress(ip))) return true;
@@ -180,9 +219,12 @@ export class YubinServer {
       const wanted = new Map(loaded.config.listeners.map((l) => [l.name, l]));
       for (const [name, listener] of this.listeners) {
         const next = wanted.get(name);
-        if (next && sameSocket(listener.runtime.config, next)) {
-          listener.runtime = this.runtime(next);
-          listener.applyLimits();
+        if (next && sameSocket(configOf(listener), next)) {
+          if (listener instanceof HttpListener) listener.config = next as HttpListenerConfig;
+          else {
+            listener.runtime = this.runtime(next as ListenerConfig);
+            listener.applyLimits();
+          }
         } else {
           this.listeners.delete(name);
           void listener.drain(loaded.config.shutdownTimeout);
@@ -233,11 +275,11 @@ export class YubinServer {
   private runtime(lc: ListenerConfig): ListenerRuntime {
     const generation = this.generation;
     const plugins = generation.plugins.listeners.get(lc.name)!.map(pipelinePlugin);
-    const delivery = generation.delivery(this.loaded, this.options.log);
-    return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log), delivery, lease: generation };
+    const delivery = generation.delivery(this.loaded, this.options.log, this.env.metrics);
+    return { name: lc.name, config: lc, pipeline: new Pipeline(plugins, this.loaded.config.hookTimeout, this.options.log, this.env.metrics), delivery, lease: generation };
   }
 
-  private async startListener(lc: ListenerConfig): Promise<void> {
+  private async startListener(lc: AnyListenerConfig): Promise<void> {
     const log = this.options.log;
     let keyPair: ListenerTls['keyPair'];
     if (lc.tls !== 'none') {
@@ -252,11 +294,18 @@ export class YubinServer {
       }
     }
     const tlsSettings: ListenerTls = { mode: lc.tls, keyPair, policy: tlsPolicy(lc.tlsProfile, lc.tlsCiphers) };
-    const listener: Listener = lc.protocol === 'pop3' ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log) : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
+    const listener: Listener =
+      lc.protocol === 'http'
+        ? new HttpListener(lc, this.env.metrics, tlsSettings, log)
+        : lc.protocol === 'pop3'
+          ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log)
+          : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
     const address = await listener.listen(listenOptions(lc, this.loaded.config.listeners));
     this.listeners.set(lc.name, listener);
+    // The counters of a listener exist (at 0) from its start, not from its first connection.
+    if (lc.protocol !== 'http') this.env.metrics.listener(lc.name, lc.protocol);
     log.info(
-      { event: 'listen', listener: lc.name, protocol: lc.protocol, address: address.address, port: address.port, tls: lc.tls, plugins: lc.plugins.map((p) => p.ref) },
+      { event: 'listen', listener: lc.name, protocol: lc.protocol, address: address.address, port: address.port, tls: lc.tls, ...(lc.protocol === 'http' ? { serve: lc.serve } : { plugins: lc.plugins.map((p) => p.ref) }) },
       `listener ${lc.name} on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
     );
   }
@@ -267,6 +316,6 @@ function pipelinePlugin(p: ActivePlugin): PipelinePlugin {
   return { name: p.definition.name, hooks: instance.hooks, authMechanisms: instance.authMechanisms?.bind(instance), loginAccount: instance.loginAccount?.bind(instance) };
 }
 
-function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
-  return a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.tls === b.tls && a.cert === b.cert && a.key === b.key && a.tlsProfile === b.tlsProfile && a.tlsCiphers === b.tlsCiphers;
+function sameSocket(a: AnyListenerConfig, b: AnyListenerConfig): boolean {
+  return a.protocol === b.protocol && a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.tls === b.tls && a.cert === b.cert && a.key === b.key && a.tlsProfile === b.tlsProfile && a.tlsCiphers === b.tlsCiphers;
 }

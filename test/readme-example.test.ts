@@ -45,4 +45,5 @@ t.test('the production example config passes check-config', async (t) => {
   t.match(r.stdout, /listener mx: smtp on 0\.0\.0\.0:25, tls starttls\n.*\n  1\. tcprules \[built-in\] hooks: connect; options \{"file":"[^"]+"\}\n  2\. whitelist \[built-in\] hooks: connect.*\n  3\. badmailfrom \[built-in\] hooks: mail, rcpt.*\n  4\. rcpthosts \[built-in\] hooks: rcpt/);
   t.match(r.stdout, /listener mx6: smtp on \[::\]:25/);
   t.match(r.stdout, /listener submissions: smtp on 0\.0\.0\.0:465, tls implicit/);
+  t.match(r.stdout, /listener metrics: http on 127\.0\.0\.1:2080, tls none\n  serves: metrics/);
 });

@@ -18,8 +18,8 @@ t.test('the embedded default config, as README says: swaks to postmaster@localho
   await mkdir(path.join(dir, 'config'));
   const config = path.join(dir, 'config/yubin.yaml');
   await copyFile(path.join(ROOT, 'config/yubin.yaml'), config);
-  const server = await serve(t, config, 3);
-  t.same(server.ports, { smtp: 2525, submission: 2587, pop3: 2110 });
+  const server = await serve(t, config, 4);
+  t.same(server.ports, { smtp: 2525, submission: 2587, pop3: 2110, http: 2080 });
   const ok = await run('swaks', ['--server', '127.0.0.1:2525', '--to', 'postmaster@localhost', '--from', 'root@localhost']);
   t.equal(ok.code, 0, 'swaks succeeds');
   t.match(ok.stdout, /<- {2}250 2\.0\.0 Ok: queued as (\w+)/);
@@ -36,6 +36,9 @@ t.test('the embedded default config, as README says: swaks to postmaster@localho
   t.match(tls.stdout, /TLS started with cipher/, 'submission offers STARTTLS out of the box');
   t.match(tls.stdout, /530 5\.7\.0 Authentication required/, 'and takes nothing without AUTH');
   t.ok((await readdir(path.join(dir, 'var/tls'))).includes('selfsigned.crt'), 'self-signed certificate generated into dataDir');
+  const metrics = await fetch('http://127.0.0.1:2080/metrics');
+  t.equal(metrics.status, 200, 'Prometheus metrics on 127.0.0.1:2080');
+  t.match(await metrics.text(), /^yubin_messages_total\{listener="smtp",result="accepted"\} 1$/m, 'counting what swaks did');
   t.equal(await server.stop(), 0);
 });
 

@@ -35,6 +35,8 @@ const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run
   --postfix-main 'NAME = VALUE'
                     extra main.cf line for the Postfix peer (repeatable), for tuning experiments
   --yubin-dist DIR  yubin build to run (default: this checkout's dist/), to compare two builds
+  --yubin-journal on|off
+                    yubin's decision journal (default on, as shipped), to measure what it costs
   --keep            keep each run's directory (configs, logs, queues)
   --no-install      do not apt-get install postfix or npm install haraka when missing
   --out FILE        results JSON (default bench/results/smtp-accept-<date>.json,
@@ -188,6 +190,7 @@ async function main(): Promise<void> {
       keep: { type: 'boolean', default: false },
       reuse: { type: 'boolean', default: false },
       'yubin-dist': { type: 'string' },
+      'yubin-journal': { type: 'string', default: 'on' },
       'postfix-main': { type: 'string', multiple: true, default: [] },
       'no-install': { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -210,7 +213,7 @@ async function main(): Promise<void> {
   const names = values.servers.split(',').map((s) => s.trim());
   const workdir = path.resolve(values.workdir ?? path.join(root, 'bench/.peers/run'));
 
-  const all: Record<ServerName, () => ServerUnderTest> = { yubin: () => yubin(root, values['yubin-dist'] && path.resolve(values['yubin-dist'])), haraka: () => haraka(root, install), postfix: () => postfix(install, values['postfix-main']) };
+  const all: Record<ServerName, () => ServerUnderTest> = { yubin: () => yubin(root, values['yubin-dist'] && path.resolve(values['yubin-dist']), values['yubin-journal'] !== 'off'), haraka: () => haraka(root, install), postfix: () => postfix(install, values['postfix-main']) };
   const servers: ServerUnderTest[] = names.map((n) => {
     if (!(n in all)) throw new Error(`--servers: unknown server ${n} (yubin, haraka, postfix)`);
     return all[n as ServerName]();
@@ -323,6 +326,7 @@ async function main(): Promise<void> {
       client: `smtp-source ${values.reuse ? '-d ' : ''}[-r RCPTS] -s SESSIONS -m ${messages} -l ${bytes} -M client.bench.test -f FROM -t TO 127.0.0.1:PORT (${values.reuse ? 'all messages of a session over one connection' : 'one message per connection'})`,
       postfixMainOverrides: values['postfix-main'],
       yubinDist: path.resolve(values['yubin-dist'] ?? path.join(root, 'dist')),
+      yubinJournal: values['yubin-journal'] !== 'off',
       timing: 'wall time of the smtp-source process, monotonic clock; msgs/s = messages / seconds',
     },
     machine: { ...machine, loadAverageAtEnd: loadAverage() },

@@ -104,6 +104,8 @@ export interface YubinBenchConfig {
   readonly delivery?: string;
   /** A closed UDP port on 127.0.0.1: any DNS query stays on loopback and fails at once. */
   readonly dnsPort: number;
+  /** The decision journal (on by default, as shipped); off to measure its cost. */
+  readonly journal?: boolean;
 }
 
 /**
@@ -119,6 +121,7 @@ export function yubinConfig(c: YubinBenchConfig): string {
     'logLevel: warn',
     `dns: { servers: ["127.0.0.1:${c.dnsPort}"], timeout: 1s, tries: 1 }`,
     `queue: ${c.queue}`,
+    ...(c.journal === false ? ['journal: { enabled: false }'] : []),
     ...(c.delivery ? [`delivery: ${c.delivery}`] : []),
     'plugins:',
     '  tcprules: { file: ./tcp.smtp, maxConnectionsPerIp: 0 }',
@@ -181,11 +184,11 @@ export function yubinQueued(dir: string): number {
   }
 }
 
-export function yubin(repoRoot: string, dist?: string): ServerUnderTest {
+export function yubin(repoRoot: string, dist?: string, journal = true): ServerUnderTest {
   const cli = path.join(dist ?? path.join(repoRoot, 'dist'), 'core/cli.js');
   return {
     name: 'yubin',
-    setup: `${dist ? `the build in ${dist}` : 'this checkout (dist/)'}, one process, listener plugins tcprules + badmailfrom + rcpthosts, queue held (concurrencyLocal 0, concurrencyRemote 0: accept-only, messages stay in the spool), logLevel warn`,
+    setup: `${dist ? `the build in ${dist}` : 'this checkout (dist/)'}, one process, listener plugins tcprules + badmailfrom + rcpthosts, queue held (concurrencyLocal 0, concurrencyRemote 0: accept-only, messages stay in the spool), logLevel warn, decision journal ${journal ? 'on (every info line to var/journal.sqlite)' : 'off'}`,
     durable: true,
     memoryBasis: 'VmHWM of the one server process',
     multiProcess: false,
@@ -207,6 +210,7 @@ export function yubin(repoRoot: string, dist?: string): ServerUnderTest {
         tcpRules: '127.:allow,RBLSMTPD=""\n:allow\n',
         queue: '{ concurrencyLocal: 0, concurrencyRemote: 0 }',
         dnsPort: await freePort(),
+        journal,
       });
       return {
         port,

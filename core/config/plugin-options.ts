@@ -2,7 +2,7 @@
  * How a plugin's options are put together: the top-level `plugins.NAME`
  * block, with the options a list entry gives merged over it.
  */
-import type { Config } from './schema.js';
+import { mailListeners, type Config } from './schema.js';
 
 /**
  * Options blocks merge key by key: a map merges into a map, anything else
@@ -28,6 +28,6 @@ export function isPlainMap(v: unknown): v is Record<string, unknown> {
  */
 export function commandOptions(config: Config, ref: string): Record<string, unknown> {
   const base = (config.plugins[ref] ?? {}) as Record<string, unknown>;
-  const entry = [...config.delivery.plugins, ...config.listeners.flatMap((l) => l.plugins)].find((p) => p.ref === ref);
+  const entry = [...config.delivery.plugins, ...mailListeners(config).flatMap((l) => l.plugins)].find((p) => p.ref === ref);
   return mergeOptions(base, entry?.options ?? {});
 }

@@ -130,9 +130,11 @@ export const limitsSchema = z.strictObject({
   maxAuthFailures: positiveInt.default(3),
 });
 
+const listenerName = z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, - and _');
+
 export const listenerSchema = z
   .strictObject({
-    name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, - and _'),
+    name: listenerName,
     /** smtp (with submission as a flavour of it) or pop3; the mailbox plugin on a pop3 listener serves its auth hook. */
     protocol: z.enum(['smtp', 'pop3']),
     listen,
@@ -166,6 +168,57 @@ export const listenerSchema = z
     }
     refuseRepeats(l.plugins, ctx, ['plugins']);
   });
+
+// ---- HTTP listeners (issue 13): services over HTTP rather than mail protocols.
+
+/** What an http listener can serve; `webadmin` is to come. */
+export const HTTP_SERVICES = ['metrics'] as const;
+export type HttpService = (typeof HTTP_SERVICES)[number];
+
+/** Keys of smtp and pop3 listeners that mean nothing on an http one: named in the error rather than "unrecognized". */
+const MAIL_ONLY_KEYS = new Set(['plugins', 'limits', 'requireAuth', 'allowInsecureAuth', 'greeting']);
+
+export const httpListenerSchema = z
+  .strictObject(
+    {
+      name: listenerName,
+      protocol: z.literal('http'),
+      listen,
+      /** HTTPS from the first byte, or plain HTTP (fine on loopback); HTTP has no STARTTLS. */
+      tls: z.enum(['none', 'implicit'], { error: (iss) => (iss.input === 'starttls' ? 'an http listener has no STARTTLS: use tls: implicit (HTTPS) or none' : undefined) }).default('none'),
+      cert: z.string().optional(),
+      key: z.string().optional(),
+      tlsProfile: z.enum(['intermediate', 'modern']).default('intermediate'),
+      tlsCiphers: z.string().min(1).optional(),
+      /** What it serves: metrics is GET /metrics (Prometheus). */
+      serve: z.array(z.enum(HTTP_SERVICES)).min(1, 'name what the listener serves, e.g. serve: [metrics]'),
+    },
+    {
+      error: (iss) => {
+        if (iss.code !== 'unrecognized_keys') return undefined;
+        const mailOnly = iss.keys.filter((k) => MAIL_ONLY_KEYS.has(k));
+        return mailOnly.length ? `an http listener has no ${mailOnly.join(', ')}: ${mailOnly.length > 1 ? 'those are' : 'that is'} for smtp and pop3 listeners` : undefined;
+      },
+    },
+  )
+  .superRefine((l, ctx) => {
+    if ((l.cert === undefined) !== (l.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [l.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together' });
+    }
+    if (l.tlsCiphers !== undefined) {
+      const problem = cipherListProblem(l.tlsCiphers);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['tlsCiphers'], message: problem });
+    }
+    if (l.tls === 'none' && l.cert !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['cert'], message: 'a certificate on a listener with tls: none is never used' });
+    }
+    l.serve.forEach((s, i) => {
+      if (l.serve.indexOf(s) !== i) ctx.addIssue({ code: 'custom', path: ['serve', i], message: `${s} is listed twice` });
+    });
+  });
+
+/** A listener of any protocol: smtp and pop3 (listenerSchema) or http. */
+const anyListenerSchema = z.discriminatedUnion('protocol', [listenerSchema, httpListenerSchema]);
 
 const emailAddress = z.string().regex(/^[^@\s<>]+@[^@\s<>]+$/, 'not an address (local@domain)');
 
@@ -285,6 +338,17 @@ export const deliverySchema = z.strictObject({
   opportunisticTls: z.boolean().default(true),
 });
 
+/** The decision journal `yubin why` reads: every connection, decision and queue event. */
+export const journalSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Relative to dataDir. */
+  file: z.string().min(1).default('journal.sqlite'),
+  /** Events older than this are dropped. */
+  maxAge: duration.default(14 * 86_400_000),
+  /** Past this size the oldest events go first. */
+  maxSize: size.default(1024 * 1024 * 1024),
+});
+
 export const loginThrottleSchema = z.strictObject({
   /** Failed logins (per client IP and per account) that cost nothing. */
   freeFailures: z.number().int().min(0).default(2),
@@ -318,7 +382,7 @@ export const configSchema = z
     log: logSchema.default(() => logSchema.parse({})),
     /** One options block per plugin, keyed as the lists name it; a list entry's own options are merged over it. */
     plugins: z.record(z.string(), z.union([pluginOptionsBlock, z.null().transform(() => ({}))])).default({}),
-    listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+    listeners: z.array(anyListenerSchema).min(1, 'at least one listener is needed'),
     dns: dnsSchema.default(() => dnsSchema.parse({})),
     queue: queueSchema.default(() => queueSchema.parse({})),
     delivery: deliverySchema.default(() => deliverySchema.parse({})),
@@ -326,6 +390,7 @@ export const configSchema = z
     store: storeSchema.default(() => storeSchema.parse({})),
     /** Failed SMTP AUTH and POP3 logins, counted together. */
     loginThrottle: loginThrottleSchema.default(() => loginThrottleSchema.parse({})),
+    journal: journalSchema.default(() => journalSchema.parse({})),
   })
   .superRefine((c, ctx) => {
     refuseRepeats(c.delivery.plugins, ctx, ['delivery', 'plugins']);
@@ -343,7 +408,15 @@ export const configSchema = z
   });
 
 export type Config = z.output<typeof configSchema>;
+/** An smtp or pop3 listener: the kind with plugins and limits. */
 export type ListenerConfig = z.output<typeof listenerSchema>;
+export type HttpListenerConfig = z.output<typeof httpListenerSchema>;
+export type AnyListenerConfig = ListenerConfig | HttpListenerConfig;
+
+/** The smtp and pop3 listeners of a config: those with plugins and limits. */
+export function mailListeners(config: { readonly listeners: readonly AnyListenerConfig[] }): ListenerConfig[] {
+  return config.listeners.filter((l): l is ListenerConfig => l.protocol !== 'http');
+}
 export type Limits = z.output<typeof limitsSchema>;
 export type DnsConfig = z.output<typeof dnsSchema>;
 export type SyslogConfig = z.output<typeof syslogSchema>;
@@ -352,3 +425,4 @@ export type DeliveryConfig = z.output<typeof deliverySchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
 export type LoginThrottleSettings = z.output<typeof loginThrottleSchema>;
 export type StoreConfig = z.output<typeof storeSchema>;
+export type JournalConfig = z.output<typeof journalSchema>;

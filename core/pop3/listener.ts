@@ -70,6 +70,11 @@ export class Pop3Listener {
     return this.address();
   }
 
+  /** Connections open now (a pop3s handshake in progress included), for `yubin status`. */
+  openConnections(): number {
+    return this.sockets.size;
+  }
+
   address(): AddressInfo {
     return this.server.address() as AddressInfo;
   }
@@ -106,6 +111,7 @@ export class Pop3Listener {
     const give = (why: string, err?: Error & { code?: string }) => {
       if (done) return;
       done = true;
+      this.env.metrics.listener(this.name).connection('tls-failed');
       this.log.info({ listener: this.name, ip: plainIp(raw.remoteAddress), err: err?.message ?? why, code: err?.code }, 'TLS handshake failed');
       socket.destroy();
     };
@@ -131,6 +137,7 @@ export class Pop3Listener {
     }
     const runtime = this.runtime;
     if (this.sessions.size >= runtime.config.limits.maxConnections) {
+      this.env.metrics.listener(runtime.name).connection('too-many');
       this.log.info({ listener: runtime.name, ip: plainIp(socket.remoteAddress), limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
       socket.end('-ERR [SYS/TEMP] too many connections\r\n');
       setTimeout(() => socket.destroy(), 1_000).unref();

@@ -75,7 +75,8 @@ export class Login {
         }
         return this.openMailbox(c, r.plugin, maildir, r.answer.code);
       case 'deferred':
-        this.decision(c, r.plugin, 'defer', r.answer.code, r.fault ? 'plugin fault' : r.answer.text, 'deferred');
+        // A plugin fault is counted where the pipeline logs it.
+        this.decision(c, r.plugin, 'defer', r.answer.code, r.fault ? 'plugin fault' : r.answer.text, 'deferred', {}, !r.fault);
         return { ok: false, reply: `-ERR [SYS/TEMP] ${oneLine(r.answer.text)}`, close: false };
       case 'disconnected':
         this.decision(c, r.plugin, 'disconnect', r.answer.code, r.answer.text, 'disconnected');
@@ -120,7 +121,8 @@ export class Login {
     return { ok: false, reply, close };
   }
 
-  private decision(c: Credentials, plugin: string, action: string, code: number, reason: string | undefined, result: Result, extra: Record<string, unknown> = {}): void {
+  private decision(c: Credentials, plugin: string, action: string, code: number, reason: string | undefined, result: Result, extra: Record<string, unknown> = {}, count = true): void {
+    if (count) this.env.metrics.decision('auth', plugin, action);
     this.log.info(
       { event: 'login', hook: 'auth', plugin, action, code, reason, user: c.username, method: c.method, result, ...extra },
       `login ${result}: ${c.username} (${c.method}) by ${plugin}${reason ? ': ' + reason : ''}`,

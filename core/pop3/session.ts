@@ -135,24 +135,31 @@ export class Pop3Session {
   private async greet(): Promise<boolean> {
     const result = await this.runtime.pipeline.run('connect', { connection: this.connection }, this.log, this.scope);
     const a = result.answer;
+    const counters = this.env.metrics.listener(this.runtime.name);
     if (a.action !== 'continue' && !result.fault) {
       const plugin = result.plugin ?? 'core';
+      this.env.metrics.decision('connect', plugin, a.action);
       this.log.info({ hook: 'connect', plugin, action: a.action, code: a.code, reason: a.text }, `connect: ${plugin} ${a.action}: ${a.text}`);
     }
     if (a.action === 'continue' || a.action === 'accept') {
       const limit = overIpLimit(this.ipSlot, this.connection.state, this.runtime.config.limits.maxConnectionsPerIp);
       if (limit !== undefined) {
+        counters.connection('too-many');
+        this.env.metrics.decision('connect', 'core', 'disconnect');
         this.log.info({ hook: 'connect', plugin: 'core', action: 'disconnect', code: 421, reason: `${this.ipSlot!.rank} connections from ${this.connection.remoteIp}, limit ${limit}` }, `connect: core disconnect: too many connections from ${this.connection.remoteIp}`);
         await this.say(`-ERR [SYS/TEMP] too many connections from your IP address (${limit}), try again later`);
         return false;
       }
       if (this.leaving) {
+        counters.connection('refused');
         this.goodbye();
         return false;
       }
+      counters.connection('accepted');
       await this.say(`+OK ${this.env.hostname} POP3 ready${this.timestamp ? ` ${this.timestamp}` : ''}`);
       return true;
     }
+    counters.connection('refused');
     if (a.action !== 'disconnect' || !a.silent) await this.say(`-ERR ${oneLine(a.text)}`);
     return false;
   }

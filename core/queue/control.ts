@@ -8,11 +8,12 @@ import { chmod, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import type { ServerOverview } from '../server.js';
 import type { Scheduler } from './scheduler.js';
 
-export type ControlRequest = { cmd: 'flush' } | { cmd: 'delete'; id: string } | { cmd: 'bounce'; id: string } | { cmd: 'notify'; id: string } | { cmd: 'status' };
+export type ControlRequest = { cmd: 'flush' } | { cmd: 'delete'; id: string } | { cmd: 'bounce'; id: string } | { cmd: 'notify'; id: string } | { cmd: 'status' } | { cmd: 'overview' };
 
-export type ControlResponse = { ok: true; messages?: number; waiting?: number; active?: number; held?: number } | { ok: false; error: string };
+export type ControlResponse = { ok: true; messages?: number; waiting?: number; active?: number; held?: number; overview?: ServerOverview } | { ok: false; error: string };
 
 export function controlSocketPath(dataDir: string): string {
   return path.join(dataDir, 'yubin.sock');
@@ -24,7 +25,7 @@ export class ControlServer {
     private readonly file: string,
   ) {}
 
-  static async listen(dataDir: string, scheduler: Scheduler, log: Logger): Promise<ControlServer> {
+  static async listen(dataDir: string, scheduler: Scheduler, log: Logger, overview?: () => ServerOverview): Promise<ControlServer> {
     const file = controlSocketPath(dataDir);
     // A socket left by a process killed with -9; a live server would have the spool too, and two servers on one spool is a misconfiguration.
     await unlink(file).catch(() => undefined);
@@ -39,7 +40,7 @@ export class ControlServer {
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
-          void handle(scheduler, line, log).then((res) => socket.write(JSON.stringify(res) + '\n'));
+          void handle(scheduler, line, log, overview).then((res) => socket.write(JSON.stringify(res) + '\n'));
         }
       });
     });
@@ -57,7 +58,7 @@ export class ControlServer {
   }
 }
 
-async function handle(scheduler: Scheduler, line: string, log: Logger): Promise<ControlResponse> {
+async function handle(scheduler: Scheduler, line: string, log: Logger, overview: (() => ServerOverview) | undefined): Promise<ControlResponse> {
   let req: ControlRequest;
   try {
     req = JSON.parse(line) as ControlRequest;
@@ -72,6 +73,8 @@ async function handle(scheduler: Scheduler, line: string, log: Logger): Promise<
         return { ok: true, messages: scheduler.flush() };
       case 'status':
         return { ok: true, ...scheduler.counts() };
+      case 'overview':
+        return overview ? { ok: true, overview: overview() } : { ok: false, error: 'no overview here' };
       case 'notify':
         scheduler.add(req.id);
         return { ok: true };

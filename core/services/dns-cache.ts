@@ -93,6 +93,9 @@ interface Entry {
 export class CachingDns implements Dns {
   private readonly entries = new Map<string, Entry>();
   private readonly inFlight = new Map<string, Promise<Lookup<unknown>>>();
+  /** Questions answered from the cache or by a query already in flight, and those sent on (the metrics read them). */
+  private hits = 0;
+  private misses = 0;
 
   /** `now` is the Clock service's (milliseconds), so a test can move time. */
   constructor(
@@ -108,6 +111,11 @@ export class CachingDns implements Dns {
 
   clear(): void {
     this.entries.clear();
+  }
+
+  /** For the metrics: hits (cached, or shared with a query in flight), misses (asked the resolver), answers kept. */
+  cacheStats(): { hits: number; misses: number; size: number } {
+    return { hits: this.hits, misses: this.misses, size: this.entries.size };
   }
 
   mx(name: string, options?: AbortOptions): Promise<Lookup<MxRecord>> {
@@ -152,11 +160,16 @@ export class CachingDns implements Dns {
       this.entries.delete(key);
       if (hit.expires > this.now()) {
         this.entries.set(key, hit); // most recently used: to the end
+        this.hits++;
         return Promise.resolve(hit.value as Lookup<T>);
       }
     }
     const pending = this.inFlight.get(key);
-    if (pending) return pending as Promise<Lookup<T>>;
+    if (pending) {
+      this.hits++;
+      return pending as Promise<Lookup<T>>;
+    }
+    this.misses++;
     const p = (async (): Promise<Lookup<T>> => {
       let result: TimedLookup<T>;
       try {

@@ -13,6 +13,7 @@ import { DEFAULT_LOGIN_THROTTLE, LoginThrottle, type LoginThrottleConfig } from 
 import type { DnsConfig, StoreConfig } from '../config/schema.js';
 import type { KeyValueStore } from './store.js';
 import { createStore } from './store-backends.js';
+import { Metrics } from './metrics.js';
 
 export { ManualClock, SystemClock, type Clock } from './clock.js';
 export { LocalDomains, normalizeDomain, type LocalDomainSource } from './local-domains.js';
@@ -29,6 +30,8 @@ export const Tokens = {
   Dns: Symbol.for('yubin.Dns') as InjectionToken<Dns>,
   LoginThrottle: Symbol.for('yubin.LoginThrottle') as InjectionToken<LoginThrottle>,
   Store: Symbol.for('yubin.Store') as InjectionToken<KeyValueStore>,
+  /** The server's Prometheus registry and the counters the core moves. */
+  Metrics: Symbol.for('yubin.Metrics') as InjectionToken<Metrics>,
 } as const;
 
 /** The store, opened at most once, closed with the server. */
@@ -83,6 +86,11 @@ export function createServiceContainer(
   configure?.(c);
   // After configure: the throttle keeps time by whichever clock the test put in.
   if (!c.isRegistered(Tokens.LoginThrottle)) c.register(Tokens.LoginThrottle, { useValue: new LoginThrottle(loginThrottle, c.resolve(Tokens.Clock)) });
+  if (!c.isRegistered(Tokens.Metrics)) {
+    // Made when first asked for (the server asks; check-config never does). The DNS cache and the throttle are read at scrape time.
+    let metrics: Metrics | undefined;
+    c.register(Tokens.Metrics, { useFactory: () => (metrics ??= new Metrics({ dns: () => c.resolve(Tokens.Dns), loginThrottle: () => c.resolve(Tokens.LoginThrottle) })) });
+  }
   if (!c.isRegistered(Tokens.Store)) {
     // Opened when a plugin first asks: commands that never need it (check-config) open no database or Redis connection.
     const settings = store ?? { config: { backend: 'memory' as const, file: 'state.sqlite', prefix: 'yubin:' }, dataDir: '.' };

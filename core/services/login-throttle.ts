@@ -107,6 +107,14 @@ export class LoginThrottle {
   private readonly entries = new Map<string, Entry>();
   /** account → client network → when it last logged in there. */
   private readonly known = new Map<string, Map<string, number>>();
+  /**
+   * Since the start, by the count concerned: lockouts begun (a count reached
+   * lockoutAfter) and attempts refused during one. The metrics read them.
+   */
+  readonly stats: { readonly lockouts: Record<ThrottledBy, number>; readonly refused: Record<ThrottledBy, number> } = {
+    lockouts: { ip: 0, account: 0, 'ip+account': 0 },
+    refused: { ip: 0, account: 0, 'ip+account': 0 },
+  };
 
   constructor(
     private config: LoginThrottleConfig,
@@ -126,19 +134,23 @@ export class LoginThrottle {
   begin(ip: string, account: string): LoginTicket {
     const keys = this.keys(ip, account);
     const verdict = this.assess(keys);
-    if (verdict.locked) return { verdict, succeeded: noop, failed: noop, released: noop };
-    const held = keys.map(([, key]) => this.touch(key));
-    for (const e of held) e.pending++;
+    if (verdict.locked) {
+      this.stats.refused[verdict.by ?? 'ip']++;
+      return { verdict, succeeded: noop, failed: noop, released: noop };
+    }
+    const held = keys.map(([by, key]) => [by, this.touch(key)] as const);
+    for (const [, e] of held) e.pending++;
     let done = false;
     const settle = (failed: boolean) => {
       if (done) return;
       done = true;
       const now = this.clock.now();
-      for (const e of held) {
+      for (const [by, e] of held) {
         e.pending = Math.max(0, e.pending - 1);
         if (failed) {
           e.failures++;
           e.last = now;
+          if (e.failures === this.config.lockoutAfter) this.stats.lockouts[by]++;
         }
       }
     };

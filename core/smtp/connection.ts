@@ -72,6 +72,7 @@ export class YubinConnection extends SMTPConnection implements WireState {
     this._setListeners(() => {
       const { maxClients } = this._server.options;
       if (maxClients && this._server.connections.size > maxClients) {
+        this.yubin.overCapacity();
         this.send(421, `4.7.0 ${this.name} Too many connections, try again later`);
         return;
       }

@@ -174,7 +174,9 @@ export class SmtpListener {
       ...limitOptions(runtime),
     });
     // Without a handler, one client's TLS alert or socket error would take the process down.
-    this.server.on('error', (err: Error & { code?: string; remoteAddress?: string }) => {
+    this.server.on('error', (err: Error & { code?: string; remoteAddress?: string; meta?: { stage?: string } }) => {
+      // smtp-server marks TLS failures stage "connect"; on an implicit listener that is a handshake before any session.
+      if (tlsSettings.mode === 'implicit' && err.meta?.stage === 'connect') env.metrics.listener(this.runtime.name).connection('tls-failed');
       this.log.info({ listener: this.runtime.name, ip: err.remoteAddress, err: err.message, code: err.code }, 'client connection error');
     });
   }
@@ -239,6 +241,11 @@ export class SmtpListener {
     // A client that does not hang up after the 421 is cut off.
     for (const conn of this.server.connections) (conn as YubinConnection).drop();
     await closed;
+  }
+
+  /** Connections open now, for `yubin status`. */
+  openConnections(): number {
+    return this.open.size;
   }
 
   private dismiss(conn: YubinConnection): void {

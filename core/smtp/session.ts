@@ -11,6 +11,7 @@ import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, Header, HookInput, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
 import type { Services } from '../services/index.js';
+import type { ListenerMetrics, Metrics } from '../services/metrics.js';
 import { authenticate } from '../session/authenticate.js';
 import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
 import type { Spool, SpoolFile } from '../queue/spool.js';
@@ -51,6 +52,8 @@ export interface SessionEnv {
   readonly spoolSpace: SpoolSpace;
   readonly services: Services;
   readonly log: Logger;
+  /** The server's metrics (core/services/metrics.ts). */
+  readonly metrics: Metrics;
 }
 
 /** Live connection facts the wire layer owns (they change with STARTTLS and AUTH). */
@@ -161,6 +164,8 @@ export class SmtpSession {
   private readonly scope = new HookScope();
   /** This connection's place among those open from its IP (set by the listener at accept). */
   ipSlot: IpSlot | undefined;
+  /** The listener's connection, message and recipient counters. */
+  private readonly counters: ListenerMetrics;
 
   constructor(
     readonly runtime: ListenerRuntime,
@@ -169,6 +174,7 @@ export class SmtpSession {
   ) {
     this.connection = new ConnectionView(wire, runtime.name);
     this.log = env.log.child({ listener: runtime.name, conn: wire.id, ip: wire.remoteIp });
+    this.counters = env.metrics.listener(runtime.name);
   }
 
   get limits() {
@@ -198,12 +204,17 @@ export class SmtpSession {
   async connect(): Promise<Outcome> {
     this.log.info({ event: 'connect', port: this.connection.remotePort, local: `${this.connection.localIp}:${this.connection.localPort}` }, 'connection opened');
     const result = await this.decide('connect', { connection: this.connection });
-    if (result) return result;
+    if (result) {
+      this.counters.connection(result.ok ? 'accepted' : 'refused');
+      return result;
+    }
     const limit = overIpLimit(this.ipSlot, this.connection.state, this.limits.maxConnectionsPerIp);
     if (limit !== undefined) {
+      this.counters.connection('too-many');
       this.logDecision('connect', 'core', 'disconnect', 421, `${this.ipSlot!.rank} connections from ${this.connection.remoteIp}, limit ${limit}`);
       return this.outcome(answer.disconnect(`Too many connections from your IP address (${limit}), try again later`, '4.7.0'));
     }
+    this.counters.connection('accepted');
     return ok({ code: 220, enhanced: '', text: `${this.env.hostname} ${this.runtime.config.greeting}` });
   }
 
@@ -263,6 +274,12 @@ export class SmtpSession {
   }
 
   async rcpt(address: string, params: SmtpParams): Promise<Outcome> {
+    const outcome = await this.recipient(address, params);
+    this.counters.recipient(outcome.ok);
+    return outcome;
+  }
+
+  private async recipient(address: string, params: SmtpParams): Promise<Outcome> {
     const tx = this.tx;
     if (!tx) return this.coreReject('rcpt', answer.reject(503, '5.5.1', 'MAIL first'));
     // Every RCPT answered 250 counts, a repeated address too: smtp-server's own limit
@@ -341,7 +358,9 @@ export class SmtpSession {
     }
     this.busy = true;
     try {
-      return await this.receive(tx, stream, lineTooLong);
+      const outcome = await this.receive(tx, stream, lineTooLong);
+      this.counters.message(outcome.ok);
+      return outcome;
     } finally {
       this.busy = false;
     }
@@ -350,6 +369,11 @@ export class SmtpSession {
   /** The client sent a command before the greeting; the wire layer refuses it. */
   earlyTalker(command: string): void {
     this.logDecision('connect', 'core', 'reject', 554, 'early talker: a command before the greeting', { command: command.replace(/[\r\n]+$/, '') });
+  }
+
+  /** The listener's maxConnections was reached before this one was greeted; the wire layer says 421. */
+  overCapacity(): void {
+    this.counters.connection('too-many');
   }
 
   /** The listener's maxConnectionTime ran out; the wire layer says 421 and closes. */
@@ -464,8 +488,22 @@ export class SmtpSession {
         prependHeaders: message.prependHeaders,
       });
       committed = true;
+      this.env.metrics.decision('queue', 'core', 'accept');
       this.log.info(
-        { event: 'queued', hook: 'queue', plugin: 'core', action: 'accept', code: 250, id: tx.id, size, from: tx.sender?.address ?? '', rcpts: tx.recipients.length },
+        {
+          event: 'queued',
+          hook: 'queue',
+          plugin: 'core',
+          action: 'accept',
+          code: 250,
+          id: tx.id,
+          size,
+          from: tx.sender?.address ?? '',
+          rcpts: tx.recipients.length,
+          // For `yubin why`: who it is for, and the id its sender will quote.
+          to: tx.recipients.map((r) => r.address),
+          messageId: message.header('message-id')[0]?.trim(),
+        },
         'message queued',
       );
       return ok({ code: 250, enhanced: '2.0.0', text: `Ok: queued as ${tx.id}` });
@@ -473,6 +511,7 @@ export class SmtpSession {
       if ((err as NodeJS.ErrnoException).code === 'ECONNECTION' || stream.readableAborted) throw err;
       // The client hears a neutral text; the reason (ENOSPC, EIO...) is in the log line.
       const e = err as NodeJS.ErrnoException;
+      this.env.metrics.decision('queue', 'core', 'defer');
       this.log.error({ hook: 'queue', plugin: 'core', action: 'defer', code: 451, reason: e.message, errno: e.code, id: tx.id }, `queue: core defer: cannot write the message to the queue: ${e.message}`);
       return this.outcome(answer.defer(451, '4.3.0', 'Error writing to the queue, please try again later'));
     } finally {
@@ -519,6 +558,7 @@ export class SmtpSession {
   }
 
   private logDecision(hook: HookName, plugin: string, action: string, code: number, reason: string | undefined, extra: Record<string, unknown> = {}): void {
+    this.env.metrics.decision(hook, plugin, action);
     this.log.info({ hook, plugin, action, code, reason, ...extra }, `${hook}: ${plugin} ${action}${reason ? ': ' + reason : ''}`);
   }
 

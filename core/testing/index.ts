@@ -124,7 +124,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const inline = new Map<string, PluginDefinition<unknown>>();
   const rawListeners = listeners.map((l, i) => {
     const { plugins = [], ...rest } = l;
-    return { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest, plugins: plugins.map((p) => configEntry(p, inline)) };
+    const raw = { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest };
+    // An http listener (protocol: http, serve: [metrics]) has no plugins.
+    return raw.protocol === 'http' ? raw : { ...raw, plugins: plugins.map((p) => configEntry(p, inline)) };
   });
   const config: Record<string, unknown> = { ...options.config };
   if (options.deliveryPlugins) config.delivery = { ...(config.delivery as object | undefined), plugins: options.deliveryPlugins.map((p) => configEntry(p, inline)) };
