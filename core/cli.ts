@@ -47,7 +47,8 @@ async function serve(opts: { config: string }): Promise<void> {
   const loaded = await loadConfig(opts.config);
   const j = loaded.config.journal;
   const journal = j.enabled ? { file: path.resolve(loaded.config.dataDir, j.file), maxAgeMs: j.maxAge, maxBytes: j.maxSize } : undefined;
-  const log = createLogger({ level: loaded.config.logLevel, journal });
+  const syslog = loaded.config.log.syslog;
+  const log = createLogger({ level: loaded.config.logLevel, journal, syslog: syslog && { ...syslog, socket: loaded.resolvePath(syslog.socket) } });
   let server: YubinServer | undefined;
   let stopping: string | undefined;
   const stop = (signal: string) => {
@@ -149,6 +150,8 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   );
   plugins.delivery.forEach((p, j) => out.push(describePlugin(p, j)));
   if (!d.plugins.length) out.push('  no deliver plugins: local addresses bounce (5.1.1)');
+  const syslog = config.log.syslog;
+  if (syslog) out.push(`log: also to syslog at ${loaded.resolvePath(syslog.socket)}, facility ${syslog.facility}, tag ${syslog.tag}`);
   process.stdout.write(out.join('\n') + '\n');
   await closePlugins(plugins.instances, log);
 }

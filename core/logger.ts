@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { pino, type Logger, type Level } from 'pino';
 import pretty from 'pino-pretty';
 import type { JournalTransportOptions } from './journal/transport.js';
+import { syslogStream, type SyslogOptions } from './syslog/stream.js';
 
 export type { Logger } from 'pino';
 
@@ -16,22 +17,23 @@ export interface LoggerOptions {
   readonly format?: 'json' | 'pretty';
   /** Also keep every decision in the journal (dataDir/journal.sqlite), written in a worker thread. */
   readonly journal?: JournalTransportOptions;
+  /** Also send each line, as a sentence, to the local syslog (written in a worker thread). */
+  readonly syslog?: SyslogOptions;
 }
 
 const JOURNAL_TRANSPORT = fileURLToPath(new URL('./journal/transport.js', import.meta.url));
 
-export function createLogger({ level = 'info', destination = process.stdout, format, journal }: LoggerOptions = {}): Logger {
+export function createLogger({ level = 'info', destination = process.stdout, format, journal, syslog }: LoggerOptions = {}): Logger {
   const isTty = (destination as NodeJS.WriteStream).isTTY === true;
   const chosen = format ?? process.env.YUBIN_LOG_FORMAT;
   const usePretty = chosen === 'pretty' || (chosen !== 'json' && isTty);
   const options = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
   const main = usePretty ? pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }) : destination;
-  if (!journal) return pino(options, main);
+  if (!journal && !syslog) return pino(options, main);
+  const streams: pino.StreamEntry[] = [{ stream: main, level }];
   // The journal wants every decision (info) whatever the terminal shows.
-  const transport = pino.transport({ target: JOURNAL_TRANSPORT, options: journal });
-  const streams = pino.multistream([
-    { stream: main, level },
-    { stream: transport, level: 'info' },
-  ]);
-  return pino({ ...options, level: pino.levels.values[level]! < pino.levels.values.info! ? level : 'info' }, streams);
+  if (journal) streams.push({ stream: pino.transport({ target: JOURNAL_TRANSPORT, options: journal }), level: 'info' });
+  // Syslog gets the same lines as stdout, at the same level; stdout's stay as they are.
+  if (syslog) streams.push({ stream: syslogStream(syslog), level });
+  return pino({ ...options, level: journal && pino.levels.values[level]! > pino.levels.values.info! ? 'info' : level }, pino.multistream(streams));
 }

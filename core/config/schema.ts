@@ -7,6 +7,7 @@ import os from 'node:os';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { cipherListProblem } from '../tls.js';
+import { FACILITY_NAMES } from '../syslog/format.js';
 
 const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = parseSize(v);
@@ -249,6 +250,20 @@ export const storeSchema = z.strictObject({
   prefix: z.string().default('yubin:'),
 });
 
+/** `log.syslog`: the server's log also goes to the local syslog, one sentence a line. */
+export const syslogSchema = z.strictObject({
+  facility: z.enum(FACILITY_NAMES).default('mail'),
+  /** Each line's tag: `yubin[PID]: ...`. */
+  tag: z.string().regex(/^[A-Za-z0-9._/-]{1,32}$/, 'up to 32 letters, digits, ., _, / and -').default('yubin'),
+  /** The syslog daemon's datagram socket. */
+  socket: z.string().min(1).default('/dev/log'),
+});
+
+export const logSchema = z.strictObject({
+  /** Absent: no syslog. `syslog: {}` (or an empty `syslog:`) takes every default. */
+  syslog: z.preprocess((v) => (v === null ? {} : v), syslogSchema).optional(),
+});
+
 export const queueSchema = z.strictObject({
   /** Parallel local deliveries (qmail's concurrencylocal); 0 holds local mail. */
   concurrencyLocal: z.number().int().min(0).default(10),
@@ -363,6 +378,8 @@ export const configSchema = z
     /** How long SIGTERM waits for transactions in progress. */
     shutdownTimeout: duration.default(30_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+    /** Where the log goes besides stdout. */
+    log: logSchema.default(() => logSchema.parse({})),
     /** One options block per plugin, keyed as the lists name it; a list entry's own options are merged over it. */
     plugins: z.record(z.string(), z.union([pluginOptionsBlock, z.null().transform(() => ({}))])).default({}),
     listeners: z.array(anyListenerSchema).min(1, 'at least one listener is needed'),
@@ -402,6 +419,7 @@ export function mailListeners(config: { readonly listeners: readonly AnyListener
 }
 export type Limits = z.output<typeof limitsSchema>;
 export type DnsConfig = z.output<typeof dnsSchema>;
+export type SyslogConfig = z.output<typeof syslogSchema>;
 export type QueueConfig = z.output<typeof queueSchema>;
 export type DeliveryConfig = z.output<typeof deliverySchema>;
 export type RouteConfig = z.output<typeof routeSchema>;

@@ -265,7 +265,7 @@ export class SmtpSession {
     }
     const sender = address === '' ? null : splitAddress(address);
     const tx = new TransactionImpl(this.env.spool.newId(), sender, params);
-    const result = await this.decide('mail', { connection: this.connection, transaction: tx, sender, params });
+    const result = await this.decide('mail', { connection: this.connection, transaction: tx, sender, params }, { from: address });
     if (result && !result.ok) return result;
     this.tx = tx;
     if (result) return result;
@@ -336,7 +336,7 @@ export class SmtpSession {
     const ctx = { connection: this.connection, sender: tx.sender, recipient, deliveredTo: (address: string) => void (deliveredTo = address.toLowerCase()) };
     const { answer: a, plugin, fault } = await delivery.run('verify', ctx, this.log, this.scope);
     if (a.action === 'reject' || a.action === 'defer') {
-      if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { rcpt: recipient.address });
+      if (!fault) this.logDecision('rcpt', plugin ?? 'core', a.action, a.code, `verify: ${a.text}`, { enhanced: a.enhanced, rcpt: recipient.address });
       return { refused: this.outcome(a) };
     }
     // Nobody would take it, and every plugin that delivers has said so: the queue could only bounce it.
@@ -535,8 +535,8 @@ export class SmtpSession {
    * the hook; at mail and queue its text is the reply (a queue plugin that
    * accepts has queued the message itself), elsewhere the core's reply stands.
    */
-  private async decide<K extends HookName>(hook: K, ctx: HookInput<K>): Promise<Outcome | undefined> {
-    const { answer: a } = await this.runHook(hook, ctx);
+  private async decide<K extends HookName>(hook: K, ctx: HookInput<K>, extra: Record<string, unknown> = {}): Promise<Outcome | undefined> {
+    const { answer: a } = await this.runHook(hook, ctx, extra);
     if (a.action === 'continue') return undefined;
     if (a.action === 'accept') return hook === 'mail' || hook === 'queue' ? ok(a) : undefined;
     return this.outcome(a);
@@ -547,13 +547,13 @@ export class SmtpSession {
     const result = await this.runtime.pipeline.run(hook, ctx, this.log, this.scope);
     const a = result.answer;
     if (a.action !== 'continue' && !result.fault) {
-      this.logDecision(hook, result.plugin ?? 'core', a.action, a.code, a.text, extra);
+      this.logDecision(hook, result.plugin ?? 'core', a.action, a.code, a.text, { enhanced: a.enhanced, ...extra });
     }
     return result;
   }
 
   private coreReject(hook: HookName, a: FinalAnswer, rcpt?: string): Outcome {
-    this.logDecision(hook, 'core', a.action, a.code, a.text, rcpt ? { rcpt } : {});
+    this.logDecision(hook, 'core', a.action, a.code, a.text, rcpt ? { enhanced: a.enhanced, rcpt } : { enhanced: a.enhanced });
     return this.outcome(a);
   }
 
