@@ -23,6 +23,8 @@ t.test('the example package (test/fixtures/yubin-plugin-example) loads by packag
     config,
     [
       'dataDir: ./var',
+      // Held, so the queued message is still in the spool when the test reads it (no delivery plugin: it would bounce at once).
+      'queue: { concurrencyLocal: 0 }',
       'plugins:',
       '  yubin-plugin-example:',
       '    refuse: [nobody@localhost]',
