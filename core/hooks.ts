@@ -200,6 +200,23 @@ export interface Delivery {
    * message's queue id once it is safely queued.
    */
   forward(recipients: readonly string[], headers?: readonly string[]): Promise<string>;
+  /**
+   * Queues a new message of the plugin's own making (an auto-reply, a
+   * notice), with its own envelope, committed to the spool as durably as
+   * mail received over SMTP, and delivered by the queue like any other.
+   * Resolves with its queue id once it is safely queued.
+   */
+  send(message: NewMessage): Promise<string>;
+}
+
+/** A message a deliver plugin makes and hands to `Delivery.send`. */
+export interface NewMessage {
+  /** Envelope sender: an address, or '' for the null sender `<>` (what auto-replies and notices use, RFC 3834). */
+  readonly sender: string;
+  /** Envelope recipients, at least one. */
+  readonly recipients: readonly string[];
+  /** The whole message, header section and body; bare LF line ends are stored as CRLF. */
+  readonly message: string | Uint8Array;
 }
 
 export interface DeliverContext extends HookContextBase {

@@ -24,6 +24,7 @@ export type {
   Hooks,
   MailContext,
   Message,
+  NewMessage,
   QueueContext,
   RcptContext,
   Recipient,

@@ -43,7 +43,7 @@ export function toEntry(rec: LogRecord): JournalEntry | undefined {
   const terms = new Set<string>();
   if (typeof rec.ip === 'string') terms.add(`ip:${rec.ip.toLowerCase()}`);
   if (qid) terms.add(`q:${qid.toLowerCase()}`);
-  for (const key of ['bounceId', 'forwardId']) if (typeof rec[key] === 'string') terms.add(`q:${(rec[key] as string).toLowerCase()}`);
+  for (const key of ['bounceId', 'forwardId', 'sentId']) if (typeof rec[key] === 'string') terms.add(`q:${(rec[key] as string).toLowerCase()}`);
   for (const key of ['from', 'sender', 'rcpt', 'to', 'user', 'account', 'rcpts']) {
     for (const a of addresses(rec[key])) {
       const address = a.toLowerCase();

@@ -62,6 +62,7 @@ export function sentence(rec: Rec): string | undefined {
   if (event === 'bounce') return rec.result === 'discarded' ? `a failed double bounce, discarded` : `bounce for ${(rec.rcpts as string[] | undefined)?.join(', ') ?? '?'} sent to <${String(rec.to ?? '')}> as ${String(rec.bounceId)}`;
   if (event === 'delay-notice') return `delay notice sent to <${String(rec.to ?? '')}> as ${String(rec.bounceId)}`;
   if (event === 'forward') return `forwarded to ${(rec.to as string[] | undefined)?.join(', ') ?? '?'} as ${String(rec.forwardId)}`;
+  if (event === 'send') return `a deliver plugin sent a new message from <${String(rec.sender ?? '')}> to ${(rec.to as string[] | undefined)?.join(', ') ?? '?'} as ${String(rec.sentId)}`;
   if (event === 'queue-end') return 'finished: no longer in the queue';
   if (event === 'queue-delete') return 'deleted from the queue by the administrator';
   if (event === 'auth') return `logged in as ${String(rec.user)}`;
@@ -127,7 +128,7 @@ export function stories(db: JournalDb, query: string, since: number): Story[] {
   for (const e of seeds) {
     if (e.conn) conns.add(e.conn);
     if (e.qid) qids.add(e.qid);
-    for (const k of ['bounceId', 'forwardId']) if (str(e.record[k])) qids.add(String(e.record[k]));
+    for (const k of ['bounceId', 'forwardId', 'sentId']) if (str(e.record[k])) qids.add(String(e.record[k]));
   }
   const byConn = new Map<string, StoredEvent[]>();
   for (const c of conns) {
@@ -142,7 +143,7 @@ export function stories(db: JournalDb, query: string, since: number): Story[] {
     for (const e of evs) {
       // A message's story starts with who handed it over; a bounce or forward it made is a story of its own.
       if (e.record.event === 'queued' && e.conn && !byConn.has(e.conn)) byConn.set(e.conn, db.byConnection(e.conn));
-      for (const k of ['bounceId', 'forwardId']) {
+      for (const k of ['bounceId', 'forwardId', 'sentId']) {
         const child = str(e.record[k]);
         // The line that made it starts its story (a bounce names the message it reports).
         if (child && !byQid.has(child)) byQid.set(child, [e, ...db.byQueueId(child)]);

@@ -16,7 +16,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
-import type { HookInput } from '../hooks.js';
+import type { HookInput, NewMessage } from '../hooks.js';
 import { HookScope } from '../hook-scope.js';
 import type { Pipeline } from '../pipeline.js';
 import { splitAddress } from '../address.js';
@@ -444,6 +444,7 @@ export class Scheduler {
           stream: () => lazyStream(() => spool.openMessage(msg.id, env)),
         },
         forward: (recipients, headers = []) => this.forward(msg, recipients, headers),
+        send: (message) => this.send(msg, message),
       },
     };
   }
@@ -468,6 +469,36 @@ export class Scheduler {
       kind: env.kind ?? 'message',
     });
     log.info({ event: 'forward', id: msg.id, forwardId: id, to: recipients }, `forwarded msg ${msg.id} to ${recipients.join(', ')} as ${id}`);
+    return id;
+  }
+
+  /** A deliver plugin's send: a new message with its own envelope (an auto-reply), committed like any other. */
+  private async send(msg: Active, message: NewMessage): Promise<string> {
+    const { spool, clock, log } = this.deps;
+    const sender = message.sender.trim();
+    const recipients = message.recipients.map((r) => r.trim());
+    if (!recipients.length) throw new Error('send needs at least one recipient');
+    for (const a of sender ? [sender, ...recipients] : recipients) {
+      if (!/^[^@\s<>()]+@[^@\s<>()]+$/.test(a)) throw new Error(`send: bad address ${JSON.stringify(a)}`);
+    }
+    // Stored as SMTP would store it: CRLF line ends, ending in one (latin1 keeps every byte as it is).
+    const raw = typeof message.message === 'string' ? Buffer.from(message.message, 'utf8') : Buffer.from(message.message);
+    const text = raw.toString('latin1').replace(/\r?\n/g, '\r\n');
+    const content = Buffer.from(text.endsWith('\r\n') ? text : `${text}\r\n`, 'latin1');
+    const now = clock.now();
+    const id = await spool.inject(content, {
+      sender,
+      senderParams: {},
+      recipients: recipients.map((address) => ({ address, params: {} })),
+      received: now,
+      listener: 'send',
+      remoteIp: '127.0.0.1',
+      heloName: undefined,
+      authUser: undefined,
+      prependHeaders: `Received: (yubin send for ${msg.id}); ${rfc5322Date(now)}\r\n`,
+      kind: 'message',
+    });
+    log.info({ event: 'send', id: msg.id, sentId: id, sender, to: recipients }, `msg ${msg.id}: sent a new message from <${sender}> to ${recipients.join(', ')} as ${id}`);
     return id;
   }
 
