@@ -78,5 +78,6 @@ export { deliverToMaildir, ensureMaildir, LoopDetected, maildirName, type Maildi
 export { Spool, type Envelope, type EnvelopeAddress, type MessageKind, type QueueState, type RecipientState, type RecipientStatus } from './queue/spool.js';
 export { controlRequest } from './queue/control.js';
 export { timeFromName } from './pop3/maildir-box.js';
+export { migrateSchema, StatementCache } from './sqlite-schema.js';
 export type { Scheduler } from './queue/scheduler.js';
 export { readHeaderSection } from './queue/bounce.js';

@@ -90,6 +90,20 @@ const pluginEntry = z.union([z.string(), z.record(z.string(), z.unknown())]).tra
 });
 
 /** Same plugin with the same options twice in one list: a copy-paste slip, not two instances. */
+/** The TLS keys every listener kind shares: cert and key together, a usable cipher list, no unused certificate. */
+function checkTls(l: { cert?: string; key?: string; tls: string; tlsCiphers?: string }, ctx: z.RefinementCtx): void {
+    if ((l.cert === undefined) !== (l.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [l.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together' });
+    }
+    if (l.tlsCiphers !== undefined) {
+      const problem = cipherListProblem(l.tlsCiphers);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['tlsCiphers'], message: problem });
+    }
+    if (l.tls === 'none' && l.cert !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['cert'], message: 'a certificate on a listener with tls: none is never used' });
+    }
+}
+
 function refuseRepeats(list: readonly PluginUse[], ctx: z.RefinementCtx, at: ReadonlyArray<string | number>): void {
   const seen = new Set<string>();
   list.forEach((p, i) => {
@@ -156,16 +170,7 @@ export const listenerSchema = z
     plugins: z.array(pluginEntry).default([]),
   })
   .superRefine((l, ctx) => {
-    if ((l.cert === undefined) !== (l.key === undefined)) {
-      ctx.addIssue({ code: 'custom', path: [l.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together' });
-    }
-    if (l.tlsCiphers !== undefined) {
-      const problem = cipherListProblem(l.tlsCiphers);
-      if (problem) ctx.addIssue({ code: 'custom', path: ['tlsCiphers'], message: problem });
-    }
-    if (l.tls === 'none' && l.cert !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['cert'], message: 'a certificate on a listener with tls: none is never used' });
-    }
+    checkTls(l, ctx);
     refuseRepeats(l.plugins, ctx, ['plugins']);
   });
 
@@ -202,16 +207,7 @@ export const httpListenerSchema = z
     },
   )
   .superRefine((l, ctx) => {
-    if ((l.cert === undefined) !== (l.key === undefined)) {
-      ctx.addIssue({ code: 'custom', path: [l.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together' });
-    }
-    if (l.tlsCiphers !== undefined) {
-      const problem = cipherListProblem(l.tlsCiphers);
-      if (problem) ctx.addIssue({ code: 'custom', path: ['tlsCiphers'], message: problem });
-    }
-    if (l.tls === 'none' && l.cert !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['cert'], message: 'a certificate on a listener with tls: none is never used' });
-    }
+    checkTls(l, ctx);
     l.serve.forEach((s, i) => {
       if (l.serve.indexOf(s) !== i) ctx.addIssue({ code: 'custom', path: ['serve', i], message: `${s} is listed twice` });
     });

@@ -15,6 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { migrateSchema, StatementCache } from '../../core/index.js';
 
 /** What a user sets. Times are milliseconds since the epoch; an absent one is open. */
 export interface VacationSettings {
@@ -158,7 +159,7 @@ function addressArg(text: string): string {
 
 export class Vacations {
   private readonly db: Database.Database;
-  private readonly statements = new Map<string, Database.Statement>();
+  private readonly statements: StatementCache;
 
   constructor(
     readonly file: string,
@@ -166,28 +167,18 @@ export class Vacations {
   ) {
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file);
+    this.statements = new StatementCache(this.db);
     // The server reads while the CLI writes: WAL lets both go on; a writer waits rather than fails.
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
-    const current = this.db.pragma('user_version', { simple: true }) as number;
-    if (current > MIGRATIONS.length) throw new Error(`autorespond schema version ${current} is newer than this yubin knows (${MIGRATIONS.length})`);
-    for (let v = current; v < MIGRATIONS.length; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
+    migrateSchema(this.db, MIGRATIONS, 'autorespond');
   }
 
   private st(sql: string): Database.Statement {
-    let s = this.statements.get(sql);
-    if (!s) {
-      s = this.db.prepare(sql);
-      this.statements.set(sql, s);
-    }
-    return s;
+    return this.statements.get(sql);
   }
+
 
   /** The vacation kept for this address, on or off; undefined when none is. */
   get(address: string): Vacation | undefined {

@@ -7,6 +7,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { migrateSchema, StatementCache } from '../../core/index.js';
 import {
   flagsFromBits,
   flagsToBits,
@@ -127,42 +128,27 @@ const bool = (b: boolean | undefined) => (b === undefined ? null : b ? 1 : 0);
 
 export class SqliteStore implements MailStore {
   private readonly db: Database.Database;
-  private readonly statements = new Map<string, Database.Statement>();
+  private readonly statements: StatementCache;
   private localChanges = 0;
 
   constructor(file: string, options: { readonly?: boolean } = {}) {
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
+    this.statements = new StatementCache(this.db);
     // The server reads while the CLI writes: WAL lets both go on; a writer waits rather than fails.
     this.db.pragma('busy_timeout = 5000');
     if (!options.readonly) {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
-      this.migrate();
+      migrateSchema(this.db, MIGRATIONS, 'mail store');
     }
     this.db.pragma('foreign_keys = ON');
   }
 
-  /** Runs the migrations this file lacks; a file from a newer yubin is refused rather than damaged. */
-  private migrate(): void {
-    const current = this.db.pragma('user_version', { simple: true }) as number;
-    if (current > SCHEMA_VERSION) throw new Error(`mail store schema version ${current} is newer than this yubin knows (${SCHEMA_VERSION})`);
-    for (let v = current; v < SCHEMA_VERSION; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
+  private st(sql: string): Database.Statement {
+    return this.statements.get(sql);
   }
 
-  private st(sql: string): Database.Statement {
-    let s = this.statements.get(sql);
-    if (!s) {
-      s = this.db.prepare(sql);
-      this.statements.set(sql, s);
-    }
-    return s;
-  }
 
   changeCounter(): number {
     // data_version moves when another connection commits; our own writes are counted apart.
