@@ -79,6 +79,8 @@ export interface ServeProcess {
   waitLog(test: (line: Record<string, unknown>) => boolean, timeout?: number): Promise<Record<string, unknown>>;
   exited: Promise<number | null>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Everything the server wrote on stderr so far, from its start. */
+  stderr(): string;
 }
 
 /**
@@ -132,6 +134,7 @@ export async function serve(t: Test, configFile: string, listenerCount: number, 
     logs,
     waitLog,
     exited,
+    stderr: () => stderr,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
