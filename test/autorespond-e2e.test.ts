@@ -9,18 +9,8 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { needs, run, serve, sleep, tempDir, writeFiles, yubin } from './helpers.js';
+import { needs, run, serve, sleep, tempDir, waitFor, writeFiles, yubin } from './helpers.js';
 import { startSink } from './peers/sink.js';
-
-async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(50);
-  }
-}
 
 /** Header fields of a message, unfolded, names lower-cased. */
 function headersOf(data: string): Map<string, string> {

@@ -157,4 +157,16 @@ export async function serve(t: Test, configFile: string, listenerCount: number, 
   return proc;
 }
 
+import { sleep as sleepMs } from './peers/net.js';
 export { freePort, sleep } from './peers/net.js';
+
+/** Polls fn every 50 ms until it gives something other than undefined; throws after ms. */
+export async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleepMs(50);
+  }
+}

@@ -5,7 +5,7 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, needs, ROOT, run, serve, sleep, tempDir, yubin } from './helpers.js';
+import { CLI, needs, ROOT, run, serve, tempDir, waitFor, yubin } from './helpers.js';
 
 const PASSWORD = 'alice pw';
 
@@ -30,16 +30,6 @@ print(json.dumps(out))
     if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
     return JSON.parse(r.stdout) as Record<string, unknown>;
   });
-}
-
-async function waitFor<T>(fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await sleep(50);
-  }
 }
 
 t.test('default config: domain and user from the CLI, SMTP in, POP3 out, catch-all, submission with AUTH', needs('swaks', 'python3', 'curl'), async (t) => {

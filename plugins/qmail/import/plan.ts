@@ -224,8 +224,8 @@ function planListeners(services: readonly TcpserverService[], env: ListenerEnv):
   if (!plain.length) {
     report.attention('start script', 'none found (--rc-script): listeners are SMTP on 25 and 587 and POP3 on 110, as the seed guide set them up');
     plain.push(
-      { where: 'default', host: '0', port: 25, kind: 'smtp', maxConnections: undefined, rulesCdb: 'x', program: ['qmail-smtpd'], rblsmtpd: undefined, vchkpw: true },
-      { where: 'default', host: '0', port: 587, kind: 'smtp', maxConnections: undefined, rulesCdb: 'x', program: ['qmail-smtpd'], rblsmtpd: undefined, vchkpw: true },
+      { where: 'default', host: '0', port: 25, kind: 'smtp', maxConnections: undefined, rulesCdb: undefined, program: ['qmail-smtpd'], rblsmtpd: undefined, vchkpw: true },
+      { where: 'default', host: '0', port: 587, kind: 'smtp', maxConnections: undefined, rulesCdb: undefined, program: ['qmail-smtpd'], rblsmtpd: undefined, vchkpw: true },
       { where: 'default', host: '0', port: 110, kind: 'pop3', maxConnections: undefined, rulesCdb: undefined, program: ['qmail-popup'], rblsmtpd: undefined, vchkpw: true },
     );
   }
@@ -243,7 +243,9 @@ function planListeners(services: readonly TcpserverService[], env: ListenerEnv):
     while (used.has(name)) name += '-2';
     used.add(name);
     const plugins: unknown[] = [];
-    if (s.rulesCdb && env.hasRules) plugins.push('tcprules');
+    // tcpserver -x, or the SMTP listeners assumed when there is no start script (the seed's setup).
+    const ranRules = s.rulesCdb !== undefined || (s.where === 'default' && s.kind === 'smtp');
+    if (ranRules && env.hasRules) plugins.push('tcprules');
     if (s.kind === 'smtp') {
       if (pluginOptions.whitelist) plugins.push('whitelist');
       if (pluginOptions.badmailfrom) plugins.push('badmailfrom');
