@@ -51,3 +51,28 @@ t.test('pruning: by age, then the oldest tenth at a time while over the size lim
   db.insert([toEntry({ level: 30, time: now, conn: 'new', ip: '198.51.100.1', event: 'connect' })!]);
   t.equal(db.find(['ip:198.51.100.1'], 0).length, 1, 'and new events still go in');
 });
+
+t.test('--since finds the first event at or after a time by bisection, across a pruned start', async (t) => {
+  const db = new JournalDb(path.join(await tempDir(t), 'journal.sqlite'));
+  t.teardown(() => db.close());
+  const minute = 60_000;
+  // 1,000 events a minute apart, all with one IP; several share a time (a busy millisecond).
+  db.insert(Array.from({ length: 1000 }, (_, i) => toEntry({ level: 30, time: T0 + Math.floor(i / 4) * minute, conn: `c${i}`, ip: '192.0.2.1', event: 'connect' })!));
+  const times = (since: number) => db.events(db.find(['ip:192.0.2.1'], since)).map((e) => e.time);
+  t.equal(times(0).length, 1000, 'since 0: all');
+  t.same(times(T0 + 100 * minute).slice(0, 5), [T0 + 100 * minute, T0 + 100 * minute, T0 + 100 * minute, T0 + 100 * minute, T0 + 101 * minute], 'an exact time: every event of that millisecond');
+  t.equal(times(T0 + 100 * minute - 1).length, 600, 'just before it: the same 600');
+  t.equal(times(T0 + 250 * minute).length, 0, 'after the last: none');
+  db.prune(T0 + 14 * 86_400_000 + 50 * minute, 14 * 86_400_000, 1e12);
+  t.equal(times(0).length, 800, 'pruning the first 50 minutes left 800');
+  t.equal(times(T0 + 200 * minute).length, 200);
+});
+
+t.test('the stored record is the line pino wrote, less time and pid', async (t) => {
+  const line = '{"level":30,"time":"2026-12-01T09:00:00.000Z","pid":42,"listener":"mx","conn":"c1","ip":"192.0.2.7","event":"connect","msg":"connection opened"}\n';
+  const entry = toEntry(JSON.parse(line) as Record<string, unknown>, line)!;
+  t.equal(entry.record, '{"level":30,"listener":"mx","conn":"c1","ip":"192.0.2.7","event":"connect","msg":"connection opened"}');
+  t.equal(entry.time, T0);
+  const odd = '{"time":1,"level":30,"conn":"c1","event":"connect"}';
+  t.equal(toEntry(JSON.parse(odd) as Record<string, unknown>, odd)!.record, '{"level":30,"conn":"c1","event":"connect"}', 'a line in another shape is serialised again');
+});

@@ -3,6 +3,8 @@
  * while the server writes). Events in arrival order; a term index for the
  * lookups; pruned by age and by size, the oldest first. The space freed by
  * pruning is reused, so the file stops growing at about its size limit.
+ * Events are written in time order, so a time is found by bisecting seq:
+ * an index on time would be one more B-tree to update per event.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -13,7 +15,7 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, conn TEXT, qid TEXT, record TEXT NOT NULL);
   CREATE INDEX IF NOT EXISTS events_conn ON events(conn) WHERE conn IS NOT NULL;
   CREATE INDEX IF NOT EXISTS events_qid ON events(qid) WHERE qid IS NOT NULL;
-  CREATE INDEX IF NOT EXISTS events_time ON events(time);
+  DROP INDEX IF EXISTS events_time;
   CREATE TABLE IF NOT EXISTS terms (term TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (term, seq)) WITHOUT ROWID;
 `;
 
@@ -63,13 +65,33 @@ export class JournalDb {
 
   /** Drops what is older than maxAge, then the oldest tenth at a time while over maxBytes; returns the events removed. */
   prune(now: number, maxAgeMs: number, maxBytes: number): number {
-    let removed = this.deleteBefore(this.db.prepare('SELECT min(seq) FROM events WHERE time >= ?').pluck().get(now - maxAgeMs) as number | null);
+    let removed = this.deleteBefore(this.firstSeqAt(now - maxAgeMs));
     for (let round = 0; round < 10 && this.usedBytes() > maxBytes; round++) {
-      const { lo, hi } = this.db.prepare('SELECT min(seq) AS lo, max(seq) AS hi FROM events').get() as { lo: number | null; hi: number | null };
+      const { lo, hi } = this.seqRange();
       if (lo === null || hi === null) break;
       removed += this.deleteBefore(lo + Math.max(1, Math.ceil((hi - lo) / 10)));
     }
     return removed;
+  }
+
+  /** The first and last seq; two queries, as SQLite answers min() or max() from the key alone but scans the table for both in one. */
+  private seqRange(): { lo: number | null; hi: number | null } {
+    return { lo: this.db.prepare('SELECT min(seq) FROM events').pluck().get() as number | null, hi: this.db.prepare('SELECT max(seq) FROM events').pluck().get() as number | null };
+  }
+
+  /** The first event at or after `time` (null: none), by bisection over seq. */
+  private firstSeqAt(time: number): number | null {
+    const at = this.db.prepare('SELECT seq, time FROM events WHERE seq >= ? ORDER BY seq LIMIT 1');
+    const { lo, hi } = this.seqRange();
+    if (lo === null || hi === null) return null;
+    let [low, high] = [lo, hi + 1]; // the answer is in [low, high]; high = none
+    while (low < high) {
+      const mid = Math.floor((low + high) / 2);
+      const row = at.get(mid) as { seq: number; time: number } | undefined;
+      if (row && row.time >= time) high = mid;
+      else low = row ? row.seq + 1 : high;
+    }
+    return low > hi ? null : ((at.get(low) as { seq: number } | undefined)?.seq ?? null);
   }
 
   /** Removes events (and their terms) before seq; null: everything. */
@@ -87,7 +109,7 @@ export class JournalDb {
     const out = new Set<number>();
     for (const t of terms) for (const seq of byTerm.all(t) as number[]) out.add(seq);
     if (!out.size) return [];
-    const firstSeq = this.db.prepare('SELECT min(seq) FROM events WHERE time >= ?').pluck().get(since) as number | null;
+    const firstSeq = this.firstSeqAt(since);
     return [...out].filter((s) => firstSeq !== null && s >= firstSeq).sort((a, b) => a - b);
   }
 

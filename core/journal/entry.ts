@@ -33,7 +33,17 @@ function addresses(value: unknown): string[] {
   return [];
 }
 
-export function toEntry(rec: LogRecord): JournalEntry | undefined {
+/** pino's line starts with level, time and pid, in that order (our logger has no other base fields). */
+const BOOKKEEPING = /^\{"level":(\d+),"time":"[^"]*","pid":\d+,/;
+
+/** The record as stored: the line pino wrote when given (cheaper than serialising the record again), less time and pid. */
+function stored(rec: LogRecord, line: string | undefined): string {
+  if (line !== undefined && BOOKKEEPING.test(line)) return line.trimEnd().replace(BOOKKEEPING, '{"level":$1,');
+  const { time: _time, pid: _pid, hostname: _hostname, ...rest } = rec;
+  return JSON.stringify(rest);
+}
+
+export function toEntry(rec: LogRecord, line?: string): JournalEntry | undefined {
   if (typeof rec.level !== 'number' || rec.level < INFO) return undefined;
   const conn = typeof rec.conn === 'string' ? rec.conn : undefined;
   // In a session, `id` names the transaction from MAIL on; it is a queue id only once the message is queued.
@@ -53,7 +63,7 @@ export function toEntry(rec: LogRecord): JournalEntry | undefined {
     }
   }
   if (typeof rec.messageId === 'string') terms.add(`m:${rec.messageId.trim().replace(/^<(.*)>$/, '$1').toLowerCase()}`);
-  const { time, pid: _pid, hostname: _hostname, ...rest } = rec;
+  const time = rec.time;
   const when = typeof time === 'number' ? time : typeof time === 'string' ? Date.parse(time) : Date.now();
-  return { time: Number.isFinite(when) ? when : Date.now(), conn, qid, terms: [...terms], record: JSON.stringify(rest) };
+  return { time: Number.isFinite(when) ? when : Date.now(), conn, qid, terms: [...terms], record: stored(rec, line) };
 }
