@@ -35,7 +35,7 @@ export type {
 } from './hooks.js';
 export { HOOK_NAMES } from './hooks.js';
 export { abortReason, timeoutReason, type AbortOptions } from './abort.js';
-export { CommandError, definePlugin, type OptionsIssue, type OptionsSchema, type PluginCommandContext, type PluginDefinition, type PluginEnv, type PluginInstance } from './plugin.js';
+export { CommandError, definePlugin, type OptionsIssue, type OptionsSchema, type PluginCommandContext, type PluginDefinition, type PluginEnv, type PluginInstance, type HttpService, type HttpListenerInfo } from './plugin.js';
 export {
   ABORTED,
   DEFAULT_LOGIN_THROTTLE,

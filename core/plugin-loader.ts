@@ -285,6 +285,7 @@ async function startInstance(
       hostname: config.hostname,
       dataDir: config.dataDir,
       resolvePath: loaded.resolvePath,
+      config,
     });
     const hooks = HOOK_NAMES.filter((h) => typeof instance?.hooks?.[h] === 'function');
     return { ref: use.ref, source, definition, instance, hooks, given };

@@ -3,7 +3,9 @@
  * and a setup function that returns the hooks it serves.
  */
 import type { Command, Option } from 'commander';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Config } from './config/schema.js';
 import type { Hooks } from './hooks.js';
 import type { Services } from './services/index.js';
 
@@ -30,6 +32,35 @@ export interface PluginEnv<O> {
   readonly dataDir: string;
   /** Resolves a path from the options against the config file's directory. */
   resolvePath(path: string): string;
+  /**
+   * The whole configuration this plugin was started with, for plugins that
+   * administer the site (webadmin reads the listeners and other plugins'
+   * options with `commandOptions`). Read it; do not keep it past a reload.
+   */
+  readonly config: Config;
+}
+
+/** The http listener a plugin's HTTP service is mounted on. */
+export interface HttpListenerInfo {
+  readonly name: string;
+  /** The configured address (`0.0.0.0`, `127.0.0.1`, `::1`...). */
+  readonly host: string;
+  readonly port: number;
+  /** HTTPS from the first byte (`tls: implicit`). */
+  readonly https: boolean;
+  /** The listener takes connections from loopback only (its host is 127.0.0.0/8 or ::1). */
+  readonly loopbackOnly: boolean;
+}
+
+/**
+ * What a plugin serves on `protocol: http` listeners that name it in
+ * `serve: [...]`. Routes are added to a Fastify instance made for each
+ * listener and each configuration (a reload makes new ones; requests in
+ * progress finish on the old). Throw to refuse a listener, with a message
+ * saying why (webadmin refuses plain HTTP off loopback).
+ */
+export interface HttpService {
+  routes(app: FastifyInstance, listener: HttpListenerInfo): void | Promise<void>;
 }
 
 export interface PluginInstance {
@@ -47,6 +78,8 @@ export interface PluginInstance {
    * Undefined for a name the plugin does not know how to read.
    */
   loginAccount?(username: string): string | undefined;
+  /** Routes for http listeners that list this plugin in `serve`. */
+  readonly http?: HttpService;
   /** Called when the plugin is replaced (reload) or the server stops. */
   close?(): void | Promise<void>;
 }
