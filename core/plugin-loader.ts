@@ -15,7 +15,7 @@ import type { HookName } from './hooks.js';
 import { HOOK_NAMES } from './hooks.js';
 import type { PluginDefinition, PluginInstance } from './plugin.js';
 import type { Services } from './services/index.js';
-import { mailListeners, type PluginUse } from './config/schema.js';
+import { isBuiltinHttpService, type HttpListenerConfig, type PluginUse } from './config/schema.js';
 import { isPlainMap, mergeOptions } from './config/plugin-options.js';
 
 const ownUrl = import.meta.url;
@@ -149,7 +149,13 @@ function canonical(v: unknown): string {
 /** Every place a plugin is named, listeners first, in file order. */
 function placesOf(config: LoadedConfig['config']): Array<{ place: PluginPlace; use: PluginUse }> {
   const out: Array<{ place: PluginPlace; use: PluginUse }> = [];
-  config.listeners.forEach((l, i) => (l.protocol === 'http' ? [] : l.plugins).forEach((use, j) => out.push({ place: { listener: l.name, keyPath: ['listeners', i, 'plugins', j] }, use })));
+  config.listeners.forEach((l, i) => {
+    if (l.protocol !== 'http') return l.plugins.forEach((use, j) => out.push({ place: { listener: l.name, keyPath: ['listeners', i, 'plugins', j] }, use }));
+    // An http listener's services other than its own (metrics) are plugins, with their options from plugins.NAME only.
+    l.serve.forEach((ref, j) => {
+      if (!isBuiltinHttpService(ref)) out.push({ place: { listener: l.name, keyPath: ['listeners', i, 'serve', j] }, use: { ref, options: undefined } });
+    });
+  });
   config.delivery.plugins.forEach((use, j) => out.push({ place: { listener: undefined, keyPath: ['delivery', 'plugins', j] }, use }));
   return out;
 }
@@ -206,7 +212,7 @@ export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, in
   problems.push(...unusedOptionBlocks(loaded, definitions));
 
   const instances = new Map<string, ActivePlugin | undefined>();
-  const listeners = new Map<string, ActivePlugin[]>(mailListeners(config).map((l) => [l.name, []]));
+  const listeners = new Map<string, ActivePlugin[]>(config.listeners.map((l) => [l.name, []]));
   const delivery: ActivePlugin[] = [];
   for (const { place, use } of places) {
     const def = definitions.get(use.ref);
@@ -219,7 +225,10 @@ export async function startPlugins(loaded: LoadedConfig, base: PluginEnvBase, in
     if (place.listener === undefined) delivery.push(active);
     else listeners.get(place.listener)!.push(active);
   }
-  for (const [i, l] of config.listeners.entries()) if (l.protocol !== 'http') problems.push(...orderProblems(listeners.get(l.name)!, (j) => at(['listeners', i, 'plugins', j])));
+  for (const [i, l] of config.listeners.entries()) {
+    if (l.protocol !== 'http') problems.push(...orderProblems(listeners.get(l.name)!, (j) => at(['listeners', i, 'plugins', j])));
+    else problems.push(...httpProblems(l, listeners.get(l.name)!, (j) => at(['listeners', i, 'serve', j])));
+  }
   problems.push(...orderProblems(delivery, (j) => at(['delivery', 'plugins', j])));
 
   const started = [...instances.values()].filter((p): p is ActivePlugin => p !== undefined);
@@ -302,6 +311,13 @@ function hasPath(obj: unknown, keyPath: readonly PropertyKey[]): boolean {
     node = (node as Record<string, unknown>)[String(k)];
   }
   return true;
+}
+
+/** A plugin named in an http listener's `serve` must offer an HTTP service. */
+function httpProblems(l: HttpListenerConfig, served: readonly ActivePlugin[], at: (index: number) => string): string[] {
+  return served
+    .filter((p) => !p.instance.http)
+    .map((p) => `${at(l.serve.indexOf(p.ref))}: plugin ${p.ref} serves no HTTP (it has no http routes): serve lists metrics or plugins such as webadmin`);
 }
 
 /**

@@ -14,7 +14,7 @@ import { closePlugins, startPlugins, type ActivePlugin, type StartedPlugins } fr
 import type { PluginDefinition } from './plugin.js';
 import { closeServices, createServiceContainer, servicesFrom, Tokens, type Services } from './services/index.js';
 import type { Metrics } from './services/metrics.js';
-import { HttpListener } from './http/listener.js';
+import { HttpListener, type HttpRuntime } from './http/listener.js';
 import { Spool } from './queue/spool.js';
 import { SpoolSpace } from './queue/space.js';
 import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
@@ -209,19 +209,32 @@ export class YubinServer {
     try {
       const loaded = await loadConfig(this.loaded.file);
       const plugins = await startPlugins(loaded, { services: this.services, log }, this.options.inlinePlugins);
+      const generation = new Generation(plugins, log);
+      const wanted = new Map(loaded.config.listeners.map((l) => [l.name, l]));
+      // The http listeners that keep their socket get their new apps first: a service that refuses fails the reload with nothing changed.
+      const httpApps: Array<{ commit(): void; cancel(): void }> = [];
+      try {
+        for (const [name, listener] of this.listeners) {
+          const next = wanted.get(name);
+          if (listener instanceof HttpListener && next?.protocol === 'http' && sameSocket(listener.config, next)) httpApps.push(await listener.prepare(httpRuntime(next, generation)));
+        }
+      } catch (err) {
+        for (const a of httpApps) a.cancel();
+        generation.retire();
+        throw err;
+      }
       const old = this.generation;
       const before = this.loaded.config;
       for (const key of ['hostname', 'dataDir'] as const) {
         if (before[key] !== loaded.config[key]) log.warn({ event: 'reload', key }, `${key} changed: it takes effect at the next start, not on reload`);
       }
       this.loaded = loaded;
-      this.generation = new Generation(plugins, log);
-      const wanted = new Map(loaded.config.listeners.map((l) => [l.name, l]));
+      this.generation = generation;
+      for (const a of httpApps) a.commit();
       for (const [name, listener] of this.listeners) {
         const next = wanted.get(name);
         if (next && sameSocket(configOf(listener), next)) {
-          if (listener instanceof HttpListener) listener.config = next as HttpListenerConfig;
-          else {
+          if (!(listener instanceof HttpListener)) {
             listener.runtime = this.runtime(next as ListenerConfig);
             listener.applyLimits();
           }
@@ -296,7 +309,7 @@ export class YubinServer {
     const tlsSettings: ListenerTls = { mode: lc.tls, keyPair, policy: tlsPolicy(lc.tlsProfile, lc.tlsCiphers) };
     const listener: Listener =
       lc.protocol === 'http'
-        ? new HttpListener(lc, this.env.metrics, tlsSettings, log)
+        ? await HttpListener.create(httpRuntime(lc, this.generation), this.env.metrics, tlsSettings, log)
         : lc.protocol === 'pop3'
           ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log)
           : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
@@ -314,6 +327,12 @@ export class YubinServer {
 function pipelinePlugin(p: ActivePlugin): PipelinePlugin {
   const { instance } = p;
   return { name: p.definition.name, hooks: instance.hooks, authMechanisms: instance.authMechanisms?.bind(instance), loginAccount: instance.loginAccount?.bind(instance) };
+}
+
+/** An http listener's part of a configuration: the plugins its `serve` names, held by their generation. */
+function httpRuntime(lc: HttpListenerConfig, generation: Generation): HttpRuntime {
+  const services = (generation.plugins.listeners.get(lc.name) ?? []).flatMap((p) => (p.instance.http ? [{ name: p.ref, http: p.instance.http }] : []));
+  return { config: lc, services, lease: generation };
 }
 
 function sameSocket(a: AnyListenerConfig, b: AnyListenerConfig): boolean {

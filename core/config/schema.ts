@@ -176,9 +176,13 @@ export const listenerSchema = z
 
 // ---- HTTP listeners (issue 13): services over HTTP rather than mail protocols.
 
-/** What an http listener can serve; `webadmin` is to come. */
-export const HTTP_SERVICES = ['metrics'] as const;
-export type HttpService = (typeof HTTP_SERVICES)[number];
+/** What an http listener serves of its own; any other name in `serve` is a plugin with an HTTP service (webadmin). */
+export const BUILTIN_HTTP_SERVICES = ['metrics'] as const;
+export type BuiltinHttpService = (typeof BUILTIN_HTTP_SERVICES)[number];
+
+export function isBuiltinHttpService(name: string): name is BuiltinHttpService {
+  return (BUILTIN_HTTP_SERVICES as readonly string[]).includes(name);
+}
 
 /** Keys of smtp and pop3 listeners that mean nothing on an http one: named in the error rather than "unrecognized". */
 const MAIL_ONLY_KEYS = new Set(['plugins', 'limits', 'requireAuth', 'allowInsecureAuth', 'greeting']);
@@ -195,8 +199,8 @@ export const httpListenerSchema = z
       key: z.string().optional(),
       tlsProfile: z.enum(['intermediate', 'modern']).default('intermediate'),
       tlsCiphers: z.string().min(1).optional(),
-      /** What it serves: metrics is GET /metrics (Prometheus). */
-      serve: z.array(z.enum(HTTP_SERVICES)).min(1, 'name what the listener serves, e.g. serve: [metrics]'),
+      /** What it serves: metrics is GET /metrics (Prometheus); any other name is a plugin serving HTTP (webadmin), with options from `plugins.NAME`. */
+      serve: z.array(z.string().min(1, 'a service name cannot be empty')).min(1, 'name what the listener serves, e.g. serve: [metrics]'),
     },
     {
       error: (iss) => {

@@ -38,6 +38,8 @@ export type PluginEntry = PluginRef | Readonly<Record<string, Readonly<Record<st
 export interface TestListener {
   readonly name?: string;
   readonly plugins?: readonly PluginEntry[];
+  /** An http listener's services: `metrics` and plugins serving HTTP, by reference or as definitions. */
+  readonly serve?: readonly PluginRef[];
   /** Any other listener keys (tls, requireAuth, limits...) as in the config file. */
   readonly [key: string]: unknown;
 }
@@ -123,10 +125,11 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const listeners: TestListener[] = options.listeners ? [...options.listeners] : [{ name: 'smtp', ...options.listener, plugins: options.plugins ?? [] }];
   const inline = new Map<string, PluginDefinition<unknown>>();
   const rawListeners = listeners.map((l, i) => {
-    const { plugins = [], ...rest } = l;
+    const { plugins = [], serve, ...rest } = l;
     const raw = { name: `l${i}`, protocol: 'smtp', listen: '127.0.0.1:0', ...rest };
-    // An http listener (protocol: http, serve: [metrics]) has no plugins.
-    return raw.protocol === 'http' ? raw : { ...raw, plugins: plugins.map((p) => configEntry(p, inline)) };
+    // An http listener (protocol: http, serve: [metrics, webadmin]) has services instead of plugins.
+    if (raw.protocol === 'http') return { ...raw, ...(serve ? { serve: serve.map((p) => configEntry(p, inline)) } : {}) };
+    return { ...raw, plugins: plugins.map((p) => configEntry(p, inline)) };
   });
   const config: Record<string, unknown> = { ...options.config };
   if (options.deliveryPlugins) config.delivery = { ...(config.delivery as object | undefined), plugins: options.deliveryPlugins.map((p) => configEntry(p, inline)) };
