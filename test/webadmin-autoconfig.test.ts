@@ -96,10 +96,25 @@ else:
 print(json.dumps(out))
 `;
 
-async function readXml(t: Test, xml: string): Promise<any> {
+interface ClientConfigDoc {
+  version: string;
+  id: string;
+  domains: string[];
+  displayName: string;
+  servers: Array<{ dir: string; type: string; hostname: string; port: number; socketType: string; username: string; authentication: string }>;
+}
+
+interface AutodiscoverDoc {
+  accountType: string;
+  action: string;
+  /** Each Protocol's child elements by name. */
+  protocols: Array<Record<string, string>>;
+}
+
+async function readXml<T extends ClientConfigDoc | AutodiscoverDoc>(t: Test, xml: string): Promise<T> {
   const r = await run('python3', ['-c', READ_XML], { input: xml });
   t.equal(r.code, 0, `python3 parses the XML${r.stderr ? `: ${r.stderr}` : ''}`);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as T;
 }
 
 const OUTLOOK_REQUEST = (address: string) => `<?xml version="1.0" encoding="utf-8"?>
@@ -118,7 +133,7 @@ t.test('Thunderbird autoconfig: pop3 and submission listeners, TLS first, port 2
     const r = await curl(t, `${base}${path}?emailaddress=${encodeURIComponent('Alice@Example.ORG')}`);
     t.equal(r.status, 200, `${path}: 200`);
     t.equal(r.contentType, 'application/xml; charset=utf-8');
-    const doc = await readXml(t, r.body);
+    const doc = await readXml<ClientConfigDoc>(t, r.body);
     t.equal(doc.version, '1.1');
     t.equal(doc.id, 'example.org', 'emailProvider id is the address domain, lower case');
     t.same(doc.domains, ['example.org']);
@@ -130,7 +145,7 @@ t.test('Thunderbird autoconfig: pop3 and submission listeners, TLS first, port 2
       { dir: 'outgoingServer', type: 'smtp', port: 465, socketType: 'SSL', ...common },
       { dir: 'outgoingServer', type: 'smtp', port: 587, socketType: 'STARTTLS', ...common },
     ]);
-    t.notOk(doc.servers.some((s: { port: number }) => s.port === 25), 'port 25 (MX, no AUTH) is not offered');
+    t.notOk(doc.servers.some((s) => s.port === 25), 'port 25 (MX, no AUTH) is not offered');
   }
 });
 
@@ -145,15 +160,15 @@ t.test('Outlook autodiscover: POST with an XML body, both path spellings, GET fo
   const check = async (r: Http, what: string) => {
     t.equal(r.status, 200, `${what}: 200`);
     t.equal(r.contentType, 'application/xml; charset=utf-8');
-    const doc = await readXml(t, r.body);
+    const doc = await readXml<AutodiscoverDoc>(t, r.body);
     t.equal(doc.accountType, 'email');
     t.equal(doc.action, 'settings');
     t.same(
-      doc.protocols.map((p: Record<string, string>) => ({ Type: p.Type, Port: p.Port, SSL: p.SSL, Encryption: p.Encryption })),
+      doc.protocols.map((p) => ({ Type: p.Type, Port: p.Port, SSL: p.SSL, Encryption: p.Encryption })),
       expected,
       `${what}: the protocols, TLS first, no port 25`,
     );
-    for (const p of doc.protocols as Array<Record<string, string>>) {
+    for (const p of doc.protocols) {
       t.equal(p.Server, 'mail.example.net');
       t.equal(p.LoginName, 'bob@example.org');
       t.equal(p.SPA, 'off');
@@ -171,8 +186,8 @@ t.test('values are escaped in the XML', tools, async (t) => {
   const r = await curl(t, `${base}/autodiscover/autodiscover.xml`, { type: 'text/xml', body: OUTLOOK_REQUEST(xmlEscape(address)) });
   t.equal(r.status, 200);
   t.match(r.body, /o&apos;brien&amp;co@example\.org/);
-  const doc = await readXml(t, r.body);
-  t.equal(doc.protocols[0].LoginName, address, 'the login name read back is the address as given');
+  const doc = await readXml<AutodiscoverDoc>(t, r.body);
+  t.equal(doc.protocols[0]?.LoginName, address, 'the login name read back is the address as given');
 });
 
 t.test('a missing or malformed address is 400 with one line; a big body is refused', tools, async (t) => {
