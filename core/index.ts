@@ -43,6 +43,7 @@ export {
   isAborted,
   LocalDomains,
   LoginThrottle,
+  loginTurn,
   lookupDnsbl,
   lookupRhsbl,
   ManualClock,
@@ -76,7 +77,10 @@ export { clientNetwork, ipMatcher, normalizeIp, type IpMatcher } from './ip.js';
 export { controlLines, WatchedFile, type WatchedFileOptions } from './watched-file.js';
 export { deliverToMaildir, ensureMaildir, LoopDetected, maildirName, type MaildirDelivery } from './maildir.js';
 export { Spool, type Envelope, type EnvelopeAddress, type MessageKind, type QueueState, type RecipientState, type RecipientStatus } from './queue/spool.js';
-export { controlRequest } from './queue/control.js';
+export { controlRequest, type ControlRequest, type ControlResponse } from './queue/control.js';
+export { queueEntries, type QueueEntry, type QueuedRecipient } from './queue/inspect.js';
+export { why } from './journal/why.js';
+export { parseDuration } from './config/units.js';
 export { timeFromName } from './pop3/maildir-box.js';
 export { migrateSchema, StatementCache } from './sqlite-schema.js';
 export type { Scheduler } from './queue/scheduler.js';

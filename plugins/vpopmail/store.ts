@@ -33,6 +33,8 @@ export const USER_FLAG_BITS = {
   bounceMail: 0x10,
   noRelay: 0x20,
   noSmtp: 0x800,
+  /** vpopmail's QA_ADMIN: qmailadmin lets this user administer their domain (webadmin does too). */
+  domainAdmin: 0x1000,
 } as const;
 
 export type UserFlag = keyof typeof USER_FLAG_BITS;
