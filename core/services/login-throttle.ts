@@ -169,6 +169,11 @@ export class LoginThrottle {
     };
   }
 
+  /** What the next attempt by this client for this account would meet, without counting one: a web page can say the throttle is on. */
+  preview(ip: string, account: string): ThrottleVerdict {
+    return this.assess(this.keys(ip, account));
+  }
+
   /** The account logged in successfully from this client network lately. */
   private isKnown(account: string, ip: string): boolean {
     const nets = this.known.get(account);

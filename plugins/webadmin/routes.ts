@@ -9,6 +9,7 @@ import helmet from '@fastify/helmet';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { HttpListenerInfo } from '../../core/index.js';
 import { isForm, registerApi, sendError } from './api.js';
+import { registerAutoconfig } from './autoconfig.js';
 import type { WebadminContext } from './context.js';
 import { registerPages } from './pages.js';
 
@@ -49,6 +50,7 @@ export function webadminRoutes(app: FastifyInstance, listener: HttpListenerInfo,
     scope.setNotFoundHandler((req, reply) => sendError(reply, (req.headers.accept ?? '').includes('text/html'), 404, `nothing at ${req.method} ${req.url.split('?')[0]}`, undefined));
     registerApi(scope, ctx, https);
     registerPages(scope, ctx, https);
-    // registerAutoconfig(scope, ctx.config); // autoconfig.ts (another helper): mail client autoconfiguration
   });
+  // Mail clients ask before anyone logs in: no session, no cookies, XML only.
+  registerAutoconfig(app, ctx.config);
 }
