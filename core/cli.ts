@@ -109,7 +109,7 @@ async function localDomainsOf(loaded: LoadedConfig): Promise<LocalDomains> {
 function describeListener(loaded: LoadedConfig, i: number): string[] {
   const l = loaded.config.listeners[i]!;
   const host = l.listen.host.includes(':') ? `[${l.listen.host}]` : l.listen.host;
-  if (l.protocol === 'http') return [`listener ${l.name}: http on ${host}:${l.listen.port}, tls ${l.tls}`, `  serves: ${l.serve.map((s) => (s === 'metrics' ? 'metrics (GET /metrics, Prometheus text format)' : s)).join(', ')}`];
+  if (l.protocol === 'http') return [`listener ${l.name}: http on ${host}:${l.listen.port}, tls ${l.tls}`, `  serves: ${l.serve.map((s) => (s === 'metrics' ? 'metrics (GET /metrics, Prometheus text format)' : `${s} (plugin)`)).join(', ')}`];
   const lim = l.limits;
   const pop3 = l.protocol === 'pop3';
   const connections = `${lim.maxConnections} connections (${lim.maxConnectionsPerIp || 'any number'} per IP), ${lim.maxConnectionTime / 1000} s each at most`;

@@ -33,8 +33,8 @@ t.test('check-config on the embedded default prints each listener and its plugin
   t.match(r.stdout, /listener smtp: smtp on 127\.0\.0\.1:2525, tls none\n.*\n  1\. badmailfrom \[built-in\] hooks: mail, rcpt; options \{"addresses":\[\]\}\n  2\. rcpthosts \[built-in\] hooks: rcpt\n  3\. vpopmail \[built-in\] hooks: auth, mail, rcpt, deliver, verify\n/);
   t.match(r.stdout, /listener submission: smtp on 127\.0\.0\.1:2587, tls starttls, AUTH required\n.*\n  1\. vpopmail \[built-in\]/);
   t.match(r.stdout, /listener pop3: pop3 on 127\.0\.0\.1:2110, tls starttls, logins allowed without TLS\n  limits: line 4096 octets, idle 600 s \(30 s before login\), 100 connections \(20 per IP\), 3600 s each at most, 3 failed logins\n  1\. vpopmail/);
-  t.match(r.stdout, /\nlistener http: http on 127\.0\.0\.1:2080, tls none\n  serves: metrics \(GET \/metrics, Prometheus text format\)\n/);
-  t.match(r.stdout, /\nqueue: concurrency local 10, remote 20, 10 per domain; lifetime 604800 s; retry qmail's schedule\ndelivery: remote mail to each domain's MX on port 25\n  1\. vpopmail \[built-in\] hooks: auth, mail, rcpt, deliver, verify\n  2\. maildir \[built-in\] hooks: deliver, verify\n/);
+  t.match(r.stdout, /\nlistener http: http on 127\.0\.0\.1:2080, tls none\n  serves: metrics \(GET \/metrics, Prometheus text format\), webadmin \(plugin\)\n/);
+  t.match(r.stdout, /\nqueue: concurrency local 10, remote 20, 10 per domain; lifetime 604800 s; retry qmail's schedule\ndelivery: remote mail to each domain's MX on port 25\n  1\. autorespond \[built-in\] hooks: deliver, verify\n  2\. vpopmail \[built-in\] hooks: auth, mail, rcpt, deliver, verify\n  3\. maildir \[built-in\] hooks: deliver, verify\n/);
 });
 
 t.test('config errors name the file, the line, the key and the reason, and exit 2', async (t) => {

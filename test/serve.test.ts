@@ -39,6 +39,11 @@ t.test('the embedded default config, as README says: swaks to postmaster@localho
   const metrics = await fetch('http://127.0.0.1:2080/metrics');
   t.equal(metrics.status, 200, 'Prometheus metrics on 127.0.0.1:2080');
   t.match(await metrics.text(), /^yubin_messages_total\{listener="smtp",result="accepted"\} 1$/m, 'counting what swaks did');
+  const login = await fetch('http://127.0.0.1:2080/login');
+  t.equal(login.status, 200, 'the web pages on the same listener');
+  t.match(await login.text(), /<form method="post" action="\/login">/);
+  const client = await (await fetch('http://127.0.0.1:2080/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=alice@example.test')).text();
+  t.match(client, /<port>2587<\/port>[\s\S]*<socketType>STARTTLS<\/socketType>/, "Thunderbird's autoconfig names the submission port");
   t.equal(await server.stop(), 0);
 });
 
