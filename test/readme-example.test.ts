@@ -46,4 +46,5 @@ t.test('the production example config passes check-config', async (t) => {
   t.match(r.stdout, /listener mx6: smtp on \[::\]:25/);
   t.match(r.stdout, /listener submissions: smtp on 0\.0\.0\.0:465, tls implicit/);
   t.match(r.stdout, /listener metrics: http on 127\.0\.0\.1:2080, tls none\n  serves: metrics/);
+  t.match(r.stdout, /listener web: http on 0\.0\.0\.0:443, tls implicit\n  serves: webadmin \(plugin\)/);
 });
