@@ -71,7 +71,7 @@ t.test('init --loopback writes a site that passes check-config and serves SMTP',
   t.equal(config.dataDir, './var');
   t.same(
     config.listeners.map((l) => l.listen),
-    ['127.0.0.1:2525', '127.0.0.1:2587', '127.0.0.1:2465', '127.0.0.1:2110', '127.0.0.1:2995'],
+    ['127.0.0.1:2525', '127.0.0.1:2587', '127.0.0.1:2465', '127.0.0.1:2110', '127.0.0.1:2995', '127.0.0.1:2080'],
   );
   t.match(text, /# \.\/plugins\/my-check\.js:/, 'a commented local plugin');
   t.match(text, /# yubin-plugin-NAME:/, 'a commented npm plugin');

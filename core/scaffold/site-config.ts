@@ -259,14 +259,24 @@ queue:
   lifetime: 7d                # queuelifetime: then a last try, then a bounce
   # doubleBounceTo: postmaster@example.com
 
-# Where accepted mail goes: vpopmail's domains through vpopmail (quotas,
+# Where accepted mail goes: vacation replies first, vpopmail's domains through vpopmail (quotas,
 # aliases, catch-alls), other local domains to maildir, the rest over SMTP
 # to each domain's MX (or through a smarthost).
 delivery:
-  plugins: [vpopmail, maildir]
+  plugins: [autorespond, vpopmail, maildir]   # autorespond: the users' vacation replies
   # smarthost: { host: smtp.provider.example, port: 587, tls: starttls, user: u, password: p }
 
 listeners:
 ${listeners(o)}
+
+  # Web account management (http://127.0.0.1:2080/: \`yubin admin add ADDRESS\`
+  # makes a server admin; postmaster@DOMAIN runs DOMAIN; users set their
+  # password, forwarding and vacation) and Prometheus metrics (/metrics).
+  # Plain HTTP, so loopback only; to serve the pages to the world add a
+  # listener with tls: implicit on 443 and serve: [webadmin].
+  - name: http
+    protocol: http
+    listen: "127.0.0.1:2080"
+    serve: [metrics, webadmin]
 `;
 }
