@@ -107,6 +107,12 @@ listeners:
   t.match((await y('alias', 'list', 'example.jp')).stdout, /info@example\.jp.*taro@example\.jp/s);
   if (shots) await saveScreenshot(pm, 'webadmin-domain', shots);
 
+  // A reload (SIGHUP) keeps everyone logged in.
+  server.child.kill('SIGHUP');
+  await server.waitLog((l) => l.event === 'reload' && l.msg === 'configuration reloaded');
+  await pm.goto(`${base}/domains/example.jp`);
+  t.equal(new URL(pm.url()).pathname, '/domains/example.jp', 'still logged in after SIGHUP (not sent to /login)');
+
   // 6. The domain admin asks for another domain: 403 on the page and in the API.
   const other = await pm.goto(`${base}/domains/admin.test`);
   t.equal(other?.status(), 403, 'another domain: 403 on the page');

@@ -31,6 +31,19 @@ export interface WebadminContext {
   close(): Promise<void>;
 }
 
+/**
+ * Logins outlive a reload (SIGHUP makes a new plugin instance): the sessions
+ * of one dataDir are kept here, per session lifetime. A restart still ends them.
+ */
+const sessionsByDataDir = new Map<string, Sessions>();
+
+function sessionsFor(dataDir: string, ttl: number, now: () => number): Sessions {
+  const key = `${path.resolve(dataDir)}\0${ttl}`;
+  let sessions = sessionsByDataDir.get(key);
+  if (!sessions) sessionsByDataDir.set(key, (sessions = new Sessions(ttl, now)));
+  return sessions;
+}
+
 export function createContext(args: { options: WebadminOptions; config: Config; log: Logger; services: Services; dataDir: string }): WebadminContext {
   const { options, config, log, services, dataDir } = args;
   const parsed = vpopmailOptions.safeParse(commandOptions(config, 'vpopmail'));
@@ -47,7 +60,7 @@ export function createContext(args: { options: WebadminOptions; config: Config; 
     config,
     log,
     services,
-    sessions: new Sessions(options.sessionTtl, () => services.clock.now()),
+    sessions: sessionsFor(config.dataDir, options.sessionTtl, () => services.clock.now()),
     vpopmail: parsed.data,
     paths,
     dkimDir: path.resolve(config.dataDir, typeof keyDir === 'string' ? keyDir : 'dkim'),
