@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { formatWhen } from '../autorespond/dates.js';
-import { ACTIONS, ActionError, type domainView, type userView } from './actions.js';
+import { ACTIONS, ActionError, type domainView, type userView } from './actions/index.js';
 import { allowed, API, cookieOptions, sendError } from './api.js';
 import { whoIs, type Who } from './auth.js';
 import type { WebadminContext } from './context.js';
