@@ -1,10 +1,11 @@
 /**
  * The server admin's actions: domains, DKIM keys, the queue (through the
- * running server's control socket) and the decision journal (why).
+ * running server's control socket) and the decision journal (why, the last
+ * refusals as `yubin status` shows them).
  */
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { CommandError, controlRequest, ensureMaildir, queueEntries, why } from '../../../core/index.js';
+import { CommandError, controlRequest, ensureMaildir, queueEntries, refusals, why } from '../../../core/index.js';
 import { dkimRecord, generateKey } from '../../mailauth/keys.js';
 import { maildirOf, validDomain } from '../../vpopmail/names.js';
 import { hashPassword } from '../../vpopmail/passwords.js';
@@ -16,6 +17,9 @@ function yyyymm(now: number): string {
   const d = new Date(now);
   return `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
 }
+
+/** How many refusals GET /refusals answers with. */
+const REFUSALS = 20;
 
 const QUEUE_ID = /^[A-Za-z0-9._-]{1,100}$/;
 
@@ -172,6 +176,17 @@ export const SERVER_ACTIONS: readonly Action[] = [
         if (err instanceof CommandError) throw new ActionError(err.message.includes('journal is off') || err.message.includes('no journal') ? 503 : 400, err.message);
         throw err;
       }
+    },
+  },
+  {
+    method: 'GET',
+    path: '/refusals',
+    role: 'server',
+    async run(call) {
+      // The journal file, read directly as `yubin status` does: no running server needed.
+      const journal = call.ctx.config.journal.enabled;
+      const last = refusals(call.ctx.config, REFUSALS).map((r) => ({ ...r, time: new Date(r.time).toISOString() }));
+      return { data: { journal, refusals: last }, message: '' };
     },
   },
 ];
