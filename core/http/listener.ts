@@ -71,7 +71,7 @@ export class HttpServiceError extends Error {
 
 /**
  * A refusal as a config problem, at the `serve` entry that names the service
- * (`yubin.yaml:12: listeners[1](web).serve[0]: webadmin on listener web needs TLS: ...`):
+ * (`yubin.yaml:12: listeners[1](web).serve[0]: webadmin: webadmin on listener web needs TLS: ...`):
  * what check-config reports and serve exits with (2).
  */
 export function serviceConfigError(loaded: LoadedConfig, err: HttpServiceError): ConfigError {
@@ -79,7 +79,7 @@ export function serviceConfigError(loaded: LoadedConfig, err: HttpServiceError):
   const l = loaded.config.listeners[i];
   const j = l?.protocol === 'http' ? l.serve.indexOf(err.service) : -1;
   const keyPath = j >= 0 ? ['listeners', i, 'serve', j] : ['listeners', i];
-  return new ConfigError(loaded.file, [`${loaded.locate(keyPath)}: ${formatKeyPath(keyPath, loaded.config)}: ${err.reason}`]);
+  return new ConfigError(loaded.file, [`${loaded.locate(keyPath)}: ${formatKeyPath(keyPath, loaded.config)}: ${err.service}: ${err.reason}`]);
 }
 
 /** What a service is told about the listener it is mounted on. */
