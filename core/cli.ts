@@ -9,7 +9,7 @@ import { ConfigError, DEFAULT_CONFIG_FILE, defaultConfigFile, loadConfig, resolv
 import { why } from './journal/why.js';
 import { formatStatus, readStatus } from './status.js';
 import { createLogger } from './logger.js';
-import { builtinDefinitions, closePlugins, configuredDefinitions, startPlugins, type ActivePlugin } from './plugin-loader.js';
+import { builtinDefinitions, closePlugins, configuredDefinitions, httpServices, startPlugins, type ActivePlugin } from './plugin-loader.js';
 import { CommandError, type PluginDefinition } from './plugin.js';
 import type { YubinServer } from './server.js';
 import { registerScaffoldCommands, SCAFFOLD_COMMANDS } from './scaffold/commands.js';
@@ -137,6 +137,25 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   const log = createLogger({ level: 'warn', destination: process.stderr });
   const services = servicesFrom(createServiceContainer(log, config.localDomains, config.dns));
   const plugins = await startPlugins(loaded, { services, log });
+  // Each http listener's services mounted on a throwaway app, as serve mounts them: one that refuses its listener (webadmin on plain HTTP off loopback) is a config problem here too.
+  const { checkServices, HttpServiceError, serviceConfigError } = await import('./http/listener.js');
+  const problems: string[] = [];
+  for (const l of config.listeners) {
+    if (l.protocol !== 'http') continue;
+    try {
+      await checkServices(l, httpServices(plugins, l));
+    } catch (err) {
+      if (!(err instanceof HttpServiceError)) {
+        await closePlugins(plugins.instances, log);
+        throw err;
+      }
+      problems.push(...serviceConfigError(loaded, err).problems);
+    }
+  }
+  if (problems.length) {
+    await closePlugins(plugins.instances, log);
+    throw new ConfigError(loaded.file, problems);
+  }
   // After the plugins started: the list includes a mailbox plugin's virtual domains.
   const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${services.localDomains.list().join(', ') || '(none)'}`];
   config.listeners.forEach((l, i) => {

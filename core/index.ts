@@ -79,7 +79,7 @@ export { deliverToMaildir, ensureMaildir, LoopDetected, maildirName, type Maildi
 export { Spool, type Envelope, type EnvelopeAddress, type MessageKind, type QueueState, type RecipientState, type RecipientStatus } from './queue/spool.js';
 export { controlRequest, type ControlRequest, type ControlResponse } from './queue/control.js';
 export { queueEntries, type QueueEntry, type QueuedRecipient } from './queue/inspect.js';
-export { why } from './journal/why.js';
+export { lastRefusals, refusals, why, type Refusal } from './journal/why.js';
 export { parseDuration } from './config/units.js';
 export { timeFromName } from './pop3/maildir-box.js';
 export { migrateSchema, StatementCache } from './sqlite-schema.js';

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { ConfigError, formatKeyPath, issuePath, type LoadedConfig } from './config/load.js';
 import type { HookName } from './hooks.js';
 import { HOOK_NAMES } from './hooks.js';
-import type { PluginDefinition, PluginInstance } from './plugin.js';
+import type { HttpService, PluginDefinition, PluginInstance } from './plugin.js';
 import type { Services } from './services/index.js';
 import { isBuiltinHttpService, type HttpListenerConfig, type PluginUse } from './config/schema.js';
 import { isPlainMap, mergeOptions } from './config/plugin-options.js';
@@ -311,6 +311,11 @@ function hasPath(obj: unknown, keyPath: readonly PropertyKey[]): boolean {
     node = (node as Record<string, unknown>)[String(k)];
   }
   return true;
+}
+
+/** The HTTP services an http listener mounts: the plugins its `serve` names, in its order. */
+export function httpServices(plugins: StartedPlugins, l: HttpListenerConfig): Array<{ name: string; http: HttpService }> {
+  return (plugins.listeners.get(l.name) ?? []).flatMap((p) => (p.instance.http ? [{ name: p.ref, http: p.instance.http }] : []));
 }
 
 /** A plugin named in an http listener's `serve` must offer an HTTP service. */

@@ -10,11 +10,11 @@ import type { Logger } from 'pino';
 import { loadConfig, type LoadedConfig } from './config/load.js';
 import type { AnyListenerConfig, HttpListenerConfig, ListenerConfig } from './config/schema.js';
 import { Pipeline, type PipelinePlugin } from './pipeline.js';
-import { closePlugins, startPlugins, type ActivePlugin, type StartedPlugins } from './plugin-loader.js';
+import { closePlugins, httpServices, startPlugins, type ActivePlugin, type StartedPlugins } from './plugin-loader.js';
 import type { PluginDefinition } from './plugin.js';
 import { closeServices, createServiceContainer, servicesFrom, Tokens, type Services } from './services/index.js';
 import type { Metrics } from './services/metrics.js';
-import { HttpListener, type HttpRuntime } from './http/listener.js';
+import { HttpListener, HttpServiceError, serviceConfigError, type HttpRuntime } from './http/listener.js';
 import { Spool } from './queue/spool.js';
 import { SpoolSpace } from './queue/space.js';
 import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
@@ -309,7 +309,10 @@ export class YubinServer {
     const tlsSettings: ListenerTls = { mode: lc.tls, keyPair, policy: tlsPolicy(lc.tlsProfile, lc.tlsCiphers) };
     const listener: Listener =
       lc.protocol === 'http'
-        ? await HttpListener.create(httpRuntime(lc, this.generation), this.env.metrics, tlsSettings, log)
+        ? await HttpListener.create(httpRuntime(lc, this.generation), this.env.metrics, tlsSettings, log).catch((err: unknown) => {
+            // A service that refuses its listener is a config problem: the same line check-config gives, exit 2.
+            throw err instanceof HttpServiceError ? serviceConfigError(this.loaded, err) : err;
+          })
         : lc.protocol === 'pop3'
           ? new Pop3Listener(this.runtime(lc), this.env, tlsSettings, log)
           : new SmtpListener(this.runtime(lc), this.env, tlsSettings, log);
@@ -331,8 +334,7 @@ function pipelinePlugin(p: ActivePlugin): PipelinePlugin {
 
 /** An http listener's part of a configuration: the plugins its `serve` names, held by their generation. */
 function httpRuntime(lc: HttpListenerConfig, generation: Generation): HttpRuntime {
-  const services = (generation.plugins.listeners.get(lc.name) ?? []).flatMap((p) => (p.instance.http ? [{ name: p.ref, http: p.instance.http }] : []));
-  return { config: lc, services, lease: generation };
+  return { config: lc, services: httpServices(generation.plugins, lc), lease: generation };
 }
 
 function sameSocket(a: AnyListenerConfig, b: AnyListenerConfig): boolean {

@@ -85,7 +85,8 @@ t.test('a plugin serves routes beside /metrics, in its own scope; a reload swaps
 
 t.test('start-up refusals and config errors name the listener, the service and the problem', async (t) => {
   const dir = await tempDir(t);
-  await t.rejects(start(dir, CONFIG('hi', ', refuse: true')), /listener web: hello: refusing plain HTTP/);
+  // A config problem at the serve entry, as check-config reports it.
+  await t.rejects(start(dir, CONFIG('hi', ', refuse: true')), { name: 'ConfigError', message: /yubin\.yaml:\d+: listeners\[0\]\(web\)\.serve\[1\]: hello: refusing plain HTTP/ });
   await t.rejects(start(dir, CONFIG('hi').replace('serve: [metrics, hello]', 'serve: [metrics, webmial]').replace(/plugins:\n.*\n/, '')), /serve\[1\].*unknown plugin "webmial"/);
   await t.rejects(start(dir, CONFIG('hi').replace('serve: [metrics, hello]', 'serve: [rcpthosts]').replace(/plugins:\n.*\n/, '')), /serve\[0\].*plugin rcpthosts serves no HTTP/);
 });

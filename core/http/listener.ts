@@ -18,6 +18,7 @@ import https from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { ConfigError, formatKeyPath, type LoadedConfig } from '../config/load.js';
 import type { HttpListenerConfig } from '../config/schema.js';
 import type { HttpListenerInfo, HttpService } from '../plugin.js';
 import type { Metrics } from '../services/metrics.js';
@@ -54,6 +55,69 @@ export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
   if (h === 'localhost' || h === '::1') return true;
   return isIP(h) === 4 && h.startsWith('127.');
+}
+
+/** A service that refused to mount on a listener (webadmin on plain HTTP off loopback): which one, where, and why. */
+export class HttpServiceError extends Error {
+  constructor(
+    readonly listener: string,
+    readonly service: string,
+    readonly reason: string,
+  ) {
+    super(`listener ${listener}: ${service}: ${reason}`);
+    this.name = 'HttpServiceError';
+  }
+}
+
+/**
+ * A refusal as a config problem, at the `serve` entry that names the service
+ * (`yubin.yaml:12: listeners[1](web).serve[0]: webadmin: webadmin on listener web needs TLS: ...`):
+ * what check-config reports and serve exits with (2).
+ */
+export function serviceConfigError(loaded: LoadedConfig, err: HttpServiceError): ConfigError {
+  const i = loaded.config.listeners.findIndex((l) => l.name === err.listener);
+  const l = loaded.config.listeners[i];
+  const j = l?.protocol === 'http' ? l.serve.indexOf(err.service) : -1;
+  const keyPath = j >= 0 ? ['listeners', i, 'serve', j] : ['listeners', i];
+  return new ConfigError(loaded.file, [`${loaded.locate(keyPath)}: ${formatKeyPath(keyPath, loaded.config)}: ${err.service}: ${err.reason}`]);
+}
+
+/** What a service is told about the listener it is mounted on. */
+export function httpListenerInfo(config: HttpListenerConfig, https: boolean): HttpListenerInfo {
+  const { host, port } = config.listen;
+  return { name: config.name, host, port, https, loopbackOnly: isLoopbackHost(host) };
+}
+
+/**
+ * Registers each service on APP in a scope of its own, so one's hooks and
+ * parsers (webadmin's security headers) do not reach another's routes. A
+ * service that refuses fails `app.ready()` with an HttpServiceError.
+ */
+export function registerServices(app: FastifyInstance, config: HttpListenerConfig, info: HttpListenerInfo, services: HttpRuntime['services']): void {
+  for (const { name, http: service } of services) {
+    void app.register(async (scope) => {
+      try {
+        await service.routes(scope, info);
+      } catch (err) {
+        throw new HttpServiceError(config.name, name, (err as Error).message);
+      }
+    });
+  }
+}
+
+/**
+ * Mounts the services on a throwaway app, as a listener would, and closes it:
+ * `yubin check-config` finds a service that refuses its listener without
+ * opening a socket. HTTPS as the config says (`tls: implicit`).
+ */
+export async function checkServices(config: HttpListenerConfig, services: HttpRuntime['services']): Promise<void> {
+  const app = Fastify({ logger: false });
+  registerServices(app, config, httpListenerInfo(config, config.tls === 'implicit'), services);
+  try {
+    await app.ready();
+  } finally {
+    await app.close().catch(() => undefined);
+  }
 }
 
 export class HttpListener {
@@ -108,11 +172,6 @@ export class HttpListener {
     };
   }
 
-  private info(config: HttpListenerConfig): HttpListenerInfo {
-    const { host, port } = config.listen;
-    return { name: config.name, host, port, https: this.tls.mode === 'implicit', loopbackOnly: isLoopbackHost(host) };
-  }
-
   private async mount(runtime: HttpRuntime): Promise<Mounted> {
     const { config } = runtime;
     // No request logging: a scrape every 15 s would be most of the log. Errors are logged below; services log their own decisions.
@@ -128,17 +187,7 @@ export class HttpListener {
         return reply.type(contentType).send(body);
       });
     }
-    const info = this.info(config);
-    // Each service in its own scope: one's hooks and parsers (webadmin's security headers) do not reach another's routes.
-    for (const { name, http: service } of runtime.services) {
-      void app.register(async (scope) => {
-        try {
-          await service.routes(scope, info);
-        } catch (err) {
-          throw new Error(`listener ${config.name}: ${name}: ${(err as Error).message}`);
-        }
-      });
-    }
+    registerServices(app, config, httpListenerInfo(config, this.tls.mode === 'implicit'), runtime.services);
     try {
       await app.ready();
     } catch (err) {

@@ -41,13 +41,27 @@ export function why(config: Config, query: string, opts: { since?: string; json?
   }
 }
 
-/** The last refusals, newest first, one line each. */
-export function lastRefusals(config: Config, limit = 10): string[] {
+/** One refusal from the journal: when, from which client IP, on which listener, and what happened. */
+export interface Refusal {
+  /** Milliseconds since the epoch. */
+  readonly time: number;
+  readonly ip: string;
+  readonly listener: string;
+  readonly sentence: string;
+}
+
+/** The last refusals, newest first; none when the journal is off or not written yet. */
+export function refusals(config: Config, limit = 10): Refusal[] {
   if (!config.journal.enabled || !existsSync(journalFile(config))) return [];
   const db = new JournalDb(journalFile(config), { readonly: true });
   try {
-    return db.refusals(limit).map((e) => `${clock(e.time)}  ${String(e.record.ip ?? '')} ${String(e.record.listener ?? '')}: ${sentence(e.record) ?? ''}`);
+    return db.refusals(limit).map((e) => ({ time: e.time, ip: String(e.record.ip ?? ''), listener: String(e.record.listener ?? ''), sentence: sentence(e.record) ?? '' }));
   } finally {
     db.close();
   }
+}
+
+/** The last refusals, newest first, one line each (`yubin status`). */
+export function lastRefusals(config: Config, limit = 10): string[] {
+  return refusals(config, limit).map((r) => `${clock(r.time)}  ${r.ip} ${r.listener}: ${r.sentence}`);
 }

@@ -623,11 +623,13 @@ export class Scheduler {
   /** Every job of this round is over: bounce what failed, then remove the message or schedule the next round. */
   private async finish(msg: Active): Promise<void> {
     const { spool, log, clock } = this.deps;
+    let acted: Active['cancel'];
     try {
       await msg.writing;
       const now = clock.now();
-      if (msg.cancel === 'bounce') this.failAll(msg, ADMIN_BOUNCE, now);
-      if (msg.cancel === 'delete') {
+      acted = msg.cancel;
+      if (acted === 'bounce') this.failAll(msg, ADMIN_BOUNCE, now);
+      if (acted === 'delete') {
         await spool.remove(msg.id);
         log.info({ event: 'queue-delete', id: msg.id }, `message ${msg.id} deleted by the administrator`);
         return;
@@ -658,6 +660,9 @@ export class Scheduler {
       this.schedule(msg.id, clock.now() + 60_000);
     } finally {
       this.active.delete(msg.id);
+      // Asked for while this round was being written up (after the check above): acted on now, as for a message at rest.
+      const late = msg.cancel !== acted ? msg.cancel : undefined;
+      if (late) void (late === 'delete' ? this.delete(msg.id) : this.bounce(msg.id)).catch((err: Error) => log.error({ event: 'queue-error', id: msg.id, err: err.message }, `cannot ${late} message ${msg.id}`));
       this.pump();
     }
   }

@@ -9,7 +9,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type {} from '@fastify/cookie';
-import { ACTIONS, ActionError, adminsDomain, type Action, type Fields } from './actions.js';
+import { ACTIONS, ActionError, adminsDomain, type Action, type Fields } from './actions/index.js';
 import { login, roleOf, whoIs, type Who } from './auth.js';
 import type { WebadminContext } from './context.js';
 import { loginPage, errorPage } from './pages.js';

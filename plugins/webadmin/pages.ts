@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { formatWhen } from '../autorespond/dates.js';
-import { ACTIONS, ActionError, type domainView, type userView } from './actions.js';
+import { ACTIONS, ActionError, type domainView, type userView } from './actions/index.js';
 import { allowed, API, cookieOptions, sendError } from './api.js';
 import { whoIs, type Who } from './auth.js';
 import type { WebadminContext } from './context.js';
@@ -64,7 +64,7 @@ const bytes = (n: number) => (n >= 1024 ** 2 ? `${(n / 1024 ** 2).toFixed(1)} MB
 
 type DomainData = ReturnType<typeof domainView> & { users: Array<ReturnType<typeof userView>>; aliases: Array<{ alias: string; name: string; targets: readonly string[] }> };
 
-function adminPage(who: Who, domains: Array<ReturnType<typeof domainView> & { users: number }>, queue: QueueView, whyResult: { query: string; text?: string; error?: string } | undefined): Html {
+function adminPage(who: Who, domains: Array<ReturnType<typeof domainView> & { users: number }>, queue: QueueView, refused: RefusalsView, whyResult: { query: string; text?: string; error?: string } | undefined): Html {
   const back = '/admin';
   return layout(
     'Server administration',
@@ -95,10 +95,27 @@ ${queue.messages.map(
 }
 ${form(who, back, '/queue/flush', '', 'flush the queue (try everything now)')}
 <p class="muted">Flush, delete and bounce go to the running server through its control socket.</p>
+<h2>Recent refusals</h2>
+${
+  refused.error
+    ? html`<p class="flash-error">${refused.error}</p>`
+    : !refused.journal
+      ? html`<p>The journal is off (journal.enabled: false): no refusals to show.</p>`
+      : !refused.refusals.length
+        ? html`<p>None yet.</p>`
+        : html`<table class="refusals"><tr><th>time</th><th>client IP</th><th>listener</th><th>what happened</th></tr>
+${refused.refusals.map((r) => html`<tr><td>${r.time.replace(/\.\d+Z$/, 'Z')}</td><td>${r.ip}</td><td>${r.listener}</td><td>${r.sentence}</td></tr>`)}</table>`
+}
 <h2>Why</h2>
 <form method="get" action="/admin"><label>address, IP, domain, queue id or Message-ID <input name="why" required value="${whyResult?.query ?? ''}"></label> <button>ask the journal</button></form>
 ${whyResult ? (whyResult.error ? html`<p class="flash-error">${whyResult.error}</p>` : html`<pre>${whyResult.text}</pre>`) : ''}`,
   );
+}
+
+interface RefusalsView {
+  readonly journal: boolean;
+  readonly refusals: ReadonlyArray<{ time: string; ip: string; listener: string; sentence: string }>;
+  readonly error?: string;
 }
 
 interface QueueView {
@@ -288,6 +305,12 @@ export function registerPages(app: FastifyInstance, ctx: WebadminContext, https:
       } catch (err) {
         queue = { messages: [], error: (err as Error).message };
       }
+      let refused: RefusalsView;
+      try {
+        refused = await read<RefusalsView>(who, '/refusals');
+      } catch (err) {
+        refused = { journal: true, refusals: [], error: (err as Error).message };
+      }
       const q = (req.query as Record<string, string>).why?.trim();
       let whyResult: { query: string; text?: string; error?: string } | undefined;
       if (q) {
@@ -297,7 +320,7 @@ export function registerPages(app: FastifyInstance, ctx: WebadminContext, https:
           whyResult = { query: q, error: (err as Error).message };
         }
       }
-      return adminPage(who, domains.domains, queue, whyResult);
+      return adminPage(who, domains.domains, queue, refused, whyResult);
     }),
   );
 

@@ -376,6 +376,9 @@ t.test('server admin: domains, DKIM record shown, queue without a server, why wi
   t.equal(why.status, 503);
   t.match(why.json().error, 'journal is off');
   t.match((await boss.get('/admin?why=1.2.3.4')).text, 'journal is off', 'the page says so too');
+  t.same((await boss.request('GET', '/api/v1/refusals')).json(), { journal: false, refusals: [] }, 'no refusals with the journal off');
+  t.match((await boss.get('/admin')).text, 'The journal is off (journal.enabled: false): no refusals to show.');
+  t.equal((await (await loggedIn(s, 'alice@a.test', PW.alice)).request('GET', '/api/v1/refusals')).status, 403, 'refusals are for server admins');
 
   t.equal((await post('/domains/c.test/delete', {})).status, 200);
   t.equal(await s.store.getDomain('c.test'), undefined);
