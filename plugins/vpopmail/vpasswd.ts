@@ -25,7 +25,7 @@ export interface VpasswdEntry {
   readonly gidFlags: number;
   /** The flags yubin has a meaning for. */
   readonly flags: UserFlags;
-  /** Bits of gidFlags yubin has no meaning for (qmailadmin admin, V_USER0-3, ...). */
+  /** Bits of gidFlags yubin has no meaning for (V_USER0-3, NO_SPAMASSASSIN, ...). */
   readonly otherBits: number;
   readonly gecos: string;
   readonly homedir: string;

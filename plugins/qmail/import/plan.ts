@@ -331,7 +331,7 @@ function planStore(domains: readonly DomainInBox[], env: StoreEnv): Pick<SitePla
           report.attention(address, `DES crypt password, which yubin cannot check: reset it with \`yubin user passwd ${address}\``);
         }
       } else if (u.scheme === 'unknown' || u.hash === '') report.attention(address, `password field ${u.hash === '' ? 'empty (locked)' : `of an unknown scheme (${u.hash.slice(0, 4)}…)`}: the login fails until it is reset`);
-      if (u.otherBits) report.notMapped(address, `gid flag bits 0x${u.otherBits.toString(16)} (qmailadmin admin, V_USER0-3 …) have no meaning in yubin`);
+      if (u.otherBits) report.notMapped(address, `gid flag bits 0x${u.otherBits.toString(16)} (V_USER0-3 …) have no meaning in yubin`);
       users.push({
         domain: d.name,
         name: u.name,
