@@ -2,12 +2,13 @@
  * smtp-server's connection, extended where yubin needs the wire to behave
  * differently: HELO/EHLO answered by the helo hook, strict DATA line ends,
  * AUTH only where the listener offers it, plugin reply texts, silent drops.
- * Everything that is policy lives in SmtpSession; this file only adapts.
+ * Everything that is policy lives in SmtpSession; this file only adapts,
+ * through the hooks of smtp-server-adapter.ts and smtp-server's public API.
  */
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection';
 import type { SMTPServer } from 'smtp-server';
+import { AdaptedConnection, type RefusalError, type SMTPConnectionOptions } from './smtp-server-adapter.js';
 import type { Reply } from '../answers.js';
 import type { TimeLimits } from '../hooks.js';
 import { ConnectionTimeLimits } from '../time-limits.js';
@@ -28,7 +29,7 @@ export interface SessionFactory {
 /** Domain name or address literal, printable ASCII: what a HELO argument may be. */
 const HELO_ARGUMENT = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,253})|\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9a-f:.]+)\])$/i;
 
-export class YubinConnection extends SMTPConnection implements WireState {
+export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFactory> implements WireState {
   readonly yubin: SmtpSession;
   /** A successful MAIL/RCPT reply carrying the plugin's words instead of smtp-server's. */
   private okReply: Reply | undefined;
@@ -65,19 +66,22 @@ export class YubinConnection extends SMTPConnection implements WireState {
    * smtp-server holds every greeting back 100 ms to catch early talkers, which
    * caps a client that opens one connection per message at 10 messages a
    * second. Early-talker detection is policy (spamdyke's greeting-delay-secs),
-   * so it belongs to a connect-hook plugin; here the greeting goes out at once.
+   * so it belongs to a connect-hook plugin; here the greeting goes out at once
+   * (the adapter's init() calls socketReady() without the delay).
    */
   override init(): void {
-    this._socket.once('close', () => this.timeLimits.stop());
-    this._setListeners(() => {
-      const { maxClients } = this._server.options;
-      if (maxClients && this._server.connections.size > maxClients) {
-        this.yubin.overCapacity();
-        this.send(421, `4.7.0 ${this.name} Too many connections, try again later`);
-        return;
-      }
-      this.connectionReady();
-    });
+    this.socket.once('close', () => this.timeLimits.stop());
+    super.init();
+  }
+
+  protected override socketReady(): void {
+    const { maxClients } = this.server.options;
+    if (maxClients && this.server.connections.size > maxClients) {
+      this.yubin.overCapacity();
+      this.send(421, `4.7.0 ${this.name} Too many connections, try again later`);
+      return;
+    }
+    this.proceedToGreeting();
   }
 
   // ---- replies ----
@@ -110,16 +114,16 @@ export class YubinConnection extends SMTPConnection implements WireState {
 
   /** The idle timeout (shorter until HELO/EHLO), the total limit, and what plugins lowered of them. */
   private readonly timeLimits = new ConnectionTimeLimits(
-    this._server.options.socketTimeout ?? Infinity,
+    this.server.options.socketTimeout ?? Infinity,
     {
       // Changes the duration only: the listener smtp-server put on the socket stays.
-      idle: (ms) => this._socket.setTimeout(ms),
+      idle: (ms) => this.socket.setTimeout(ms),
       expired: (total) => {
         this.yubin.connectionTimedOut(total);
         this.send(421, '4.4.2 Connection time limit reached, closing');
       },
     },
-    (this._server as SMTPServer & SessionFactory).firstCommandTimeout,
+    this.server.firstCommandTimeout,
   );
 
   /** Lowers the idle timeout and sets or shortens the connection's time limit. */
@@ -128,33 +132,32 @@ export class YubinConnection extends SMTPConnection implements WireState {
   }
 
   /** smtp-server re-arms the idle timer after STARTTLS and after it fired: with our timeout, not the listener's. */
-  override _armTimeout(socket: net.Socket = this._socket): void {
-    socket.setTimeout(this.timeLimits.idle, () => this._onTimeout());
+  protected override idleTimeout(): number {
+    return this.timeLimits.idle;
   }
 
   /** Ends a message in transfer: the client is told why (421) and the connection closes. */
   abortData(text: string): void {
-    const stream = this._dataStream;
-    if (stream && !stream.destroyed) stream.destroy(Object.assign(new Error(text), { code: 'ECONNECTION' }));
+    this.abortMessage(Object.assign(new Error(text), { code: 'ECONNECTION' }));
     this.send(421, text);
   }
 
   /** Closes without a word, as tcpserver does for a denied client. */
   drop(): void {
-    this._socket.destroy();
+    this.destroySocket();
     this.close();
   }
 
   /** The 220 line, decided by the connect hook before smtp-server sends it. */
   greeting: Reply | undefined;
 
-  override _sendGreeting(): void {
+  protected override sendGreeting(): void {
     if (this.greeting) this.send(this.greeting.code, this.greeting.text, false);
   }
 
   /** A refused greeting (connect hook): the plugin's reply, or nothing for a silent drop, then close. */
-  override _refuse(err: Error & { responseCode?: number; outcome?: Outcome }): void {
-    if (!err.outcome) return super._refuse(err);
+  protected override refuse(err: RefusalError & { outcome?: Outcome }, standard: () => void): void {
+    if (!err.outcome) return standard();
     this.answer(err.outcome);
     this.close(); // idempotent: answer() may have closed already
   }
@@ -166,62 +169,46 @@ export class YubinConnection extends SMTPConnection implements WireState {
    * as a decision. A connect plugin that holds the greeting back (spamdyke's
    * greeting-delay-secs) makes the test bite.
    */
-  override _onCommand(command: Buffer, callback?: () => void): void {
-    if (!this._ready && !this._upgrading) {
-      if (this._closing) return callback?.();
-      this.yubin.earlyTalker(command.toString('latin1').slice(0, 64));
-      this.send(554, '5.5.1 Refused. You are not following the SMTP protocol.', false);
-      this.close();
-      return callback?.();
-    }
-    super._onCommand(command, callback);
+  protected override earlyTalker(command: Buffer): void {
+    this.yubin.earlyTalker(command.toString('latin1').slice(0, 64));
+    this.send(554, '5.5.1 Refused. You are not following the SMTP protocol.', false);
+    this.close();
   }
 
   // ---- parser ----
 
-  override _createParser(): StrictSmtpStream {
-    const factory = this._server as SMTPServer & SessionFactory;
-    const parser = new StrictSmtpStream({
+  // Called from smtp-server's constructor: no fields of this class are set yet.
+  protected override createParser(): StrictSmtpStream {
+    const factory = this.server;
+    return new StrictSmtpStream({
       maxCommandLength: factory.maxLineLength,
       maxLineLength: factory.maxLineLength,
       onViolation: (kind) => this.onDataViolation(kind),
     });
-    parser.oncommand = (command: Buffer, callback?: () => void) => this._onCommand(command, callback);
-    parser.on('error', (err: Error) => {
-      const text = /too long/i.test(err.message) ? '4.5.2 Line too long, closing connection' : `4.3.0 ${err.message}`;
-      this.yubin.log.info({ event: 'protocol', reason: err.message }, 'input error, closing');
-      this.send(421, text);
-    });
-    return parser;
+  }
+
+  protected override parserError(err: Error): void {
+    const text = /too long/i.test(err.message) ? '4.5.2 Line too long, closing connection' : `4.3.0 ${err.message}`;
+    this.yubin.log.info({ event: 'protocol', reason: err.message }, 'input error, closing');
+    this.send(421, text);
   }
 
   /** qmail-smtpd's answer to a bare LF, bare CR or NUL in DATA: 451, then hang up. */
   private onDataViolation(kind: DataViolation): void {
     this.yubin.log.warn({ hook: 'data', plugin: 'core', action: 'disconnect', code: 451, reason: kind }, `${kind} in DATA, closing connection`);
-    const stream = this._dataStream;
-    if (stream && !stream.destroyed) {
-      const err = Object.assign(new Error(`${kind} in DATA`), { code: 'ECONNECTION' });
-      stream.destroy(err);
-    }
+    this.abortMessage(Object.assign(new Error(`${kind} in DATA`), { code: 'ECONNECTION' }));
     this.send(451, `4.5.0 ${kind} in message: only CRLF ends a line (see https://cr.yp.to/docs/smtplf.html)`);
     this.close();
   }
 
   get lineTooLong(): boolean {
-    return this._parser instanceof StrictSmtpStream && this._parser.lineTooLong;
+    const parser = this.parser;
+    return parser instanceof StrictSmtpStream && parser.lineTooLong;
   }
 
   // ---- HELO / EHLO ----
 
-  override handler_HELO(command: Buffer, callback: () => void): void {
-    this.greet('HELO', command, callback);
-  }
-
-  override handler_EHLO(command: Buffer, callback: () => void): void {
-    this.greet('EHLO', command, callback);
-  }
-
-  private greet(verb: 'HELO' | 'EHLO', command: Buffer, callback: () => void): void {
+  protected override greet(verb: 'HELO' | 'EHLO', command: Buffer, callback: () => void): void {
     const parts = command.toString().trim().split(/\s+/);
     if (parts.length !== 2 || !HELO_ARGUMENT.test(parts[1]!)) {
       this.send(501, `5.5.4 Syntax: ${verb} hostname`);
@@ -236,7 +223,7 @@ export class YubinConnection extends SMTPConnection implements WireState {
         }
         this.hostNameAppearsAs = hostname.toLowerCase();
         this.timeLimits.passed();
-        this._resetSession(); // HELO/EHLO is an implicit RSET
+        this.resetTransaction(); // HELO/EHLO is an implicit RSET
         const first = outcome.reply.text;
         this.send(250, verb === 'EHLO' ? [first, ...this.extensions()] : first, false);
         callback();
@@ -246,16 +233,16 @@ export class YubinConnection extends SMTPConnection implements WireState {
   }
 
   private extensions(): string[] {
-    const options = this._server.options;
+    const options = this.server.options;
     const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
-    if (!this.secure && !this._isDisabled('STARTTLS')) out.push('STARTTLS');
+    if (!this.secure && !this.isDisabled('STARTTLS')) out.push('STARTTLS');
     if (this.yubin.authOffered) out.push(`AUTH ${this.yubin.authMechanisms().join(' ')}`);
     return out;
   }
 
   // ---- AUTH ----
 
-  override handler_AUTH(command: Buffer, callback: () => void): void {
+  protected override authCommand(command: Buffer, callback: () => void, proceed: () => void): void {
     if (!this.yubin.authAvailable) {
       this.send(502, '5.5.1 AUTH not available on this listener');
       return callback();
@@ -277,7 +264,7 @@ export class YubinConnection extends SMTPConnection implements WireState {
       this.send(504, '5.5.4 Unrecognized authentication type');
       return callback();
     }
-    super.handler_AUTH(command, callback);
+    proceed();
   }
 
   private internalError(err: unknown, callback: () => void): void {

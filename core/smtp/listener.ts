@@ -5,14 +5,14 @@
 import type { AddressInfo } from 'node:net';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { SMTPServer, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection';
+import type { SMTPServer, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
 import type { KeyPair, TlsPolicy } from '../tls.js';
 import { IpConnections } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
 import { YubinConnection, type SessionFactory } from './connection.js';
+import { AdaptedServer, isTlsHandshakeError, type SMTPConnectionOptions } from './smtp-server-adapter.js';
 import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv } from './session.js';
 
 /** The SASL mechanisms smtp-server implements. */
@@ -26,7 +26,7 @@ function failure(outcome: Outcome): Error & { responseCode: number; outcome: Out
   return Object.assign(new Error(reply.enhanced ? formatReply(reply) : reply.text), { responseCode: reply.code, outcome });
 }
 
-class YubinSmtpServer extends SMTPServer implements SessionFactory {
+class YubinSmtpServer extends AdaptedServer implements SessionFactory {
   private readonly bySession = new WeakMap<SMTPServerSession, YubinConnection>();
 
   constructor(
@@ -48,14 +48,11 @@ class YubinSmtpServer extends SMTPServer implements SessionFactory {
     return new SmtpSession(this.listener.runtime, this.listener.env, conn);
   }
 
-  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+  protected override createConnection(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): YubinConnection {
     const connection = new YubinConnection(this, socket, socketOptions);
     this.bySession.set(connection.session, connection);
-    this.connections.add(connection);
     this.listener.track(connection);
-    connection.on('error', (err: Error) => this._onError(err));
-    connection.on('connect', (data: unknown) => this._onClientConnect(data as never));
-    connection.init();
+    return connection;
   }
 
   private of(session: SMTPServerSession): YubinConnection {
@@ -174,9 +171,9 @@ export class SmtpListener {
       ...limitOptions(runtime),
     });
     // Without a handler, one client's TLS alert or socket error would take the process down.
-    this.server.on('error', (err: Error & { code?: string; remoteAddress?: string; meta?: { stage?: string } }) => {
-      // smtp-server marks TLS failures stage "connect"; on an implicit listener that is a handshake before any session.
-      if (tlsSettings.mode === 'implicit' && err.meta?.stage === 'connect') env.metrics.listener(this.runtime.name).connection('tls-failed');
+    this.server.on('error', (err: Error & { code?: string; remoteAddress?: string }) => {
+      // On an implicit listener a TLS failure is a handshake before any session.
+      if (tlsSettings.mode === 'implicit' && isTlsHandshakeError(err)) env.metrics.listener(this.runtime.name).connection('tls-failed');
       this.log.info({ listener: this.runtime.name, ip: err.remoteAddress, err: err.message, code: err.code }, 'client connection error');
     });
   }
@@ -231,7 +228,7 @@ export class SmtpListener {
     this.draining = true;
     const closed = new Promise<void>((resolve) => this.server.server.close(() => resolve()));
     // TLS handshakes still in progress have no session to finish.
-    this.server._pendingSockets.forEach((socket) => socket.destroy());
+    this.server.destroyPendingSockets();
     const deadline = Date.now() + timeoutMs;
     while (this.open.size > 0 && Date.now() < deadline) {
       for (const conn of this.open) if (!conn.yubin.busy && !conn.yubin.inTransaction) this.dismiss(conn);

@@ -11,7 +11,7 @@
  * real terminator so that pipelined commands after it (which may end in a
  * bare LF, RFC 5321 tolerates that for commands) are not judged as data.
  */
-import { SMTPStream } from 'smtp-server/lib/smtp-stream';
+import { DataInspectingStream } from './smtp-server-adapter.js';
 
 export type DataViolation = 'bare LF' | 'bare CR' | 'NUL';
 
@@ -34,7 +34,7 @@ export interface StrictStreamOptions {
   onViolation(kind: DataViolation): void;
 }
 
-export class StrictSmtpStream extends SMTPStream {
+export class StrictSmtpStream extends DataInspectingStream {
   /** A line of the current message went over maxLineLength. */
   lineTooLong = false;
   private scanning = false;
@@ -45,24 +45,19 @@ export class StrictSmtpStream extends SMTPStream {
   private readonly onViolation: (kind: DataViolation) => void;
 
   constructor(options: StrictStreamOptions) {
-    super({ maxCommandLength: options.maxCommandLength });
+    super(options.maxCommandLength);
     this.maxLineLength = options.maxLineLength;
     this.onViolation = options.onViolation;
   }
 
-  override _write(chunk: Buffer, encoding: BufferEncoding, next: (err?: Error | null) => void): void {
-    if (this._dataMode && !this.isClosed) {
-      if (!this.scanning) this.startScan();
-      const violation = this.scan(chunk);
-      if (violation) {
-        // Nothing of this chunk reaches the message: the connection is going away.
-        this.isClosed = true;
-        this.onViolation(violation);
-        next();
-        return;
-      }
-    }
-    super._write(chunk, encoding, next);
+  protected override inspectData(chunk: Buffer): boolean {
+    if (!this.scanning) this.startScan();
+    const violation = this.scan(chunk);
+    if (!violation) return true;
+    // Nothing of this chunk reaches the message: the connection is going away.
+    this.stopInput();
+    this.onViolation(violation);
+    return false;
   }
 
   private startScan(): void {

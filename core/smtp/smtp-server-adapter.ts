@@ -1,0 +1,279 @@
+/**
+ * The one place yubin reaches into smtp-server: every underscore member,
+ * every overridden internal method, the internal event wiring and the deep
+ * imports of lib/smtp-connection and lib/smtp-stream live here, behind hooks
+ * named after what yubin needs. connection.ts, listener.ts and
+ * strict-stream.ts use these hooks and smtp-server's public API only.
+ *
+ * smtp-server is pinned exactly (package.json), and
+ * test/smtp-server-contract.test.ts fails, naming the member, when an upgrade
+ * moves or changes anything listed in SMTP_SERVER_INTERNALS below.
+ *
+ * Hooks smtp-server lacks upstream, and so the internals they cost:
+ * - No choice of connection class: SMTPServer.connect() is redone here, with
+ *   the connection's internal 'error'/'connect' events wired to _onError and
+ *   _onClientConnect as smtp-server does.
+ * - No way to replace the input parser or see DATA before dot-unstuffing
+ *   (smuggling protection): _createParser(), SMTPStream._write, _dataMode,
+ *   isClosed, oncommand, and _parser to ask the current one.
+ * - No greeting hook and a fixed 100 ms early-talker delay: init() redone
+ *   with _setListeners(), _sendGreeting(); no hook for a refused greeting
+ *   (onConnect/onSecure error carrying a full reply): _refuse().
+ * - No hook for a command that arrives before the greeting (smtp-server
+ *   answers 421 itself): _onCommand() with _ready, _upgrading, _closing.
+ * - No hook per command: HELO/EHLO (the helo hook, the EHLO keywords) and
+ *   AUTH (per-listener offer) replace handler_HELO/EHLO/AUTH, which
+ *   _getHandler() finds by the name 'handler_' + verb.
+ * - No per-connection idle timeout: _armTimeout() and _onTimeout(), and the
+ *   current socket (_socket, which STARTTLS replaces) to change it.
+ * - No way to end a message in transfer from outside onData: _dataStream.
+ * - No public RSET (HELO/EHLO is an implicit one): _resetSession().
+ * - No per-session "is this command disabled": _isDisabled().
+ * - No drop without a reply: _socket.destroy().
+ * - No drain: close() gives busy sessions a fixed grace with its own reply,
+ *   so yubin closes the net.Server itself and must end the sockets still in
+ *   their TLS handshake: _pendingSockets.
+ * - TLS handshake failures are told apart only by err.meta.stage.
+ */
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { SMTPServer, type SMTPServerError } from 'smtp-server';
+import { SMTPConnection, type SMTPConnectionOptions, type TLSError } from 'smtp-server/lib/smtp-connection';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream';
+
+export type { SMTPConnectionOptions };
+
+/** The version this adapter was written against; package.json pins the same. */
+export const SMTP_SERVER_VERSION = '3.21.6';
+
+type MemberKind = 'function' | 'object' | 'boolean' | 'Map';
+
+/** A member the adapter uses: its kind, and for a method the arity it is called or overridden with. */
+export interface InternalMember {
+  readonly kind: MemberKind;
+  readonly arity?: number;
+}
+
+/**
+ * Everything of smtp-server's that this module relies on beyond its documented
+ * API, as found on a real server, connection and parser. The contract test
+ * checks each one; a new use of an internal goes in this list.
+ */
+export const SMTP_SERVER_INTERNALS = {
+  server: {
+    connect: { kind: 'function', arity: 2 },
+    _onError: { kind: 'function', arity: 1 },
+    _onClientConnect: { kind: 'function', arity: 1 },
+    _pendingSockets: { kind: 'Map' },
+  },
+  connection: {
+    init: { kind: 'function', arity: 0 },
+    connectionReady: { kind: 'function', arity: 1 },
+    _setListeners: { kind: 'function', arity: 1 },
+    _sendGreeting: { kind: 'function', arity: 0 },
+    _refuse: { kind: 'function', arity: 2 },
+    _onCommand: { kind: 'function', arity: 2 },
+    _createParser: { kind: 'function', arity: 0 },
+    _armTimeout: { kind: 'function', arity: 0 }, // (socket = this._socket)
+    _onTimeout: { kind: 'function', arity: 0 },
+    _resetSession: { kind: 'function', arity: 0 },
+    _isDisabled: { kind: 'function', arity: 1 },
+    _getHandler: { kind: 'function', arity: 1 },
+    handler_HELO: { kind: 'function', arity: 2 },
+    handler_EHLO: { kind: 'function', arity: 2 },
+    handler_AUTH: { kind: 'function', arity: 2 },
+    _server: { kind: 'object' },
+    _socket: { kind: 'object' },
+    _parser: { kind: 'object' },
+    _dataStream: { kind: 'boolean' }, // false until DATA, then the onData stream
+    _ready: { kind: 'boolean' },
+    _upgrading: { kind: 'boolean' },
+    _closing: { kind: 'boolean' },
+  },
+  stream: {
+    _write: { kind: 'function', arity: 3 },
+    oncommand: { kind: 'function', arity: 2 },
+    _dataMode: { kind: 'boolean' },
+    isClosed: { kind: 'boolean' },
+  },
+} as const satisfies Record<'server' | 'connection' | 'stream', Record<string, InternalMember>>;
+
+/**
+ * smtp-server's input parser with a look at every raw chunk of DATA, before
+ * dot-unstuffing and before any of it reaches the message.
+ */
+export abstract class DataInspectingStream extends SMTPStream {
+  constructor(maxCommandLength: number) {
+    super({ maxCommandLength });
+  }
+
+  /** Sees each raw DATA chunk (it may run past the terminator); false keeps the chunk out of the message. */
+  protected abstract inspectData(chunk: Buffer): boolean;
+
+  /** Nothing more of the input is parsed: no message bytes, no commands. */
+  protected stopInput(): void {
+    this.isClosed = true;
+  }
+
+  // smtp-server re-enters _write with the rest of a chunk when DATA starts mid-chunk, so the look covers that too.
+  override _write(chunk: Buffer, encoding: BufferEncoding | 'buffer', next: (err?: Error | null) => void): void {
+    if (this._dataMode && !this.isClosed && !this.inspectData(chunk)) return next();
+    super._write(chunk, encoding, next);
+  }
+}
+
+/** The error smtp-server hands to _refuse(): onConnect's or onSecure's. */
+export type RefusalError = SMTPServerError;
+
+/** smtp-server's connection, with yubin's hooks in place of its internals. */
+export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> extends SMTPConnection {
+  /** The server that made this connection. */
+  protected get server(): S {
+    return this._server as S;
+  }
+
+  /** The socket the client talks on now (the TLS one after STARTTLS). */
+  protected get socket(): net.Socket {
+    return this._socket;
+  }
+
+  /** The parser reading the socket now (a new one after STARTTLS), if the connection is open. */
+  protected get parser(): DataInspectingStream | undefined {
+    const parser = this._parser;
+    return parser instanceof DataInspectingStream ? parser : undefined;
+  }
+
+  // ---- greeting ----
+
+  /** smtp-server's init() waits 100 ms before the greeting; this one calls socketReady() as soon as it can. */
+  override init(): void {
+    this._setListeners(() => this.socketReady());
+  }
+
+  /** The socket is set up (TLS done on an implicit listener): check capacity, then proceedToGreeting(). */
+  protected abstract socketReady(): void;
+
+  /** Runs onConnect, then sendGreeting() or refuse(). */
+  protected proceedToGreeting(): void {
+    this.connectionReady();
+  }
+
+  /** Sends the 220 line (after onConnect accepted). */
+  protected abstract sendGreeting(): void;
+
+  override _sendGreeting(): void {
+    this.sendGreeting();
+  }
+
+  /** onConnect or onSecure refused; `standard` is smtp-server's answer (the error's text, then close). */
+  protected refuse(_err: RefusalError, standard: () => void): void {
+    standard();
+  }
+
+  // As before this module, smtp-server's own refusal goes out without the context it passed.
+  override _refuse(err: RefusalError): void {
+    this.refuse(err, () => super._refuse(err));
+  }
+
+  // ---- commands ----
+
+  /** A command before the greeting went out; the hook answers and closes. */
+  protected abstract earlyTalker(command: Buffer): void;
+
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    if (!this._ready && !this._upgrading) {
+      if (!this._closing) this.earlyTalker(command);
+      return callback?.();
+    }
+    super._onCommand(command, callback);
+  }
+
+  /** HELO and EHLO, in place of smtp-server's handlers; callback() resumes the parser. */
+  protected abstract greet(verb: 'HELO' | 'EHLO', command: Buffer, callback: () => void): void;
+
+  override handler_HELO(command: Buffer, callback: () => void): void {
+    this.greet('HELO', command, callback);
+  }
+
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    this.greet('EHLO', command, callback);
+  }
+
+  /** AUTH: `proceed` runs smtp-server's SASL exchange, which ends in onAuth. */
+  protected authCommand(_command: Buffer, _callback: () => void, proceed: () => void): void {
+    proceed();
+  }
+
+  override handler_AUTH(command: Buffer, callback: () => void): void {
+    this.authCommand(command, callback, () => super.handler_AUTH(command, callback));
+  }
+
+  /** A fresh envelope, as RSET gives. */
+  protected resetTransaction(): void {
+    this._resetSession();
+  }
+
+  /** The command is disabled for this session (disabledCommands). */
+  protected isDisabled(verb: string): boolean {
+    return this._isDisabled(verb);
+  }
+
+  // ---- parser ----
+
+  /** A parser for the socket; smtp-server makes a new one for the TLS session after STARTTLS. */
+  protected abstract createParser(): DataInspectingStream;
+
+  /** The parser failed (a command line over the limit). */
+  protected abstract parserError(err: Error): void;
+
+  override _createParser(): SMTPStream {
+    const parser = this.createParser();
+    parser.oncommand = (command: Buffer, callback?: () => void) => this._onCommand(command, callback);
+    parser.on('error', (err: Error) => this.parserError(err));
+    return parser;
+  }
+
+  // ---- timeouts, the message in transfer, the socket ----
+
+  /** The idle timeout smtp-server arms: at the start, again after STARTTLS and after it fired. */
+  protected abstract idleTimeout(): number;
+
+  override _armTimeout(socket: net.Socket = this._socket): void {
+    socket.setTimeout(this.idleTimeout(), () => this._onTimeout());
+  }
+
+  /** Ends the message in transfer, if there is one: the onData stream errors with `err`. */
+  protected abortMessage(err: Error): void {
+    const stream = this._dataStream;
+    if (stream && !stream.destroyed) stream.destroy(err);
+  }
+
+  /** Destroys the socket without a word. */
+  protected destroySocket(): void {
+    this._socket.destroy();
+  }
+}
+
+/** An SMTPServer whose connections come from createConnection(). */
+export abstract class AdaptedServer extends SMTPServer {
+  protected abstract createConnection(socket: net.Socket | tls.TLSSocket, options?: SMTPConnectionOptions | null): SMTPConnection;
+
+  // smtp-server's connect(), with yubin's connection class.
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    const connection = this.createConnection(socket, socketOptions);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data: Parameters<SMTPServer['_onClientConnect']>[0]) => this._onClientConnect(data));
+    connection.init();
+  }
+
+  /** Destroys sockets still before their session (PROXY header or implicit TLS handshake): they have none to finish. */
+  destroyPendingSockets(): void {
+    this._pendingSockets.forEach((socket) => socket.destroy());
+  }
+}
+
+/** A client error from the implicit TLS handshake, before any session. */
+export function isTlsHandshakeError(err: Error): boolean {
+  return (err as TLSError).meta?.stage === 'connect';
+}
