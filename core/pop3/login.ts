@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { HookInput } from '../hooks.js';
 import { authenticate } from '../session/authenticate.js';
-import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
+import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { Pop3Connection } from './connection.js';
 import { lockMailbox, mailboxKey } from './mailbox-lock.js';
 import { cleanTmp, MaildirBox } from './maildir-box.js';

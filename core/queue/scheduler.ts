@@ -29,7 +29,7 @@ import { MinHeap } from './heap.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
 import { initialState, type Envelope, type QueueState, type RecipientState, type Spool } from './spool.js';
-import { rfc5322Date } from '../smtp/received.js';
+import { rfc5322Date } from '../date.js';
 
 export interface DeliveryRuntime {
   readonly pipeline: Pipeline;

@@ -10,13 +10,11 @@ import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, Header, HookInput, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
-import type { Services } from '../services/index.js';
-import type { ListenerMetrics, Metrics } from '../services/metrics.js';
+import type { ListenerMetrics } from '../services/metrics.js';
 import { authenticate } from '../session/authenticate.js';
 import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
-import type { Spool, SpoolFile } from '../queue/spool.js';
-import type { SpoolSpace } from '../queue/space.js';
-import type { ListenerConfig } from '../config/schema.js';
+import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
+import type { SpoolFile } from '../queue/spool.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
 import { receivedHeader } from './received.js';
 import { DataRate } from '../time-limits.js';
@@ -31,29 +29,6 @@ export interface Outcome {
   readonly close: boolean;
   /** Close without replying (tcpserver's deny). */
   readonly silent: boolean;
-}
-
-/** The listener's settings and plugins as they were when the connection arrived; a reload does not change them mid-session. */
-export interface ListenerRuntime {
-  readonly name: string;
-  readonly config: ListenerConfig;
-  readonly pipeline: Pipeline;
-  /** The deliver-side plugins of the same config: RCPT asks them whether they would take a local recipient. */
-  readonly delivery?: Pipeline;
-  /** Held while a connection uses these plugins, so a reload closes them only when unused. */
-  readonly lease?: { acquire(): void; release(): void };
-}
-
-/** Process-wide things a session uses. */
-export interface SessionEnv {
-  readonly hostname: string;
-  readonly spool: Spool;
-  /** Whether the spool's filesystem has the configured free space. */
-  readonly spoolSpace: SpoolSpace;
-  readonly services: Services;
-  readonly log: Logger;
-  /** The server's metrics (core/services/metrics.ts). */
-  readonly metrics: Metrics;
 }
 
 /** Live connection facts the wire layer owns (they change with STARTTLS and AUTH). */
