@@ -24,6 +24,7 @@ import type { LocalDomains } from '../services/local-domains.js';
 import type { Metrics, QueueDepth } from '../services/metrics.js';
 import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
+import { DeliverySlots } from './slots.js';
 import { MinHeap } from './heap.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
@@ -87,9 +88,8 @@ export class Scheduler {
   private readonly fresh = new Set<string>();
   /** Taken off the index and being read: in neither the index nor `active` for the moment. */
   private readonly loading = new Set<string>();
-  private readonly queues: Record<Channel, Job[]> = { local: [], remote: [] };
-  private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
-  private readonly perDomain = new Map<string, number>();
+  /** Jobs waiting for a delivery slot, and the slots taken. */
+  private readonly slots = new DeliverySlots<Job>();
   private readonly inFlight = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
@@ -378,7 +378,7 @@ export class Scheduler {
 
   private enqueue(job: Job): void {
     job.msg.jobs++;
-    this.queues[job.channel].push(job);
+    this.slots.wait(job);
   }
 
   private dispatch(): void {
@@ -386,24 +386,11 @@ export class Scheduler {
     if (this.stopped) return;
     const q = this.deps.queue();
     const limits: Record<Channel, number> = { local: q.concurrencyLocal, remote: q.concurrencyRemote };
-    for (const channel of ['local', 'remote'] as const) {
-      const queue = this.queues[channel];
-      for (let i = 0; i < queue.length && this.running[channel] < limits[channel]; ) {
-        const job = queue[i]!;
-        if (job.channel === 'remote' && (this.perDomain.get(job.domain) ?? 0) >= q.concurrencyPerDomain) {
-          i++;
-          continue;
-        }
-        queue.splice(i, 1);
-        this.launch(job);
-      }
-    }
+    for (const job of this.slots.take(limits, q.concurrencyPerDomain)) this.launch(job);
   }
 
   private launch(job: Job): void {
     job.started = performance.now();
-    this.running[job.channel]++;
-    if (job.channel === 'remote') this.perDomain.set(job.domain, (this.perDomain.get(job.domain) ?? 0) + 1);
     // Tracked until the outcome is on disk, not just until the delivery returns: a stop
     // (SIGTERM) waits for this, so a delivery is never done again after a clean restart.
     const run = this.runJob(job).finally(() => {
@@ -422,12 +409,7 @@ export class Scheduler {
       const rcpts = job.channel === 'local' ? [job.rcpt] : job.rcpts;
       for (const r of rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
     } finally {
-      this.running[job.channel]--;
-      if (job.channel === 'remote') {
-        const n = (this.perDomain.get(job.domain) ?? 1) - 1;
-        if (n) this.perDomain.set(job.domain, n);
-        else this.perDomain.delete(job.domain);
-      }
+      this.slots.release(job);
     }
     // The next delivery may start while this one's outcome is being written.
     this.dispatch();
@@ -591,8 +573,8 @@ export class Scheduler {
     return {
       messages: { ready, deferred, held: this.held.size, active: this.active.size + this.loading.size },
       deliveries: {
-        local: { waiting: this.queues.local.length, running: this.running.local },
-        remote: { waiting: this.queues.remote.length, running: this.running.remote },
+        local: { waiting: this.slots.waiting('local'), running: this.slots.runningIn('local') },
+        remote: { waiting: this.slots.waiting('remote'), running: this.slots.runningIn('remote') },
       },
     };
   }
@@ -605,6 +587,6 @@ export class Scheduler {
   /** Deliveries running now against their limits, per channel: qmail-send's `status: local 1/10 remote 0/20`. */
   deliveries(): Record<Channel, { running: number; limit: number }> {
     const q = this.deps.queue();
-    return { local: { running: this.running.local, limit: q.concurrencyLocal }, remote: { running: this.running.remote, limit: q.concurrencyRemote } };
+    return { local: { running: this.slots.runningIn('local'), limit: q.concurrencyLocal }, remote: { running: this.slots.runningIn('remote'), limit: q.concurrencyRemote } };
   }
 }
