@@ -13,7 +13,7 @@ import addressparser from 'nodemailer/lib/addressparser';
 import { limitsSchema, mailListeners, type Config } from './config/schema.js';
 import { controlRequest } from './queue/control.js';
 import { Spool } from './queue/spool.js';
-import { rfc5322Date } from './smtp/received.js';
+import { rfc5322Date } from './date.js';
 
 export const EX_USAGE = 64;
 export const EX_DATAERR = 65;

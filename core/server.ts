@@ -20,9 +20,10 @@ import { SpoolSpace } from './queue/space.js';
 import { Scheduler, type DeliveryRuntime } from './queue/scheduler.js';
 import { ControlServer } from './queue/control.js';
 import { isOwnAddress } from './ip.js';
-import { SmtpListener, type ListenerTls } from './smtp/listener.js';
+import { SmtpListener } from './smtp/listener.js';
 import { Pop3Listener } from './pop3/listener.js';
-import type { ListenerRuntime, SessionEnv } from './smtp/session.js';
+import type { ListenerRuntime, SessionEnv } from './session/runtime.js';
+import type { ListenerTls } from './session/tls.js';
 import { listenOptions, type ListenOptions } from './session/listen.js';
 import { loadKeyPair, selfSignedKeyPair, tlsPolicy } from './tls.js';
 

@@ -8,8 +8,8 @@
  */
 import type { Logger } from 'pino';
 import type { HookInput } from '../hooks.js';
-import { authenticate } from '../session/authenticate.js';
-import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
+import { authenticate, type LoginDecision, type LoginResult } from '../session/authenticate.js';
+import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { Pop3Connection } from './connection.js';
 import { lockMailbox, mailboxKey } from './mailbox-lock.js';
 import { cleanTmp, MaildirBox } from './maildir-box.js';
@@ -31,6 +31,17 @@ export type LoginOutcome =
   | { readonly ok: false; readonly reply: string | undefined; readonly close: boolean };
 
 type Result = 'ok' | 'failed' | 'locked-out' | 'no-mailbox' | 'in-use' | 'deferred' | 'disconnected' | 'error';
+
+/** Each attempt's `result` on its log line, from what authenticate() came to. */
+const RESULTS: Record<LoginResult['kind'], Result> = { locked: 'locked-out', accepted: 'ok', failed: 'failed', deferred: 'deferred', disconnected: 'disconnected' };
+
+/** An accepted login's mailbox, or why it has none; `decision` replaces the accept in the metrics and the log. */
+interface Admitted {
+  readonly decision: LoginDecision | undefined;
+  readonly result: Result;
+  readonly extra: Record<string, unknown>;
+  readonly outcome: LoginOutcome;
+}
 
 /** Hook texts go on a reply line: no line breaks or NULs from a plugin may split it. */
 export function oneLine(text: string): string {
@@ -62,46 +73,62 @@ export class Login {
         maildir = dir;
       },
     };
-    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.scope);
+    /** What the accepted login came to: its mailbox, or why not. */
+    let admitted: Admitted | undefined;
+    const r = await authenticate(
+      {
+        pipeline: this.runtime.pipeline,
+        throttle: this.env.services.loginThrottle,
+        metrics: this.env.metrics,
+        log: this.log,
+        scope: this.scope,
+        admit: async (r) => {
+          admitted = await this.admit(r.plugin, maildir, r.answer.code);
+          return admitted.decision;
+        },
+        record: (d, r) => {
+          const result: Result = admitted?.result ?? RESULTS[r.kind];
+          // An accept's text is the plugin's own ("OK"): the line says where the mailbox is instead.
+          const reason = d.action === 'accept' ? undefined : d.reason;
+          this.log.info(
+            { event: 'login', hook: 'auth', plugin: d.plugin, action: d.action, code: d.code, reason, user: c.username, method: c.method, result, ...admitted?.extra },
+            `login ${result}: ${c.username} (${c.method}) by ${d.plugin}${reason ? ': ' + reason : ''}`,
+          );
+        },
+      },
+      ctx,
+    );
     switch (r.kind) {
       case 'locked':
-        // No password is checked while locked out: guessing learns nothing.
-        this.decision(c, 'core', 'defer', 454, `locked out after ${r.verdict.failures} failed logins (by ${r.verdict.by})`, 'locked-out');
         return this.failed('-ERR [SYS/TEMP] Too many failed logins, try again later');
       case 'accepted':
-        if (maildir === undefined) {
-          this.decision(c, r.plugin, 'reject', 550, 'login accepted without a mailbox', 'no-mailbox');
-          return { ok: false, reply: '-ERR [SYS/PERM] no mailbox for this user', close: false };
-        }
-        return this.openMailbox(c, r.plugin, maildir, r.answer.code);
+        return admitted!.outcome;
       case 'deferred':
-        // A plugin fault is counted where the pipeline logs it.
-        this.decision(c, r.plugin, 'defer', r.answer.code, r.fault ? 'plugin fault' : r.answer.text, 'deferred', {}, !r.fault);
         return { ok: false, reply: `-ERR [SYS/TEMP] ${oneLine(r.answer.text)}`, close: false };
       case 'disconnected':
-        this.decision(c, r.plugin, 'disconnect', r.answer.code, r.answer.text, 'disconnected');
         return { ok: false, reply: r.answer.silent ? undefined : `-ERR ${oneLine(r.answer.text)}`, close: true };
     }
-    if (r.answer) this.decision(c, r.plugin ?? 'core', 'reject', r.answer.code, r.answer.text, 'failed');
-    // Every plugin passed: nobody vouched for these credentials.
-    else this.decision(c, 'core', 'reject', 535, 'no plugin accepted these credentials', 'failed');
     return this.failed('-ERR [AUTH] Authentication failed');
   }
 
-  private async openMailbox(c: Credentials, plugin: string, maildir: string, code: number): Promise<LoginOutcome> {
+  /** The mailbox an accepted login names: there, not locked by another session, readable. */
+  private async admit(plugin: string, maildir: string | undefined, code: number): Promise<Admitted> {
+    const refused = (action: 'reject' | 'defer', code: number, reason: string, result: Result, reply: string, extra: Record<string, unknown> = {}): Admitted => ({
+      decision: { plugin, action, code, reason, counted: true },
+      result,
+      extra,
+      outcome: { ok: false, reply, close: false },
+    });
+    if (maildir === undefined) return refused('reject', 550, 'login accepted without a mailbox', 'no-mailbox', '-ERR [SYS/PERM] no mailbox for this user');
     const release = lockMailbox(await mailboxKey(maildir));
-    if (!release) {
-      this.decision(c, plugin, 'defer', 450, 'mailbox locked by another POP3 session', 'in-use', { maildir });
-      return { ok: false, reply: '-ERR [IN-USE] Mailbox is locked by another POP3 session', close: false };
-    }
+    if (!release) return refused('defer', 450, 'mailbox locked by another POP3 session', 'in-use', '-ERR [IN-USE] Mailbox is locked by another POP3 session', { maildir });
     let box: MaildirBox;
     try {
       box = await MaildirBox.open(maildir);
     } catch (err) {
       release();
       this.log.error({ err, maildir }, 'cannot read the mailbox');
-      this.decision(c, plugin, 'defer', 451, `cannot read the mailbox: ${(err as Error).message}`, 'error', { maildir });
-      return { ok: false, reply: '-ERR [SYS/TEMP] cannot open the mailbox, try again later', close: false };
+      return refused('defer', 451, `cannot read the mailbox: ${(err as Error).message}`, 'error', '-ERR [SYS/TEMP] cannot open the mailbox, try again later', { maildir });
     }
     cleanTmp(maildir).then(
       (removed) => {
@@ -110,8 +137,12 @@ export class Login {
       (err: Error) => this.log.warn({ err: err.message, maildir }, 'cannot clean tmp/'),
     );
     const { count, octets } = box.stat();
-    this.decision(c, plugin, 'accept', code, undefined, 'ok', { maildir, messages: count, octets });
-    return { ok: true, box, release, reply: `+OK maildrop has ${count} messages (${octets} octets)` };
+    return {
+      decision: undefined,
+      result: 'ok',
+      extra: { maildir, messages: count, octets },
+      outcome: { ok: true, box, release, reply: `+OK maildrop has ${count} messages (${octets} octets)` },
+    };
   }
 
   private failed(reply: string): LoginOutcome {
@@ -119,13 +150,5 @@ export class Login {
     const close = this.failures >= this.runtime.config.limits.maxAuthFailures;
     if (close) this.log.info({ event: 'auth-failures', failures: this.failures }, `${this.failures} failed logins on this connection, closing`);
     return { ok: false, reply, close };
-  }
-
-  private decision(c: Credentials, plugin: string, action: string, code: number, reason: string | undefined, result: Result, extra: Record<string, unknown> = {}, count = true): void {
-    if (count) this.env.metrics.decision('auth', plugin, action);
-    this.log.info(
-      { event: 'login', hook: 'auth', plugin, action, code, reason, user: c.username, method: c.method, result, ...extra },
-      `login ${result}: ${c.username} (${c.method}) by ${plugin}${reason ? ': ' + reason : ''}`,
-    );
   }
 }

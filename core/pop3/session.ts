@@ -9,7 +9,7 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
-import type { ListenerRuntime, SessionEnv } from '../smtp/session.js';
+import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import { plainIp, Pop3Connection } from './connection.js';
 import { apopVerifier, decodePlain, passwordVerifier } from './credentials.js';
 import { Login, oneLine, type Credentials } from './login.js';

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { RecipientState } from './spool.js';
-import { rfc5322Date } from '../smtp/received.js';
+import { rfc5322Date } from '../date.js';
 
 export interface BounceInput {
   readonly hostname: string;

@@ -13,10 +13,8 @@
  * delivery job, so a restart neither redelivers a recipient already
  * delivered nor forgets when the next try is due.
  */
-import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
-import type { HookInput, NewMessage } from '../hooks.js';
 import { HookScope } from '../hook-scope.js';
 import type { Pipeline } from '../pipeline.js';
 import { splitAddress } from '../address.js';
@@ -24,12 +22,13 @@ import type { Clock } from '../services/clock.js';
 import type { Dns } from '../services/dns.js';
 import type { LocalDomains } from '../services/local-domains.js';
 import type { Metrics, QueueDepth } from '../services/metrics.js';
-import { buildBounce, readHeaderSection } from './bounce.js';
+import { DeliveryContext } from './delivery-context.js';
+import { Notices } from './notice.js';
+import { DeliverySlots } from './slots.js';
 import { MinHeap } from './heap.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
 import { initialState, type Envelope, type QueueState, type RecipientState, type Spool } from './spool.js';
-import { rfc5322Date } from '../smtp/received.js';
 
 export interface DeliveryRuntime {
   readonly pipeline: Pipeline;
@@ -89,9 +88,8 @@ export class Scheduler {
   private readonly fresh = new Set<string>();
   /** Taken off the index and being read: in neither the index nor `active` for the moment. */
   private readonly loading = new Set<string>();
-  private readonly queues: Record<Channel, Job[]> = { local: [], remote: [] };
-  private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
-  private readonly perDomain = new Map<string, number>();
+  /** Jobs waiting for a delivery slot, and the slots taken. */
+  private readonly slots = new DeliverySlots<Job>();
   private readonly inFlight = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
@@ -106,7 +104,15 @@ export class Scheduler {
   private readonly stopping = new HookScope();
   private idleWaiters: Array<() => void> = [];
 
-  constructor(private readonly deps: SchedulerDeps) {}
+  /** What deliver plugins get, and the deliver hook run over it. */
+  private readonly delivering: DeliveryContext;
+  /** Bounces and delay notices. */
+  private readonly notices: Notices;
+
+  constructor(private readonly deps: SchedulerDeps) {
+    this.delivering = new DeliveryContext({ spool: deps.spool, clock: deps.clock, log: deps.log, runtime: deps.runtime, stopping: this.stopping });
+    this.notices = new Notices(deps);
+  }
 
   private get maxActive(): number {
     const q = this.deps.queue();
@@ -372,7 +378,7 @@ export class Scheduler {
 
   private enqueue(job: Job): void {
     job.msg.jobs++;
-    this.queues[job.channel].push(job);
+    this.slots.wait(job);
   }
 
   private dispatch(): void {
@@ -380,24 +386,11 @@ export class Scheduler {
     if (this.stopped) return;
     const q = this.deps.queue();
     const limits: Record<Channel, number> = { local: q.concurrencyLocal, remote: q.concurrencyRemote };
-    for (const channel of ['local', 'remote'] as const) {
-      const queue = this.queues[channel];
-      for (let i = 0; i < queue.length && this.running[channel] < limits[channel]; ) {
-        const job = queue[i]!;
-        if (job.channel === 'remote' && (this.perDomain.get(job.domain) ?? 0) >= q.concurrencyPerDomain) {
-          i++;
-          continue;
-        }
-        queue.splice(i, 1);
-        this.launch(job);
-      }
-    }
+    for (const job of this.slots.take(limits, q.concurrencyPerDomain)) this.launch(job);
   }
 
   private launch(job: Job): void {
     job.started = performance.now();
-    this.running[job.channel]++;
-    if (job.channel === 'remote') this.perDomain.set(job.domain, (this.perDomain.get(job.domain) ?? 0) + 1);
     // Tracked until the outcome is on disk, not just until the delivery returns: a stop
     // (SIGTERM) waits for this, so a delivery is never done again after a clean restart.
     const run = this.runJob(job).finally(() => {
@@ -416,118 +409,15 @@ export class Scheduler {
       const rcpts = job.channel === 'local' ? [job.rcpt] : job.rcpts;
       for (const r of rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
     } finally {
-      this.running[job.channel]--;
-      if (job.channel === 'remote') {
-        const n = (this.perDomain.get(job.domain) ?? 1) - 1;
-        if (n) this.perDomain.set(job.domain, n);
-        else this.perDomain.delete(job.domain);
-      }
+      this.slots.release(job);
     }
     // The next delivery may start while this one's outcome is being written.
     this.dispatch();
     await this.jobDone(job.msg);
   }
 
-  private context(msg: Active, rcpt: RecipientState, local: boolean): HookInput<'deliver'> {
-    const { spool } = this.deps;
-    const env = msg.envelope;
-    return {
-      delivery: {
-        queueId: msg.id,
-        sender: env.sender ? splitAddress(env.sender) : null,
-        recipient: splitAddress(rcpt.address),
-        local,
-        attempt: rcpt.attempts + 1,
-        received: env.received,
-        message: {
-          size: Buffer.byteLength(env.prependHeaders) + env.size,
-          stream: () => lazyStream(() => spool.openMessage(msg.id, env)),
-        },
-        forward: (recipients, headers = []) => this.forward(msg, recipients, headers),
-        send: (message) => this.send(msg, message),
-      },
-    };
-  }
-
-  /** A deliver plugin's forward: a new message with the same sender, committed like any other. */
-  private async forward(msg: Active, recipients: readonly string[], headers: readonly string[]): Promise<string> {
-    const { spool, clock, log } = this.deps;
-    const env = msg.envelope;
-    if (!recipients.length) throw new Error('forward needs at least one recipient');
-    const chunks: Buffer[] = [];
-    for await (const c of await spool.openMessage(msg.id, env)) chunks.push(c as Buffer);
-    const id = await spool.inject(Buffer.concat(chunks), {
-      sender: env.sender,
-      senderParams: {},
-      recipients: recipients.map((address) => ({ address, params: {} })),
-      received: clock.now(),
-      listener: 'forward',
-      remoteIp: '127.0.0.1',
-      heloName: undefined,
-      authUser: undefined,
-      prependHeaders: headers.map((h) => `${h.replace(/[\r\n]+/g, ' ')}\r\n`).join(''),
-      kind: env.kind ?? 'message',
-    });
-    log.info({ event: 'forward', id: msg.id, forwardId: id, to: recipients }, `forwarded msg ${msg.id} to ${recipients.join(', ')} as ${id}`);
-    return id;
-  }
-
-  /** A deliver plugin's send: a new message with its own envelope (an auto-reply), committed like any other. */
-  private async send(msg: Active, message: NewMessage): Promise<string> {
-    const { spool, clock, log } = this.deps;
-    const sender = message.sender.trim();
-    const recipients = message.recipients.map((r) => r.trim());
-    if (!recipients.length) throw new Error('send needs at least one recipient');
-    for (const a of sender ? [sender, ...recipients] : recipients) {
-      if (!/^[^@\s<>()]+@[^@\s<>()]+$/.test(a)) throw new Error(`send: bad address ${JSON.stringify(a)}`);
-    }
-    // Stored as SMTP would store it: CRLF line ends, ending in one (latin1 keeps every byte as it is).
-    const raw = typeof message.message === 'string' ? Buffer.from(message.message, 'utf8') : Buffer.from(message.message);
-    const text = raw.toString('latin1').replace(/\r?\n/g, '\r\n');
-    const content = Buffer.from(text.endsWith('\r\n') ? text : `${text}\r\n`, 'latin1');
-    const now = clock.now();
-    const id = await spool.inject(content, {
-      sender,
-      senderParams: {},
-      recipients: recipients.map((address) => ({ address, params: {} })),
-      received: now,
-      listener: 'send',
-      remoteIp: '127.0.0.1',
-      heloName: undefined,
-      authUser: undefined,
-      prependHeaders: `Received: (yubin send for ${msg.id}); ${rfc5322Date(now)}\r\n`,
-      kind: 'message',
-    });
-    log.info({ event: 'send', id: msg.id, sentId: id, sender, to: recipients }, `msg ${msg.id}: sent a new message from <${sender}> to ${recipients.join(', ')} as ${id}`);
-    return id;
-  }
-
-  /** Runs the deliver hook; undefined when every plugin continued. */
-  private async viaPlugins(msg: Active, rcpt: RecipientState, local: boolean): Promise<Outcome | undefined> {
-    const { pipeline, lease } = this.deps.runtime();
-    if (!pipeline.has('deliver')) return undefined;
-    lease.acquire();
-    try {
-      const { answer, plugin, fault, reason } = await pipeline.run('deliver', this.context(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.stopping);
-      const by = plugin ?? 'core';
-      switch (answer.action) {
-        case 'continue':
-          return undefined;
-        case 'accept':
-          return { kind: 'delivered', text: `${by}: ${answer.text}` };
-        case 'reject':
-          return { kind: 'permanent', status: answer.enhanced ?? '5.0.0', text: answer.text, diagnostic: `${answer.code} ${answer.enhanced ?? ''} ${answer.text}`.replace('  ', ' ') };
-        case 'defer':
-          // A plugin fault is named in `queue list` and the logs: "deliver plugin maildir threw: EACCES ...".
-          return { kind: 'temporary', status: answer.enhanced ?? '4.0.0', text: fault ? `deliver plugin ${by} ${reason ?? 'failed'}` : answer.text };
-      }
-    } finally {
-      lease.release();
-    }
-  }
-
   private async runLocal(job: Extract<Job, { channel: 'local' }>): Promise<void> {
-    const outcome: Outcome = (await this.viaPlugins(job.msg, job.rcpt, true)) ?? {
+    const outcome: Outcome = (await this.delivering.viaPlugins(job.msg, job.rcpt, true)) ?? {
       kind: 'permanent',
       status: '5.1.1',
       text: 'Sorry, no mailbox here by that name. (#5.1.1)',
@@ -538,7 +428,7 @@ export class Scheduler {
   private async runRemote(job: Extract<Job, { channel: 'remote' }>): Promise<void> {
     const viaSmtp: RecipientState[] = [];
     for (const r of job.rcpts) {
-      const outcome = await this.viaPlugins(job.msg, r, false);
+      const outcome = await this.delivering.viaPlugins(job.msg, r, false);
       if (outcome) this.record(job, r, outcome);
       else viaSmtp.push(r);
     }
@@ -636,7 +526,7 @@ export class Scheduler {
       }
       const failed = msg.state.recipients.filter((r) => r.status === 'failed' && !r.reported);
       if (failed.length) {
-        await this.sendNotice(msg, failed, false);
+        await this.notices.send(msg, failed, false);
         for (const r of failed) r.reported = true;
       }
       const pending = msg.state.recipients.filter((r) => r.status === 'pending');
@@ -647,7 +537,7 @@ export class Scheduler {
       }
       const q = this.deps.queue();
       if (q.delayWarning && !msg.state.warned && msg.envelope.sender && (msg.envelope.kind ?? 'message') === 'message' && now - msg.envelope.received >= q.delayWarning) {
-        await this.sendNotice(msg, pending, true);
+        await this.notices.send(msg, pending, true);
         msg.state.warned = true;
       }
       if (msg.state.recipients.some((r) => r.attempts > 0) || failed.length) await spool.writeState(msg.id, msg.state);
@@ -667,49 +557,6 @@ export class Scheduler {
     }
   }
 
-  /** A bounce (or delay notice) for these recipients, injected into the queue like any message. */
-  private async sendNotice(msg: Active, rcpts: RecipientState[], delayed: boolean): Promise<void> {
-    const { spool, log, clock, hostname } = this.deps;
-    const env = msg.envelope;
-    const kind = env.kind ?? 'message';
-    if (kind === 'double-bounce') {
-      // qmail's triple bounce: nobody is left to tell.
-      log.warn({ event: 'bounce', id: msg.id, rcpts: rcpts.map((r) => r.address), result: 'discarded' }, `triple bounce: discarding the failed double bounce ${msg.id}`);
-      return;
-    }
-    const q = this.deps.queue();
-    const double = env.sender === '';
-    // Nothing is ever sent to the null sender: a failed bounce goes to the postmaster.
-    const to = double ? (q.doubleBounceTo ?? `postmaster@${this.deps.localDomains.has(hostname) ? hostname : (this.deps.localDomains.list()[0] ?? hostname)}`) : env.sender;
-    const now = clock.now();
-    const originalHeaders = await readHeaderSection(await spool.openMessage(msg.id, env));
-    const content = buildBounce({
-      hostname,
-      from: `${q.bounceFrom}@${hostname}`,
-      to,
-      queueId: msg.id,
-      arrival: env.received,
-      now,
-      failed: rcpts,
-      originalHeaders,
-      double,
-      delayed,
-    });
-    const id = await spool.inject(content, {
-      sender: '',
-      senderParams: {},
-      recipients: [{ address: to, params: {} }],
-      received: now,
-      listener: 'bounce',
-      remoteIp: '127.0.0.1',
-      heloName: undefined,
-      authUser: undefined,
-      prependHeaders: `Received: (yubin ${delayed ? 'delay notice' : 'bounce'} for ${msg.id}); ${rfc5322Date(now)}\r\n`,
-      kind: double ? 'double-bounce' : 'bounce',
-    });
-    log.info({ event: delayed ? 'delay-notice' : 'bounce', id: msg.id, bounceId: id, to, rcpts: rcpts.map((r) => r.address) }, `${delayed ? 'delay notice' : double ? 'double bounce' : 'bounce'} msg ${msg.id} to <${to}> as ${id}`);
-  }
-
   /**
    * The queue gauges, at scrape time. Telling ready from deferred walks the
    * index (a millisecond for 100,000 waiting messages); channels are known only
@@ -726,8 +573,8 @@ export class Scheduler {
     return {
       messages: { ready, deferred, held: this.held.size, active: this.active.size + this.loading.size },
       deliveries: {
-        local: { waiting: this.queues.local.length, running: this.running.local },
-        remote: { waiting: this.queues.remote.length, running: this.running.remote },
+        local: { waiting: this.slots.waiting('local'), running: this.slots.runningIn('local') },
+        remote: { waiting: this.slots.waiting('remote'), running: this.slots.runningIn('remote') },
       },
     };
   }
@@ -740,15 +587,6 @@ export class Scheduler {
   /** Deliveries running now against their limits, per channel: qmail-send's `status: local 1/10 remote 0/20`. */
   deliveries(): Record<Channel, { running: number; limit: number }> {
     const q = this.deps.queue();
-    return { local: { running: this.running.local, limit: q.concurrencyLocal }, remote: { running: this.running.remote, limit: q.concurrencyRemote } };
+    return { local: { running: this.slots.runningIn('local'), limit: q.concurrencyLocal }, remote: { running: this.slots.runningIn('remote'), limit: q.concurrencyRemote } };
   }
-}
-
-/** A Readable that opens its source on first read (a plugin that never reads opens no file). */
-function lazyStream(open: () => Promise<Readable>): Readable {
-  return Readable.from(
-    (async function* () {
-      for await (const chunk of await open()) yield chunk as Buffer;
-    })(),
-  );
 }

@@ -8,12 +8,13 @@ import type tls from 'node:tls';
 import type { SMTPServer, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
-import type { KeyPair, TlsPolicy } from '../tls.js';
 import { IpConnections } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
+import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
+import type { ListenerTls } from '../session/tls.js';
 import { YubinConnection, type SessionFactory } from './connection.js';
 import { AdaptedServer, isTlsHandshakeError, type SMTPConnectionOptions } from './smtp-server-adapter.js';
-import { SmtpSession, type ListenerRuntime, type Outcome, type SessionEnv } from './session.js';
+import { SmtpSession, type Outcome } from './session.js';
 
 /** The SASL mechanisms smtp-server implements. */
 export const SASL_METHODS = ['PLAIN', 'LOGIN', 'CRAM-MD5'] as const;
@@ -130,13 +131,6 @@ function limitOptions(runtime: ListenerRuntime) {
     socketTimeout: limits.idleTimeout,
     maxCommandLength: limits.maxLineLength,
   };
-}
-
-export interface ListenerTls {
-  readonly mode: 'none' | 'starttls' | 'implicit';
-  readonly keyPair: KeyPair | undefined;
-  /** Protocol versions and suites (the listener's tlsProfile and tlsCiphers). */
-  readonly policy: TlsPolicy;
 }
 
 export class SmtpListener {

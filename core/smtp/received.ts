@@ -1,14 +1,5 @@
 /** The trace header every hop adds (RFC 5321 section 4.4). */
-
-const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-
-/** RFC 5322 date-time in UTC: `Wed, 25 Nov 2026 17:32:23 +0000`. */
-export function rfc5322Date(ms: number): string {
-  const d = new Date(ms);
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${DAYS[d.getUTCDay()]}, ${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
-}
+import { rfc5322Date } from '../date.js';
 
 /** Client-supplied text in a header comment: printable ASCII only, no comment delimiters. */
 function safe(text: string): string {

@@ -10,13 +10,11 @@ import { answer, type FinalAnswer, type Reply } from '../answers.js';
 import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, Header, HookInput, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
-import type { Services } from '../services/index.js';
-import type { ListenerMetrics, Metrics } from '../services/metrics.js';
+import type { ListenerMetrics } from '../services/metrics.js';
 import { authenticate } from '../session/authenticate.js';
 import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
-import type { Spool, SpoolFile } from '../queue/spool.js';
-import type { SpoolSpace } from '../queue/space.js';
-import type { ListenerConfig } from '../config/schema.js';
+import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
+import type { SpoolFile } from '../queue/spool.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
 import { receivedHeader } from './received.js';
 import { DataRate } from '../time-limits.js';
@@ -31,29 +29,6 @@ export interface Outcome {
   readonly close: boolean;
   /** Close without replying (tcpserver's deny). */
   readonly silent: boolean;
-}
-
-/** The listener's settings and plugins as they were when the connection arrived; a reload does not change them mid-session. */
-export interface ListenerRuntime {
-  readonly name: string;
-  readonly config: ListenerConfig;
-  readonly pipeline: Pipeline;
-  /** The deliver-side plugins of the same config: RCPT asks them whether they would take a local recipient. */
-  readonly delivery?: Pipeline;
-  /** Held while a connection uses these plugins, so a reload closes them only when unused. */
-  readonly lease?: { acquire(): void; release(): void };
-}
-
-/** Process-wide things a session uses. */
-export interface SessionEnv {
-  readonly hostname: string;
-  readonly spool: Spool;
-  /** Whether the spool's filesystem has the configured free space. */
-  readonly spoolSpace: SpoolSpace;
-  readonly services: Services;
-  readonly log: Logger;
-  /** The server's metrics (core/services/metrics.ts). */
-  readonly metrics: Metrics;
 }
 
 /** Live connection facts the wire layer owns (they change with STARTTLS and AUTH). */
@@ -227,27 +202,28 @@ export class SmtpSession {
 
   async auth(method: string, username: string, password: string | undefined, verify: (secret: string) => boolean): Promise<Outcome> {
     const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
-    const r = await authenticate(this.runtime.pipeline, this.env.services.loginThrottle, ctx, this.log, this.scope);
-    const extra = { user: username, account: r.account, method };
+    const r = await authenticate(
+      {
+        pipeline: this.runtime.pipeline,
+        throttle: this.env.services.loginThrottle,
+        metrics: this.env.metrics,
+        log: this.log,
+        scope: this.scope,
+        // A plugin fault was logged where the pipeline caught it.
+        record: (d, r) => d.counted && this.logLine('auth', d.plugin, d.action, d.code, d.reason, { user: username, account: r.account, method }),
+      },
+      ctx,
+    );
     switch (r.kind) {
       case 'locked':
-        // No password is checked while locked out: guessing learns nothing.
-        this.logDecision('auth', 'core', 'defer', 454, `locked out after ${r.verdict.failures} failed logins (by ${r.verdict.by})`, extra);
         return this.outcome(answer.defer(454, '4.7.0', 'Too many failed logins, try again later'));
       case 'accepted':
-        this.logDecision('auth', r.plugin, 'accept', r.answer.code, r.answer.text, extra);
         this.log.info({ event: 'auth', user: username, method }, 'authenticated');
         return ok({ code: 235, enhanced: '2.7.0', text: 'Authentication successful' });
       case 'deferred':
-        if (!r.fault) this.logDecision('auth', r.plugin, 'defer', r.answer.code, r.answer.text, extra);
-        return this.outcome(r.answer);
       case 'disconnected':
-        this.logDecision('auth', r.plugin, 'disconnect', r.answer.code, r.answer.text, extra);
         return this.outcome(r.answer);
     }
-    // Every plugin passed, or one refused: either way the credentials failed.
-    if (r.answer) this.logDecision('auth', r.plugin ?? 'core', 'reject', r.answer.code, r.answer.text, extra);
-    else this.logDecision('auth', 'core', 'reject', 535, 'no plugin accepted these credentials', extra);
     this.authFailures++;
     if (this.authFailures >= this.limits.maxAuthFailures) {
       this.logDecision('auth', 'core', 'disconnect', 421, `${this.authFailures} failed AUTH attempts`, { user: username });
@@ -559,6 +535,11 @@ export class SmtpSession {
 
   private logDecision(hook: HookName, plugin: string, action: string, code: number, reason: string | undefined, extra: Record<string, unknown> = {}): void {
     this.env.metrics.decision(hook, plugin, action);
+    this.logLine(hook, plugin, action, code, reason, extra);
+  }
+
+  /** A decision's log line, for one counted elsewhere (a login's, by authenticate()). */
+  private logLine(hook: HookName, plugin: string, action: string, code: number, reason: string | undefined, extra: Record<string, unknown> = {}): void {
     this.log.info({ hook, plugin, action, code, reason, ...extra }, `${hook}: ${plugin} ${action}${reason ? ': ' + reason : ''}`);
   }
 
