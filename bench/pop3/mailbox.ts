@@ -180,8 +180,8 @@ export function generateMaildir(dir: string, o: GenerateOptions): Mailbox {
 }
 
 /** A copy of a Maildir (names, contents and mtimes kept), by `cp -a` in a child so a signal is handled meanwhile. */
-export async function copyMaildir(src: Mailbox, dst: string): Promise<Mailbox> {
-  await mustRun('cp', ['-a', src.dir, dst]);
+export async function copyMaildir(src: Mailbox, dst: string, hardLinks = false): Promise<Mailbox> {
+  await mustRun('cp', [hardLinks ? '-al' : '-a', src.dir, dst]);
   return { ...src, dir: dst };
 }
 

@@ -9,7 +9,7 @@
  *   the last reply's terminator; then QUIT (timed apart). No DELE: nothing
  *   in the mailbox changes.
  */
-import { treeCpuTicks, CLOCK_TICKS_PER_SECOND, MemorySampler } from '../smtp-accept/proc.js';
+import { treeCpuTicks, CLOCK_TICKS_PER_SECOND, MemorySampler, readMemory, readPssKb } from '../smtp-accept/proc.js';
 import { Pop3Client, Pop3Error, type Pop3Response } from './client.js';
 import type { PopServer } from './dovecot.js';
 import { wireForm, type Mailbox, type MessageFile } from './mailbox.js';
@@ -262,5 +262,79 @@ export async function retrRun(c: Context, window: number, contentSamples: number
     client?.destroy();
     if (err instanceof CheckFailed) throw err;
     throw new CheckFailed(err instanceof Error ? err.message : String(err), exchanges());
+  }
+}
+
+export interface SessionsSample {
+  readonly sessions: number;
+  /** Sum over the server's processes before the sessions opened, kB. */
+  readonly beforeRssKb: number;
+  readonly beforePssKb: number;
+  /** The same with every session logged in (STAT and UIDL answered) and held open. */
+  readonly heldRssKb: number;
+  readonly heldPssKb: number;
+  /** (held - before) / sessions, kB. */
+  readonly perSessionRssKb: number;
+  readonly perSessionPssKb: number;
+  readonly processesHeld: number;
+}
+
+function memorySum(pids: readonly number[]): { rss: number; pss: number } {
+  let rss = 0;
+  let pss = 0;
+  for (const p of pids) {
+    rss += readMemory(p)?.rssKb ?? 0;
+    pss += readPssKb(p) ?? 0;
+  }
+  return { rss, pss };
+}
+
+/**
+ * Memory per session: `boxes.length` sessions, each logged in to its own
+ * mailbox (STAT and the full UIDL answered), all held open at once; the
+ * server's RSS and PSS (summed over its processes) then, against just
+ * before they connected. Each is settled for `settleMs` first.
+ */
+export async function sessionsRun(c: Omit<Context, 'box' | 'user'>, boxes: ReadonlyArray<{ user: string; box: Mailbox }>, settleMs = 1000): Promise<SessionsSample> {
+  const clients: Pop3Client[] = [];
+  try {
+    await c.server.settle();
+    await new Promise((r) => setTimeout(r, settleMs));
+    const before = memorySum(c.server.pids());
+    await withTimeout(
+      Promise.all(
+        boxes.map(async ({ user, box }) => {
+          const { client } = await Pop3Client.connect(c.server.port);
+          clients.push(client);
+          await client.ok(`USER ${user}`);
+          await client.ok(`PASS ${c.password}`);
+          checkStat(await client.ok('STAT'), box, () => client.lastExchanges());
+          await client.ok('UIDL', true, true);
+        }),
+      ),
+      c.timeoutMs,
+      `${boxes.length} sessions`,
+      () => clients.forEach((cl) => cl.destroy()),
+    );
+    await new Promise((r) => setTimeout(r, settleMs));
+    const pids = c.server.pids();
+    const held = memorySum(pids);
+    await Promise.all(clients.map((cl) => cl.ok('QUIT').then(() => cl.waitClosed(2000))));
+    const n = boxes.length;
+    return {
+      sessions: n,
+      beforeRssKb: before.rss,
+      beforePssKb: before.pss,
+      heldRssKb: held.rss,
+      heldPssKb: held.pss,
+      perSessionRssKb: Math.round((held.rss - before.rss) / n),
+      perSessionPssKb: Math.round((held.pss - before.pss) / n),
+      processesHeld: pids.length,
+    };
+  } catch (err) {
+    if (err instanceof CheckFailed) throw err;
+    throw new CheckFailed(err instanceof Error ? err.message : String(err), clients[0]?.lastExchanges() ?? []);
+  } finally {
+    for (const cl of clients) cl.destroy();
   }
 }

@@ -14,7 +14,7 @@ import { gitInfo, loadAverage, machineInfo, positive, repoRoot, table } from '..
 import { CLOCK_TICKS_PER_SECOND, freePort, mustRun, OtherCpu, sleep } from '../smtp-accept/proc.js';
 import { DOVECOT_SETTINGS, dovecotVersion, findDovecot, giveToMailUser, startDovecot, type BenchUser, type PopServer } from './dovecot.js';
 import { copyMaildir, generateMaildir, listMessages, type Mailbox, type MessageFile } from './mailbox.js';
-import { CheckFailed, loginCycle, retrRun, type Context, type LoginSample, type RetrSample, type UidlInfo } from './measure.js';
+import { CheckFailed, loginCycle, retrRun, sessionsRun, type Context, type LoginSample, type RetrSample, type SessionsSample, type UidlInfo } from './measure.js';
 import { startYubin } from './yubin.js';
 
 const HELP = `POP3 benchmark: yubin against Dovecot on copies of the same Maildir, 127.0.0.1 only.
@@ -26,6 +26,8 @@ usage: node dist/bench/pop3/run.js [options]
   --logins N       warm login cycles (default 20)
   --retr N         RETR-everything runs (default 5)
   --window N       RETR commands outstanding (default 50)
+  --sessions N     concurrent sessions held open for the memory per session, each on its own
+                   hard-linked copy of the mailbox (default 20; 0 skips it)
   --min-size B     smallest message, octets as stored (default 2048)
   --max-size B     largest message (default 20480)
   --seed N         mailbox generator seed (default 1)
@@ -34,6 +36,7 @@ usage: node dist/bench/pop3/run.js [options]
   --dovecot BIN    the dovecot binary (default /usr/sbin/dovecot or dovecot on PATH)
   --workdir DIR    where the temporary directory goes (default the system's tmp)
   --keep           keep the temporary directory (mailboxes, configs, logs)
+  --yubin-dist DIR  measure another build's yubin (its dist/, e.g. of an older commit) with this bench
   --yubin-node-arg A  extra argument for yubin's node process, repeatable
                    (e.g. --yubin-node-arg=--cpu-prof --yubin-node-arg=--cpu-prof-dir=/tmp/prof)
   --out FILE       JSON results (default bench/results/pop3-<date>.json, -quick.json unless 10000 messages)
@@ -58,6 +61,7 @@ interface ServerReport {
   prime?: LoginSample;
   warm: LoginSample[];
   retr: RetrSample[];
+  sessions?: SessionsSample;
   uidl?: UidlInfo;
   mailboxUnchanged?: boolean;
   logProblemCount?: number;
@@ -161,6 +165,7 @@ async function main(): Promise<void> {
       logins: { type: 'string' },
       retr: { type: 'string' },
       window: { type: 'string' },
+      sessions: { type: 'string' },
       'min-size': { type: 'string' },
       'max-size': { type: 'string' },
       seed: { type: 'string' },
@@ -170,6 +175,7 @@ async function main(): Promise<void> {
       keep: { type: 'boolean', default: false },
       dovecot: { type: 'string' },
       'yubin-node-arg': { type: 'string', multiple: true, default: [] },
+      'yubin-dist': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -186,6 +192,7 @@ async function main(): Promise<void> {
   const warmRuns = positive(values.logins, 'logins', 20);
   const retrRuns = positive(values.retr, 'retr', 5);
   const window = positive(values.window, 'window', 50);
+  const sessionCount = values.sessions === '0' ? 0 : positive(values.sessions, 'sessions', 20);
   const minSize = positive(values['min-size'], 'min-size', 2048);
   const maxSize = positive(values['max-size'], 'max-size', 20480);
   const seed = positive(values.seed, 'seed', 1);
@@ -204,7 +211,7 @@ async function main(): Promise<void> {
       else r.version = dovecotVersion(dovecotBin);
       r.setup = DOVECOT_SETTINGS;
     } else {
-      r.setup = ['this checkout\'s dist/, one Node process (bench/pop3/yubin-server.js via startTestServer), one pop3 listener on 127.0.0.1, allowInsecureAuth, an inline auth plugin naming the Maildir, log level warn'];
+      r.setup = [`${values['yubin-dist'] ? `the build in ${values['yubin-dist']}` : 'this checkout\'s dist/'}, one Node process (bench/pop3/yubin-server.js via startTestServer), one pop3 listener on 127.0.0.1, allowInsecureAuth, an inline auth plugin naming the Maildir, log level warn`];
     }
     if (r.unavailable) process.stderr.write(`${n}: not run: ${r.unavailable}\n`);
     reports.set(n, r);
@@ -241,6 +248,7 @@ async function main(): Promise<void> {
     main: Mailbox;
     warmup: Mailbox;
     cold: Mailbox[];
+    sessions: Array<{ user: string; box: Mailbox }>;
     users: BenchUser[];
   }
   const boxes = new Map<Name, Boxes>();
@@ -251,13 +259,17 @@ async function main(): Promise<void> {
       main: await copyMaildir(master, path.join(dir, 'main')),
       warmup: await copyMaildir(warmupMaster, path.join(dir, 'warmup')),
       cold: [],
+      sessions: [],
       users: [],
     };
     for (let k = 0; k < coldRuns; k++) b.cold.push(await copyMaildir(master, path.join(dir, `cold-${k + 1}`)));
+    // Hard links: the same files, so the copies cost no page cache and little time.
+    for (let k = 0; k < sessionCount; k++) b.sessions.push({ user: `s${k + 1}`, box: await copyMaildir(master, path.join(dir, `s-${k + 1}`), true) });
     b.users = [
       { name: 'bench', maildir: b.main.dir },
       { name: 'warmup', maildir: b.warmup.dir },
       ...b.cold.map((m, k) => ({ name: `cold${k + 1}`, maildir: m.dir })),
+      ...b.sessions.map((x) => ({ name: x.user, maildir: x.box.dir })),
     ];
     if (n === 'dovecot') {
       for (const u of b.users) giveToMailUser(u.maildir);
@@ -282,7 +294,7 @@ async function main(): Promise<void> {
     const dir = path.join(work, `${n}-server`);
     mkdirSync(dir, { recursive: true });
     try {
-      const s = n === 'dovecot' ? await startDovecot(dovecotBin!, dir, await freePort(), boxes.get(n)!.users, password) : await startYubin(dir, boxes.get(n)!.users, password, values['yubin-node-arg']);
+      const s = n === 'dovecot' ? await startDovecot(dovecotBin!, dir, await freePort(), boxes.get(n)!.users, password) : await startYubin(dir, boxes.get(n)!.users, password, values['yubin-node-arg'], values['yubin-dist']);
       servers.set(n, s);
       cleanupFns.push(() => s.stop());
       reports.get(n)!.greeting = s.greeting;
@@ -358,6 +370,19 @@ async function main(): Promise<void> {
   }
   phaseEnd('warm');
 
+  if (sessionCount > 0) {
+    log(`\nmemory per session (${sessionCount} sessions held open, each logged in to its own ${messages}-message copy):`);
+    for (const n of active()) {
+      try {
+        const s = await sessionsRun({ server: servers.get(n)!, byBase, password, timeoutMs }, boxes.get(n)!.sessions);
+        reports.get(n)!.sessions = s;
+        log(` ${n} ${s.perSessionRssKb} kB RSS (${s.perSessionPssKb} kB PSS) per session`);
+      } catch (err) {
+        fail(n, 'sessions held open', err);
+      }
+    }
+  }
+
   log(`\nRETR runs (all ${messages} messages, ${window} outstanding):\n`);
   phaseStart();
   for (let k = 0; k < retrRuns; k++) {
@@ -416,6 +441,12 @@ async function main(): Promise<void> {
   };
 
   const loginRows = [['server', 'login', 'runs', 'median ms', 'p90 ms', 'min ms', 'server CPU ms (mean)', 'connect', 'USER', 'PASS', 'STAT', 'UIDL', 'QUIT']];
+  const sessionRows = [['server', 'sessions', 'RSS before MB', 'RSS held MB', 'RSS per session kB', 'PSS before MB', 'PSS held MB', 'PSS per session kB', 'processes held']];
+  const mb = (kb: number) => fmt(kb / 1024, 1);
+  for (const n of names) {
+    const s = reports.get(n)!.sessions;
+    if (s) sessionRows.push([n, String(s.sessions), mb(s.beforeRssKb), mb(s.heldRssKb), String(s.perSessionRssKb), mb(s.beforePssKb), mb(s.heldPssKb), String(s.perSessionPssKb), String(s.processesHeld)]);
+  }
   const retrRows = [['server', 'runs', 'median s', 'p90 s', 'msgs/s', 'MB/s', 'msgs/s @p90', 'server CPU s', 'client CPU s', 'peak RSS MB', 'QUIT ms']];
   for (const n of names) {
     const r = reports.get(n)!;
@@ -435,7 +466,7 @@ async function main(): Promise<void> {
     ['warm login, Dovecot ms / yubin ms', show(ratios.warmLoginMedian), show(ratios.warmLoginP90)],
     ['RETR msgs/s (and MB/s), yubin / Dovecot', show(ratios.retrMsgsPerSecMedian), show(ratios.retrMsgsPerSecP90)],
   ];
-  log(`\n\n${table(loginRows)}\n(login: connect + USER + PASS + STAT + UIDL + QUIT on ${messages} messages, one command at a time; step columns are medians in ms)\n\n${table(retrRows)}\n(RETR: all ${messages} messages, ${(master.totalCrlf / 1e6).toFixed(1)} MB with CRLF, ${window} RETRs outstanding; MB = 10^6 octets)\n\n${table(ratioRows)}\n`);
+  log(`\n\n${table(loginRows)}\n(login: connect + USER + PASS + STAT + UIDL + QUIT on ${messages} messages, one command at a time; step columns are medians in ms)\n\n${table(retrRows)}\n(RETR: all ${messages} messages, ${(master.totalCrlf / 1e6).toFixed(1)} MB with CRLF, ${window} RETRs outstanding; MB = 10^6 octets)\n\n${sessionRows.length > 1 ? `${table(sessionRows)}\n(memory: sums over the server's processes, before the sessions connected and with all of them logged in, STAT and UIDL answered; MB here = 2^20 octets)\n\n` : ''}${table(ratioRows)}\n`);
   log(`RETR server CPU yubin / Dovecot: ${show(ratios.retrServerCpu)}\n\n`);
   for (const n of names) {
     const r = reports.get(n)!;
@@ -466,6 +497,7 @@ async function main(): Promise<void> {
       warmRuns,
       retrRuns,
       window,
+      sessions: sessionCount,
       mailbox: {
         storedOctets: master.totalStored,
         crlfOctets: master.totalCrlf,

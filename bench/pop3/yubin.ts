@@ -21,8 +21,9 @@ function yubinProblems(log: string): string[] {
   return out;
 }
 
-export async function startYubin(dir: string, users: readonly BenchUser[], password: string, nodeArgs: readonly string[] = []): Promise<PopServer> {
-  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'yubin-server.js');
+/** `dist`: another build's dist/ directory to measure (its bench/pop3/yubin-server.js); this one's by default. */
+export async function startYubin(dir: string, users: readonly BenchUser[], password: string, nodeArgs: readonly string[] = [], dist?: string): Promise<PopServer> {
+  const script = dist ? path.resolve(dist, 'bench/pop3/yubin-server.js') : path.join(path.dirname(fileURLToPath(import.meta.url)), 'yubin-server.js');
   const logFile = path.join(dir, 'yubin.log');
   const input = { users: Object.fromEntries(users.map((u) => [u.name, u.maildir])), password, dataDir: path.join(dir, 'data') };
   const err = openSync(logFile, 'a');

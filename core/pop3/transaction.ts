@@ -4,13 +4,39 @@
  * that disconnects or times out changes nothing, as with qmail-pop3d.
  */
 import type { MaildirBox, Pop3Message, UpdateResult } from './maildir-box.js';
-import { encodeWhole, WireEncoder } from './wire-format.js';
+import { encodedMax, encodeInto, WireEncoder } from './wire-format.js';
 import type { Wire } from './wire.js';
 
 const READ_CHUNK = 64 * 1024;
 const MIN_READ = 4 * 1024;
 /** Messages up to this wire size are read and sent whole; bigger ones are streamed. */
 const WHOLE_MAX = 1024 * 1024;
+
+/**
+ * Replies to RETR are encoded into shared slabs, one after the other, and
+ * the socket is handed views of them: one allocation per 256 KB of replies
+ * instead of one per message. A region, once handed out, is never written
+ * again; a slab that is full is left to the socket and the garbage
+ * collector. A reply bigger than a slab gets a buffer of its own.
+ */
+const SLAB_SIZE = 256 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+let slabUsed = 0;
+
+/** Room for `max` octets: the buffer and where to start writing. Call `used` with the end once written. */
+function reserve(max: number): { buf: Buffer; at: number } {
+  if (max > SLAB_SIZE / 4) return { buf: Buffer.allocUnsafeSlow(max), at: 0 };
+  if (slabUsed + max > SLAB_SIZE) {
+    slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+    slabUsed = 0;
+  }
+  return { buf: slab, at: slabUsed };
+}
+
+function used(buf: Buffer, end: number): void {
+  // 8-aligned, so the next reply's copies start on a word boundary.
+  if (buf === slab) slabUsed = (end + 7) & ~7;
+}
 
 export const TRANSACTION_COMMANDS = new Set(['STAT', 'LIST', 'UIDL', 'TOP', 'RETR', 'DELE', 'RSET', 'NOOP', 'LAST']);
 
@@ -126,12 +152,27 @@ export class Pop3Transaction {
 
   /** RETR of a message small enough to read and send in one piece (nearly all of them). */
   private async retrieveWhole(m: Pop3Message): Promise<void> {
-    const data = await this.box.readMessage(m);
-    if (!data) return this.say('-ERR [SYS/TEMP] message is gone');
-    await this.wire.write(encodeWhole(data, Buffer.from(`+OK ${m.size} octets\r\n`)));
+    let sent = this.sendWhole(m);
+    if (sent === 'gone' && (await this.box.relocate(m))) sent = this.sendWhole(m);
+    if (sent === 'gone') return this.say('-ERR [SYS/TEMP] message is gone');
+    await sent;
     if (this.wire.closed) return;
     m.retrieved = true;
     this.last = Math.max(this.last, m.number);
+  }
+
+  /**
+   * Reads, encodes and writes in one synchronous step: the read buffer is
+   * shared by every session (see MaildirBox.readShared).
+   */
+  private sendWhole(m: Pop3Message): Promise<void> | 'gone' {
+    const data = this.box.readShared(m);
+    if (data === 'gone') return 'gone';
+    const head = `+OK ${m.size} octets\r\n`;
+    const { buf, at } = reserve(head.length + encodedMax(data.length));
+    const end = encodeInto(data, buf, at + buf.write(head, at, 'latin1'));
+    used(buf, end);
+    return this.wire.write(buf.subarray(at, end));
   }
 
   /** The message an argument names, or undefined after writing why there is none. */
