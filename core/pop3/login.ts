@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import type { HookInput } from '../hooks.js';
-import { authenticate, type LoginDecision, type LoginResult } from '../session/authenticate.js';
+import { authenticate, listenerLogin, type LoginDecision, type LoginResult } from '../session/authenticate.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { Pop3Connection } from './connection.js';
 import { lockMailbox, mailboxKey } from './mailbox-lock.js';
@@ -77,11 +77,7 @@ export class Login {
     let admitted: Admitted | undefined;
     const r = await authenticate(
       {
-        pipeline: this.runtime.pipeline,
-        throttle: this.env.services.loginThrottle,
-        metrics: this.env.metrics,
-        log: this.log,
-        scope: this.scope,
+        ...listenerLogin(this.runtime, this.env, this.log, this.scope),
         admit: async (r) => {
           admitted = await this.admit(r.plugin, maildir, r.answer.code);
           return admitted.decision;

@@ -13,6 +13,7 @@ import type { Pipeline } from '../pipeline.js';
 import type { HookScope } from '../hook-scope.js';
 import type { Metrics } from '../services/metrics.js';
 import { loginTurn, type LoginThrottle, type ThrottleVerdict } from '../services/login-throttle.js';
+import type { ListenerRuntime, SessionEnv } from './runtime.js';
 
 type Accepted = { readonly kind: 'accepted'; readonly plugin: string; readonly answer: Accept };
 
@@ -71,6 +72,11 @@ export function loginDecision(r: LoginResult): LoginDecision {
       if (r.answer) return { plugin: r.plugin ?? 'core', action: 'reject', code: r.answer.code, reason: r.answer.text, counted: true };
       return { plugin: 'core', action: 'reject', code: 535, reason: 'no plugin accepted these credentials', counted: true };
   }
+}
+
+/** The parts of a LoginFlow every listener takes from the same places: its plugins, the shared throttle, the metrics. */
+export function listenerLogin(runtime: ListenerRuntime, env: SessionEnv, log: Logger, scope: HookScope | undefined): Pick<LoginFlow, 'pipeline' | 'throttle' | 'metrics' | 'log' | 'scope'> {
+  return { pipeline: runtime.pipeline, throttle: env.services.loginThrottle, metrics: env.metrics, log, scope };
 }
 
 export async function authenticate(flow: LoginFlow, ctx: HookInput<'auth'>): Promise<LoginResult> {

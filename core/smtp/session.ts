@@ -11,7 +11,7 @@ import { hasSenderRouting, splitAddress } from '../address.js';
 import type { Address, Connection, ConnectionState, Header, HookInput, HookName, Recipient, SmtpParams, TimeLimits, Transaction, TransactionState } from '../hooks.js';
 import type { HookResult, Pipeline } from '../pipeline.js';
 import type { ListenerMetrics } from '../services/metrics.js';
-import { authenticate } from '../session/authenticate.js';
+import { authenticate, listenerLogin } from '../session/authenticate.js';
 import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { SpoolFile } from '../queue/spool.js';
@@ -204,11 +204,7 @@ export class SmtpSession {
     const ctx = { connection: this.connection, method, username, password, verify, mailbox: () => undefined };
     const r = await authenticate(
       {
-        pipeline: this.runtime.pipeline,
-        throttle: this.env.services.loginThrottle,
-        metrics: this.env.metrics,
-        log: this.log,
-        scope: this.scope,
+        ...listenerLogin(this.runtime, this.env, this.log, this.scope),
         // A plugin fault was logged where the pipeline caught it.
         record: (d, r) => d.counted && this.logLine('auth', d.plugin, d.action, d.code, d.reason, { user: username, account: r.account, method }),
       },
