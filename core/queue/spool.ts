@@ -2,9 +2,11 @@
  * The spool: where an accepted message becomes durable before the client
  * hears 250, with qmail's promise that nothing acknowledged is ever lost.
  *
- * A message is streamed into `tmp/ID` while it arrives. Commit appends the
- * envelope to the same file as a trailer (JSON, then a fixed-size footer
- * giving its length), fdatasyncs the file once, renames it to `mess/ID` and
+ * A message is held in memory while it arrives, and streamed into `tmp/ID`
+ * only once it outgrows SMALL_MESSAGE. Commit appends the envelope as a
+ * trailer (JSON, then a fixed-size footer giving its length), so a small
+ * message reaches the disk in one write, then fdatasyncs the file once,
+ * renames it to `mess/ID` and
  * fsyncs the `mess` directory. The rename is the commit point: whatever is in
  * `mess/` is whole, whatever is in `tmp/` was never acknowledged. One file,
  * one data sync per message; qmail needed two (mess and intd) and a link.
@@ -19,7 +21,7 @@
  * atomically, see QueueState); the envelope itself is never rewritten.
  */
 import * as fs from 'node:fs';
-import { createReadStream, type ReadStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
@@ -202,16 +204,19 @@ export class Spool {
     return `${Date.now().toString(36)}${PID}${this.seq.toString(36).padStart(3, '0')}`.toUpperCase();
   }
 
-  async begin(id: string): Promise<SpoolFile> {
-    const tmp = path.join(this.tmpDir, id);
-    const fd = await fsOpen(tmp, 'wx', 0o600);
-    return new SpoolFile(this, id, tmp, fd);
+  /**
+   * A new message file. Nothing touches the disk until the message outgrows
+   * SMALL_MESSAGE: most mail is a few kilobytes and is written whole, with its
+   * envelope, at commit.
+   */
+  begin(id: string): SpoolFile {
+    return new SpoolFile(this, id, path.join(this.tmpDir, id));
   }
 
   /** Writes a whole message (bounces, sendmail) with the same durability as SMTP. */
   async inject(content: Buffer, envelope: Omit<Envelope, 'id' | 'size'>): Promise<string> {
     const id = this.newId();
-    const file = await this.begin(id);
+    const file = this.begin(id);
     try {
       await file.write(content);
       await file.commit(envelope);
@@ -299,35 +304,47 @@ export class Spool {
   }
 }
 
+/**
+ * Messages up to this size are held in memory until commit and reach the disk
+ * in one write; larger ones are streamed to `tmp/` as they arrive, so memory
+ * stays bounded whatever the size limit.
+ */
+const SMALL_MESSAGE = 128 * 1024;
+
 export class SpoolFile {
   private size = 0;
+  private fd: number | undefined;
   private closed = false;
+  /** Bytes not yet written: all of a small message, nothing of a large one between writes. */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
 
   constructor(
     private readonly spool: Spool,
     readonly id: string,
     readonly tmpPath: string,
-    private readonly fd: number,
   ) {}
 
   async write(chunk: Buffer): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) off += (await fsWrite(this.fd, chunk, off, chunk.length - off, null)).bytesWritten;
     this.size += chunk.length;
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    if (this.heldBytes > SMALL_MESSAGE || this.fd !== undefined) await this.flush();
   }
 
-  /** What has been written so far, read back from disk (for data-hook plugins). */
-  read(): ReadStream {
+  /** What has been written so far (for data-hook plugins): from memory, or read back from disk. */
+  read(): Readable {
+    if (this.fd === undefined) return Readable.from(this.held.length ? [Buffer.concat(this.held, this.heldBytes)] : []);
     return createReadStream(this.tmpPath);
   }
 
   async commit(envelope: Omit<Envelope, 'id' | 'size'>): Promise<void> {
     const json = Buffer.from(JSON.stringify({ id: this.id, size: this.size, ...envelope }));
     const footer = Buffer.from(`\n#yubin-envelope:${String(json.length).padStart(10, '0')}\n`, 'latin1');
-    const size = this.size;
-    await this.write(Buffer.concat([json, footer]));
-    this.size = size;
-    await fsDatasync(this.fd);
+    this.held.push(json, footer);
+    this.heldBytes += json.length + footer.length;
+    await this.flush();
+    await fsDatasync(this.fd!);
     await this.close();
     await rename(this.tmpPath, this.spool.messagePath(this.id));
     await this.spool.messSync.sync();
@@ -335,12 +352,25 @@ export class SpoolFile {
   }
 
   async abort(): Promise<void> {
+    this.held = [];
+    if (this.fd === undefined) return;
     await this.close();
     await unlink(this.tmpPath).catch(() => undefined);
   }
 
+  /** Writes what is held, opening the file first if this is the first write. */
+  private async flush(): Promise<void> {
+    if (this.closed) throw new Error(`queue file ${this.id} is already closed`);
+    this.fd ??= await fsOpen(this.tmpPath, 'wx', 0o600);
+    const data = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held, this.heldBytes);
+    this.held = [];
+    this.heldBytes = 0;
+    let off = 0;
+    while (off < data.length) off += (await fsWrite(this.fd, data, off, data.length - off, null)).bytesWritten;
+  }
+
   private async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.fd === undefined) return;
     this.closed = true;
     await fsClose(this.fd);
   }

@@ -375,11 +375,7 @@ export class SmtpSession {
     let spoolError: unknown;
     let committed = false;
     try {
-      try {
-        file = await this.env.spool.begin(tx.id);
-      } catch (err) {
-        spoolError = err;
-      }
+      file = this.env.spool.begin(tx.id);
       const protocol = `${this.wire.esmtp ? 'ESMTP' : 'SMTP'}${this.connection.secure ? 'S' : ''}${this.connection.authUser ? 'A' : ''}`;
       const received = receivedHeader({
         heloName: this.connection.heloName,
@@ -391,8 +387,8 @@ export class SmtpSession {
         recipients: tx.recipients.map((r) => r.address),
         time: this.env.services.clock.now(),
       });
-      // The Received header goes out with the first chunk: one write less per message.
-      let pending: Buffer | undefined = Buffer.from(received);
+      // Held in memory with the rest of a small message: one write at commit.
+      await file.write(Buffer.from(received)).catch((err: unknown) => (spoolError = err));
       const headers = new HeaderCollector(limits.maxHeaderSize);
       const rate = new DataRate(Math.min(limits.idleTimeout, DATA_RATE_GRACE_MS), limits.minDataRate);
       let size = 0;
@@ -408,15 +404,13 @@ export class SmtpSession {
         if (size > limits.maxMessageSize || spoolError !== undefined) continue;
         headers.push(chunk);
         try {
-          await file!.write(pending ? Buffer.concat([pending, chunk]) : chunk);
+          await file.write(chunk);
         } catch (err) {
           spoolError = err;
         }
-        pending = undefined;
       }
       // A stream cut short (connection lost, bare LF) never makes a message.
       if (stream.readableAborted) throw Object.assign(new Error('message not received in full'), { code: 'ECONNECTION' });
-      if (pending && spoolError === undefined) await file!.write(pending);
       if (spoolError !== undefined) throw spoolError;
       headers.end();
       if (size > limits.maxMessageSize || stream.sizeExceeded) {
