@@ -3,11 +3,11 @@
  * control socket and the http listener, and two workers that run the smtp
  * listener — driven as an operator runs it, `yubin serve` with real sockets.
  */
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Spool } from '../core/queue/spool.js';
-import { SmtpTestClient } from '../core/testing/index.js';
+import { Pop3TestClient, SmtpTestClient } from '../core/testing/index.js';
 import { serve, sleep, tempDir, waitFor, yubin, type ServeProcess } from './helpers.js';
 
 /** An auth plugin that knows one user, alice with the password "right". */
@@ -17,8 +17,11 @@ const AUTH_PLUGIN = `export default {
     return {
       authMechanisms: () => ['PLAIN', 'LOGIN'],
       hooks: {
-        auth({ username, password }) {
-          if (username === 'alice' && password === 'right') return { action: 'accept', code: 235, enhanced: '2.7.0', text: 'welcome' };
+        auth({ username, password, mailbox }) {
+          if (username === 'alice' && password === 'right') {
+            mailbox(new URL('./alice/Maildir', import.meta.url).pathname);
+            return { action: 'accept', code: 235, enhanced: '2.7.0', text: 'welcome' };
+          }
           return { action: 'reject', code: 535, enhanced: '5.7.8', text: 'no' };
         },
       },
@@ -55,6 +58,11 @@ function configText(o: Options = {}): string {
     `    greeting: ${o.greeting ?? 'ESMTP'}`,
     '    plugins: [rcpthosts, ./one-user.mjs]',
     ...(o.limits ? [`    limits: ${o.limits}`] : []),
+    '  - name: pop3',
+    '    protocol: pop3',
+    '    listen: 127.0.0.1:0',
+    '    allowInsecureAuth: true',
+    '    plugins: [./one-user.mjs]',
     '  - name: http',
     '    protocol: http',
     '    listen: 127.0.0.1:0',
@@ -67,6 +75,7 @@ async function site(t: Test, o: Options = {}): Promise<{ dir: string; config: st
   const dir = await tempDir(t, 'yubin-workers-t-');
   const config = path.join(dir, 'yubin.yaml');
   await writeFile(path.join(dir, 'one-user.mjs'), AUTH_PLUGIN);
+  for (const sub of ['cur', 'new', 'tmp']) await mkdir(path.join(dir, 'alice/Maildir', sub), { recursive: true });
   await writeFile(config, configText(o));
   return { dir, config };
 }
@@ -94,7 +103,7 @@ const plain = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).
 
 t.test('mail taken by both workers is delivered by the one scheduler; status and metrics sum the workers; SIGTERM leaves no process', async (t) => {
   const { dir, config } = await site(t);
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const pids = workerPids(server);
   t.equal(pids.length, 2, 'two workers');
   t.ok(server.logs.some((l) => l.event === 'ready' && l.workers === 2 && l.worker === undefined), 'the primary is ready with 2 workers');
@@ -143,7 +152,7 @@ t.test('mail taken by both workers is delivered by the one scheduler; status and
 
 t.test('maxConnectionsPerIp and maxConnections hold across workers; a slot is given back on close', async (t) => {
   const { config } = await site(t, { limits: '{ maxConnectionsPerIp: 2, maxConnections: 3 }' });
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const port = server.ports.smtp!;
   const a = await SmtpTestClient.connect(port);
   const b = await SmtpTestClient.connect(port);
@@ -171,7 +180,7 @@ t.test('maxConnectionsPerIp and maxConnections hold across workers; a slot is gi
 
 t.test('the login throttle counts failures from every worker', async (t) => {
   const { config } = await site(t);
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const port = server.ports.smtp!;
   const codes: number[] = [];
   for (let i = 0; i < 4; i++) {
@@ -190,9 +199,33 @@ t.test('the login throttle counts failures from every worker', async (t) => {
   t.equal(await server.stop(), 0);
 });
 
+t.test('POP3: one maildrop is locked across workers', async (t) => {
+  const { config } = await site(t);
+  const server = await serve(t, config, 3);
+  const port = server.ports.pop3!;
+  const login = async () => {
+    const c = await Pop3TestClient.connect(port);
+    await c.command('USER alice');
+    return { c, reply: await c.command('PASS right') };
+  };
+  const first = await login();
+  t.match(first.reply, /^\+OK maildrop has 0 messages/);
+  const second = await login();
+  t.match(second.reply, /^-ERR \[IN-USE\]/, 'a second session is refused, on whichever worker');
+  const pop3Workers = server.logs.filter((l) => l.event === 'connect' && l.listener === 'pop3').map((l) => l.worker);
+  t.comment(`pop3 sessions on workers ${pop3Workers.join(', ')}`);
+  await first.c.command('QUIT');
+  await sleep(200);
+  const third = await login();
+  t.match(third.reply, /^\+OK/, 'free again once the first session quit');
+  await third.c.command('QUIT');
+  await second.c.command('QUIT').catch(() => '');
+  t.equal(await server.stop(), 0);
+});
+
 t.test('SIGHUP reloads the primary and every worker', async (t) => {
   const { config } = await site(t, { greeting: 'before' });
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const port = server.ports.smtp!;
   await writeFile(config, configText({ greeting: 'after' }));
   server.child.kill('SIGHUP');
@@ -209,7 +242,7 @@ t.test('SIGHUP reloads the primary and every worker', async (t) => {
 
 t.test('kill -9 of a worker after its 250: the message is delivered, the worker is restarted; kill -9 of the primary: the workers go', async (t) => {
   const { dir, config } = await site(t);
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const port = server.ports.smtp!;
   const c = await SmtpTestClient.connect(port);
   await c.ehlo();
@@ -239,7 +272,7 @@ t.test('kill -9 of a worker after its 250: the message is delivered, the worker 
 
 t.test('a message answered 250 survives kill -9 of the primary and is delivered after the restart', async (t) => {
   const { dir, config } = await site(t, { queue: 'queue: { concurrencyLocal: 0 }' });
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const c = await SmtpTestClient.connect(server.ports.smtp!);
   await c.ehlo();
   const r = await c.mail({ from: 'a@example.net', to: 'postmaster@localhost', data: 'Subject: durable\n\nbody\n' });
@@ -247,7 +280,7 @@ t.test('a message answered 250 survives kill -9 of the primary and is delivered 
   await server.stop('SIGKILL');
   t.equal((await new Spool(path.join(dir, 'var/queue')).list()).length, 1, 'on disk');
   await writeFile(config, configText());
-  const again = await serve(t, config, 2);
+  const again = await serve(t, config, 3);
   const box = path.join(dir, 'var/mail/localhost/postmaster/Maildir/new');
   await waitFor(async () => ((await readdir(box).catch(() => [])).length >= 1 ? true : undefined));
   t.pass('delivered by the new primary');
@@ -256,7 +289,7 @@ t.test('a message answered 250 survives kill -9 of the primary and is delivered 
 
 t.test('smuggling against workers: LF.LF gets 451, nothing queued', async (t) => {
   const { dir, config } = await site(t, { queue: 'queue: { concurrencyLocal: 0 }' });
-  const server = await serve(t, config, 2);
+  const server = await serve(t, config, 3);
   const c = await SmtpTestClient.connect(server.ports.smtp!);
   await c.ehlo();
   t.equal((await c.command('MAIL FROM:<user@sender.example>')).code, 250);

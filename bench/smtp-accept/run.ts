@@ -245,7 +245,7 @@ async function main(): Promise<void> {
   const smtpSource = await ensureSmtpSource(install);
   for (const s of servers) {
     await s.prepare();
-    if (s.unavailable) process.stderr.write(`${s.name}: not run: ${s.unavailable}\n`);
+    if (s.unavailable) process.stderr.write(`${label(s)}: not run: ${s.unavailable}\n`);
   }
   mkdirSync(workdir, { recursive: true });
 
