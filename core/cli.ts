@@ -2,6 +2,7 @@
 /**
  * The `yubin` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
  */
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -15,6 +16,8 @@ import type { YubinServer } from './server.js';
 import { registerScaffoldCommands, SCAFFOLD_COMMANDS } from './scaffold/commands.js';
 import { createServiceContainer, LocalDomains, servicesFrom } from './services/index.js';
 import { formatList, queueChange, queueEntries, queueFlush, queueStat } from './queue/inspect.js';
+import { WORKER_ENV } from './cluster/messages.js';
+import { WorkerStartError } from './cluster/primary.js';
 import { EX_CONFIG, EX_TEMPFAIL, parseSendmailArgs, sendmail, SendmailError } from './sendmail.js';
 
 const EXIT_RUNTIME = 1;
@@ -48,7 +51,13 @@ async function serve(opts: { config: string }): Promise<void> {
   const j = loaded.config.journal;
   const journal = j.enabled ? { file: path.resolve(loaded.config.dataDir, j.file), maxAgeMs: j.maxAge, maxBytes: j.maxSize } : undefined;
   const syslog = loaded.config.log.syslog;
-  const log = createLogger({ level: loaded.config.logLevel, journal, syslog: syslog && { ...syslog, socket: loaded.resolvePath(syslog.socket) } });
+  // A cluster worker (forked by the primary with the same arguments) carries its number on every log line.
+  const worker = cluster.isWorker ? Number(process.env[WORKER_ENV]) || cluster.worker?.id : undefined;
+  const log = createLogger({ level: loaded.config.logLevel, journal, syslog: syslog && { ...syslog, socket: loaded.resolvePath(syslog.socket) }, worker });
+  // A fault in one session must not take the others down; it is logged and the process goes on.
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+  if (cluster.isWorker) return serveWorker(loaded, log);
   let server: YubinServer | undefined;
   let stopping: string | undefined;
   const stop = (signal: string) => {
@@ -72,18 +81,63 @@ async function serve(opts: { config: string }): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => void server?.reload());
-  // A fault in one session must not take the others down; it is logged and the process goes on.
-  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
-  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
   // Loaded here, not at the top: the other commands (why, status, queue) start faster without the server's modules.
   const { YubinServer: Server } = await import('./server.js');
-  server = await Server.start(loaded, { log });
-  log.info({ event: 'ready' }, 'ready');
+  const { workers } = loaded.config;
+  try {
+    server = await Server.start(loaded, { log, ...(workers > 1 ? { cluster: { role: 'primary', workers } } : {}) });
+  } catch (err) {
+    // The worker said why on stderr; the primary exits as it did (2 for a config problem).
+    if (err instanceof WorkerStartError) throw new CommandError(err.message, err.exitCode);
+    throw err;
+  }
+  log.info({ event: 'ready', ...(workers > 1 ? { workers } : {}) }, workers > 1 ? `ready, ${workers} workers` : 'ready');
   if (stopping) {
     const signal = stopping;
     stopping = undefined;
     stop(signal);
   }
+}
+
+/**
+ * A cluster worker: the smtp and pop3 listeners, started and stopped by the
+ * primary. Signals are the primary's to act on — a terminal's Ctrl-C reaches
+ * the whole process group, and must not cut a worker's sessions before the
+ * primary drains them — except a SIGTERM sent to this worker alone, which
+ * drains it (the primary then starts another).
+ */
+async function serveWorker(loaded: LoadedConfig, log: ReturnType<typeof createLogger>): Promise<void> {
+  const [{ YubinServer: Server }, { WorkerLink }] = await Promise.all([import('./server.js'), import('./cluster/worker.js')]);
+  const link = new WorkerLink();
+  let server: YubinServer | undefined;
+  let leaving = false;
+  const leave = (how: (s: YubinServer) => Promise<void>) => {
+    if (leaving || !server) return;
+    leaving = true;
+    how(server).then(
+      () => {
+        log.flush?.();
+        process.exit(0);
+      },
+      (err: Error) => {
+        log.error({ err: err.message }, 'error while stopping');
+        process.exit(EXIT_RUNTIME);
+      },
+    );
+  };
+  process.on('SIGINT', () => undefined);
+  process.on('SIGHUP', () => undefined);
+  process.on('SIGTERM', () => leave((s) => s.stop()));
+  server = await Server.start(loaded, { log, cluster: { role: 'worker', link } });
+  link.serve(
+    {
+      reload: () => server.reload(),
+      stop: (timeoutMs) => leave((s) => s.stop(timeoutMs)),
+      // No primary: nothing would deliver or count; what is in the spool is listed by the next primary.
+      orphaned: () => leave((s) => s.close()),
+    },
+    server.metrics,
+  );
 }
 
 /**
@@ -158,6 +212,7 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   }
   // After the plugins started: the list includes a mailbox plugin's virtual domains.
   const out = [`config ${loaded.file}: ok`, `hostname ${config.hostname}, dataDir ${config.dataDir}`, `local domains: ${services.localDomains.list().join(', ') || '(none)'}`];
+  if (config.workers > 1) out.push(`workers: ${config.workers} processes run the smtp and pop3 listeners; the primary keeps the queue, the control socket and the http listeners`);
   config.listeners.forEach((l, i) => {
     out.push(...describeListener(loaded, i));
     plugins.listeners.get(l.name)?.forEach((p, j) => out.push(describePlugin(p, j)));

@@ -19,6 +19,8 @@ export interface LoggerOptions {
   readonly journal?: JournalTransportOptions;
   /** Also send each line, as a sentence, to the local syslog (written in a worker thread). */
   readonly syslog?: SyslogOptions;
+  /** A cluster worker's number (1..N), on every line it writes. */
+  readonly worker?: number;
 }
 
 /** pino's isoTime, formatted once per millisecond: a busy server writes several lines in each. */
@@ -35,11 +37,11 @@ function isoTimeCached(): () => string {
   };
 }
 
-export function createLogger({ level = 'info', destination = process.stdout, format, journal, syslog }: LoggerOptions = {}): Logger {
+export function createLogger({ level = 'info', destination = process.stdout, format, journal, syslog, worker }: LoggerOptions = {}): Logger {
   const isTty = (destination as NodeJS.WriteStream).isTTY === true;
   const chosen = format ?? process.env.YUBIN_LOG_FORMAT;
   const usePretty = chosen === 'pretty' || (chosen !== 'json' && isTty);
-  const options = { level, base: { pid: process.pid }, timestamp: isoTimeCached() };
+  const options = { level, base: worker === undefined ? { pid: process.pid } : { pid: process.pid, worker }, timestamp: isoTimeCached() };
   const main = usePretty ? pretty({ destination, colorize: isTty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }) : destination;
   if (!journal && !syslog) return pino(options, main);
   const streams: pino.StreamEntry[] = [{ stream: main, level }];

@@ -1,7 +1,9 @@
 /**
  * The running server: config, services, plugins and listeners, with reload
- * (SIGHUP) and drain (SIGTERM). One process, several listeners, each with its
- * own ordered plugin list.
+ * (SIGHUP) and drain (SIGTERM). Several listeners, each with its own ordered
+ * plugin list. With `workers: 1` one process does everything; with more, this
+ * class plays one part of a cluster (core/cluster/): the primary (queue,
+ * control socket, http listeners) or a worker (smtp and pop3 listeners).
  */
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +16,7 @@ import { closePlugins, httpServices, startPlugins, type ActivePlugin, type Start
 import type { PluginDefinition } from './plugin.js';
 import { closeServices, createServiceContainer, servicesFrom, Tokens, type Services } from './services/index.js';
 import type { Metrics } from './services/metrics.js';
+import type { ListenerAddress } from './cluster/messages.js';
 import { HttpListener, HttpServiceError, serviceConfigError, type HttpRuntime } from './http/listener.js';
 import { Spool } from './queue/spool.js';
 import { SpoolSpace } from './queue/space.js';
@@ -26,6 +29,10 @@ import type { ListenerRuntime, SessionEnv } from './session/runtime.js';
 import type { ListenerTls } from './session/tls.js';
 import { listenOptions, type ListenOptions } from './session/listen.js';
 import { loadKeyPair, selfSignedKeyPair, tlsPolicy } from './tls.js';
+import { ClusterPrimary } from './cluster/primary.js';
+import type { WorkerLink } from './cluster/worker.js';
+import { WorkerLoginThrottle } from './cluster/worker-throttle.js';
+import { shareMailboxLocks } from './pop3/mailbox-lock.js';
 
 export interface StartOptions {
   readonly log: Logger;
@@ -33,7 +40,16 @@ export interface StartOptions {
   readonly configure?: (container: DependencyContainer) => void;
   /** Plugins given as objects rather than module names, keyed as the listeners name them. */
   readonly inlinePlugins?: ReadonlyMap<string, PluginDefinition<unknown>>;
+  /** With `workers: N` (N > 1), the part this process plays; absent, the whole server runs here. */
+  readonly cluster?: ClusterPart;
 }
+
+/**
+ * The primary forks `workers` workers and keeps the queue, the control socket
+ * and the http listeners; a worker runs the smtp and pop3 listeners and asks
+ * the primary, over `link`, for what all workers share.
+ */
+export type ClusterPart = { readonly role: 'primary'; readonly workers: number } | { readonly role: 'worker'; readonly link: WorkerLink };
 
 /** Plugins of one config load; closed once no connection uses them any more. */
 class Generation {
@@ -83,6 +99,8 @@ export interface ServerOverview {
   readonly listeners: ReadonlyArray<{ readonly name: string; readonly protocol: string; readonly address: string; readonly connections?: number; readonly limit?: number }>;
   readonly deliveries: Record<'local' | 'remote', { readonly running: number; readonly limit: number }>;
   readonly queue: { readonly waiting: number; readonly active: number; readonly held: number };
+  /** Worker processes running the smtp and pop3 listeners; absent with `workers: 1`. */
+  readonly workers?: number;
 }
 
 type Listener = MailListener | HttpListener;
@@ -97,8 +115,11 @@ export class YubinServer {
   private readonly started = Date.now();
   private generation!: Generation;
   private reloading: Promise<void> | undefined;
-  private scheduler!: Scheduler;
+  /** Absent in a cluster worker: the primary's scheduler delivers. */
+  private scheduler: Scheduler | undefined;
   private control: ControlServer | undefined;
+  /** In a cluster's primary: the workers. */
+  private primary: ClusterPrimary | undefined;
 
   private constructor(
     private loaded: LoadedConfig,
@@ -111,17 +132,41 @@ export class YubinServer {
   static async start(loaded: LoadedConfig, options: StartOptions): Promise<YubinServer> {
     const { config } = loaded;
     const log = options.log;
-    const container = createServiceContainer(log, config.localDomains, config.dns, options.configure, config.loginThrottle, { config: config.store, dataDir: config.dataDir });
+    const part = options.cluster;
+    const link = part?.role === 'worker' ? part.link : undefined;
+    // A worker's throttle asks the primary's, which holds the counts for every worker.
+    const configure = link
+      ? (c: DependencyContainer) => {
+          options.configure?.(c);
+          c.register(Tokens.LoginThrottle, { useValue: new WorkerLoginThrottle(config.loginThrottle, c.resolve(Tokens.Clock), link) });
+        }
+      : options.configure;
+    const container = createServiceContainer(log, config.localDomains, config.dns, configure, config.loginThrottle, { config: config.store, dataDir: config.dataDir });
     const services = servicesFrom(container);
     const spool = new Spool(path.join(config.dataDir, 'queue'));
-    await spool.init();
+    // Only the process that owns the queue cleans it: a worker restarting must not remove another's files in progress.
+    await spool.init(!link);
     const spoolSpace = new SpoolSpace(spool.dir, config.queue.minFreeSpace, log.child({ component: 'queue' }));
     if (config.queue.minFreeSpace > 0) await spoolSpace.refresh();
     const metrics = container.resolve(Tokens.Metrics);
-    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log, metrics };
+    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log, metrics, ...(link ? { sharedSlots: link } : {}) };
     const server = new YubinServer(loaded, options, container, services, env);
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
-    server.scheduler = new Scheduler({
+    if (link) {
+      shareMailboxLocks(link);
+      // The 250 follows the commit; the announcement goes first, and a worker that dies before it is made good by the primary's listing.
+      spool.onCommit = (id) => link.committed(id);
+      try {
+        for (const lc of config.listeners) if (server.serves(lc)) await server.startListener(lc);
+      } catch (err) {
+        await server.close();
+        throw err;
+      }
+      link.ready(server.mailAddresses());
+      return server;
+    }
+    if (part?.role === 'primary' && config.store.backend === 'memory') log.warn({ event: 'workers', store: 'memory' }, "store backend memory is per process: each worker keeps its own greylisting and counters; use sqlite or redis with workers");
+    const scheduler = new Scheduler({
       spool,
       clock: services.clock,
       log: log.child({ component: 'queue' }),
@@ -134,15 +179,28 @@ export class YubinServer {
       isOwnSocket: (ip, port) => server.isOwnSocket(ip, port),
       metrics,
     });
-    metrics.watchQueue(() => server.scheduler.depth());
+    server.scheduler = scheduler;
+    metrics.watchQueue(() => scheduler.depth());
     // Commits are taken from the first one on; the spool is listed only once
     // the control socket is up, so a message committed at any point of
-    // start-up is either listed or announced.
-    server.scheduler.attach();
+    // start-up is either listed or announced. Workers announce theirs over IPC,
+    // from the moment they are forked.
+    scheduler.attach();
     try {
-      for (const lc of config.listeners) await server.startListener(lc);
-      server.control = await ControlServer.listen(config.dataDir, server.scheduler, log, () => server.overview());
-      await server.scheduler.start();
+      for (const lc of config.listeners) if (server.serves(lc)) await server.startListener(lc);
+      if (part?.role === 'primary') {
+        server.primary = await ClusterPrimary.start({
+          workers: part.workers,
+          log,
+          throttle: () => services.loginThrottle,
+          commit: (id) => scheduler.add(id),
+          workerLost: () => scheduler.recover(),
+        });
+        const primary = server.primary;
+        metrics.gatherWorkers(() => primary.workerMetrics());
+      }
+      server.control = await ControlServer.listen(config.dataDir, scheduler, log, () => server.overview());
+      await scheduler.start();
     } catch (err) {
       await server.close();
       throw err;
@@ -150,20 +208,48 @@ export class YubinServer {
     return server;
   }
 
-  /** What `yubin status` shows of the running server. */
+  /** What `yubin status` shows of the running server (the primary's view, in a cluster). */
   overview(): ServerOverview {
+    const text = (a: { address: string; port: number; family: string }) => (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+    const own = [...this.listeners.values()].map((l) => {
+      const address = text(l.address());
+      if (l instanceof HttpListener) return { name: l.name, protocol: 'http', address };
+      return { name: l.name, protocol: l.runtime.config.protocol, address, connections: l.openConnections(), limit: l.runtime.config.limits.maxConnections };
+    });
+    const primary = this.primary;
+    // The workers' listeners, with the connections the primary counts for all of them.
+    const workers = (primary?.listeners() ?? []).map((l) => {
+      const lc = this.loaded.config.listeners.find((c) => c.name === l.name);
+      return { name: l.name, protocol: l.protocol, address: text(l), connections: primary!.connections(l.name), ...(lc && lc.protocol !== 'http' ? { limit: lc.limits.maxConnections } : {}) };
+    });
+    const order = this.loaded.config.listeners.map((l) => l.name);
+    const listeners = [...own, ...workers].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
     return {
       pid: process.pid,
       started: this.started,
-      listeners: [...this.listeners.values()].map((l) => {
-        const a = l.address();
-        const address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-        if (l instanceof HttpListener) return { name: l.name, protocol: 'http', address };
-        return { name: l.name, protocol: l.runtime.config.protocol, address, connections: l.openConnections(), limit: l.runtime.config.limits.maxConnections };
-      }),
-      deliveries: this.scheduler.deliveries(),
-      queue: this.scheduler.counts(),
+      listeners,
+      deliveries: this.scheduler!.deliveries(),
+      queue: this.scheduler!.counts(),
+      ...(primary ? { workers: primary.running() } : {}),
     };
+  }
+
+  /** Whether this process runs this listener: all of them alone; in a cluster, http in the primary and smtp/pop3 in the workers. */
+  private serves(lc: AnyListenerConfig): boolean {
+    const role = this.options.cluster?.role;
+    if (!role) return true;
+    return role === 'primary' ? lc.protocol === 'http' : lc.protocol !== 'http';
+  }
+
+  /** The smtp and pop3 listeners' bound addresses, for a worker's report to the primary. */
+  private mailAddresses(): ListenerAddress[] {
+    const out: ListenerAddress[] = [];
+    for (const l of this.listeners.values()) {
+      if (l instanceof HttpListener) continue;
+      const a = l.address();
+      out.push({ name: l.name, protocol: l.runtime.config.protocol, address: a.address, port: a.port, family: a.family });
+    }
+    return out;
   }
 
   get spool(): Spool {
@@ -172,7 +258,12 @@ export class YubinServer {
 
   /** The delivery side: flush, delete, bounce, and `idle()` for tests and benchmarks. */
   get queue(): Scheduler {
+    if (!this.scheduler) throw new Error('a cluster worker has no queue: the primary delivers');
     return this.scheduler;
+  }
+
+  get metrics(): Metrics {
+    return this.env.metrics;
   }
 
   private deliveryRuntime(): DeliveryRuntime {
@@ -182,9 +273,10 @@ export class YubinServer {
 
   /** An address and port one of our SMTP listeners answers on: sending there would loop. */
   private isOwnSocket(ip: string, port: number): boolean {
-    for (const l of this.listeners.values()) {
-      if (configOf(l).protocol !== 'smtp') continue;
-      const a = l.address();
+    const smtp = [...this.listeners.values()].filter((l) => configOf(l).protocol === 'smtp').map((l) => l.address());
+    // In a cluster the smtp listeners are the workers'.
+    for (const l of this.primary?.listeners() ?? []) if (l.protocol === 'smtp') smtp.push(l);
+    for (const a of smtp) {
       if (a.port !== port) continue;
       if (a.address === ip || ((a.address === '0.0.0.0' || a.address === '::') && isOwnAddress(ip))) return true;
     }
@@ -226,7 +318,7 @@ export class YubinServer {
       }
       const old = this.generation;
       const before = this.loaded.config;
-      for (const key of ['hostname', 'dataDir'] as const) {
+      for (const key of ['hostname', 'dataDir', 'workers'] as const) {
         if (before[key] !== loaded.config[key]) log.warn({ event: 'reload', key }, `${key} changed: it takes effect at the next start, not on reload`);
       }
       this.loaded = loaded;
@@ -244,15 +336,19 @@ export class YubinServer {
           void listener.drain(loaded.config.shutdownTimeout);
         }
       }
-      for (const lc of loaded.config.listeners) if (!this.listeners.has(lc.name)) await this.startListener(lc);
+      for (const lc of loaded.config.listeners) if (this.serves(lc) && !this.listeners.has(lc.name)) await this.startListener(lc);
       const domains = this.services.localDomains;
       for (const d of before.localDomains) if (!loaded.config.localDomains.includes(d)) domains.delete(d);
       for (const d of loaded.config.localDomains) domains.add(d);
       this.services.loginThrottle.configure(loaded.config.loginThrottle);
       this.env.spoolSpace.configure(loaded.config.queue.minFreeSpace);
       old.retire();
-      this.scheduler.reconsider();
+      this.scheduler?.reconsider();
+      // A listener added or moved by the reload: the primary's status and loop check see it.
+      const link = this.options.cluster?.role === 'worker' ? this.options.cluster.link : undefined;
+      link?.ready(this.mailAddresses());
       log.info({ event: 'reload', file: loaded.file }, 'configuration reloaded');
+      if (this.primary && !(await this.primary.reload())) log.error({ event: 'reload' }, 'a worker did not take the new configuration (its own log says why)');
       return true;
     } catch (err) {
       log.error({ event: 'reload', err: (err as Error).message }, 'reload failed, keeping the running configuration');
@@ -265,6 +361,8 @@ export class YubinServer {
 
   /** SIGTERM: stop accepting, let transactions in progress finish, then close. */
   async stop(timeoutMs = this.loaded.config.shutdownTimeout): Promise<void> {
+    // The workers drain first; the scheduler keeps taking what they commit meanwhile.
+    await this.primary?.stop(timeoutMs);
     await Promise.all([...this.listeners.values()].map((l) => l.drain(timeoutMs)));
     this.listeners.clear();
     await this.scheduler?.stop(timeoutMs);
@@ -276,6 +374,7 @@ export class YubinServer {
 
   /** Closes everything at once. */
   async close(): Promise<void> {
+    await this.primary?.stop(0);
     await Promise.all([...this.listeners.values()].map((l) => l.drain(0)));
     this.listeners.clear();
     // Deliveries in progress are bounded by their own timeouts; waiting keeps them from writing into a dataDir being removed.

@@ -40,7 +40,7 @@ function uptime(ms: number): string {
 export function formatStatus(st: Status, config: Config, now = Date.now()): string {
   const out: string[] = [];
   const r = st.running;
-  out.push(r ? `server: running, pid ${r.pid}, up ${uptime(now - r.started)}` : `server: not running (nothing answers on ${config.dataDir}/yubin.sock)`);
+  out.push(r ? `server: running, pid ${r.pid}, up ${uptime(now - r.started)}${r.workers ? `, ${r.workers} workers` : ''}` : `server: not running (nothing answers on ${config.dataDir}/yubin.sock)`);
   out.push('listeners:');
   const width = Math.max(...config.listeners.map((l) => l.name.length));
   for (const l of config.listeners) {

@@ -57,3 +57,14 @@ t.test('10 SIGTERM restarts under load: nothing lost, nothing delivered twice', 
   t.ok(r.ok, 'the run passed', { problems: r.problems });
   t.ok(r.children.every((c) => c.exitCode !== null || c.signalCode !== null), 'every child process has exited');
 });
+
+// Issue 15 item 2: with workers the kill hits the primary (the queue's owner); its workers exit with it.
+t.test('workers: 2 — nothing acknowledged is lost across kill -9 of the primary and restart', async (t) => {
+  const r = await crash(t, { workers: 2, kills: 3, clients: 4, seed: 20261204, minDelayMs: 300, maxDelayMs: 800, earlyKillRatio: 0, tailMs: 500, settleTimeoutMs: 60_000 });
+  t.comment(`acknowledged ${r.messages.acknowledged}, recipients ${r.recipientsExpected}, delivered ${r.recipientsDelivered}, duplicates ${r.duplicates}, lost ${r.lost}, ${r.elapsedMs} ms`);
+  t.equal(r.kills, 3);
+  t.ok(r.messages.acknowledged > 0, 'messages were acknowledged');
+  t.equal(r.lost, 0, 'no acknowledged recipient lost', { lost: r.lostRecipients });
+  t.equal(r.corrupt + r.misdelivered + r.abortedDelivered + r.leftInQueue, 0, 'nothing corrupt, misdelivered, aborted-but-delivered or left queued');
+  t.ok(r.ok, 'the run passed', { problems: r.problems });
+});

@@ -58,6 +58,8 @@ export interface CrashOptions {
   readonly log?: (line: string) => void;
   /** Every child process started, as it starts (a test registers them for teardown). */
   readonly onChild?: (child: ChildProcess) => void;
+  /** The config's `workers` (default 1). With more, a kill hits the primary; its workers exit when it is gone. */
+  readonly workers?: number;
 }
 
 export interface KillRecord {
@@ -245,7 +247,7 @@ export async function runCrash(options: CrashOptions = {}): Promise<CrashResult>
   const dataDir = path.join(dir, 'var');
   const logDir = path.join(dir, 'logs');
   await mkdir(logDir, { recursive: true });
-  await writeFile(config, CONFIG);
+  await writeFile(config, (options.workers ?? 1) > 1 ? `workers: ${options.workers}\n${CONFIG}` : CONFIG);
 
   const started = performance.now();
   const rand = prng(seed);

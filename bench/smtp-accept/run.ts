@@ -8,7 +8,11 @@
  * process (monotonic clock); a run only counts if smtp-source exited 0 and
  * the server took exactly N messages.
  *
- *   npm run bench                                  # full: 5,000 messages x sessions 1, 20, 50 x rcpts 1, 10
+ * Each server runs as shipped (default) and with one accepting process per
+ * core (allcores: yubin `workers: auto`, Haraka `nodes=cpus`); Postfix is
+ * multi-process as shipped, so its one run is in both comparisons.
+ *
+ *   npm run bench                                  # full: 5,000 messages x sessions 1, 20, 50 x rcpts 1, 10 x both variants
  *   npm run bench -- --quick                       # smoke: 500 messages
  *   node dist/bench/smtp-accept/run.js --help
  */
@@ -17,7 +21,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { gitInfo, loadAverage, machineInfo, mb, parseList, positive, repoRoot, table } from '../common.js';
 import { CLOCK_TICKS_PER_SECOND, MemorySampler, OtherCpu, readMemory, runCommand, sleep, treeCpuTicks } from './proc.js';
-import { ensureSmtpSource, haraka, postfix, yubin, type RunningServer, type ServerName, type ServerUnderTest } from './servers.js';
+import { ensureSmtpSource, haraka, postfix, VARIANTS, yubin, type RunningServer, type ServerName, type ServerUnderTest, type Variant } from './servers.js';
 
 const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run bench -- [options])
 
@@ -28,6 +32,10 @@ const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run
                     sends N distinct recipients (postmaster, 2postmaster, ... Npostmaster @localhost)
   --size BYTES      message payload for smtp-source -l (default 5120)
   --servers LIST    any of yubin,haraka,postfix (default all three)
+  --variants LIST   default,allcores (default both): default runs yubin and Haraka as shipped
+                    (one process); allcores runs yubin with workers: auto and Haraka with
+                    nodes=cpus. Postfix is multi-process as shipped: it runs once, and that
+                    run is compared with both
   --timeout SEC     limit for one smtp-source run (default 1800)
   --workdir DIR     where servers keep their files (default bench/.peers/run)
   --reuse           smtp-source -d: all of a session's messages over one connection
@@ -46,6 +54,7 @@ const HELP = `usage: node dist/bench/smtp-accept/run.js [options]   (or: npm run
 
 interface RunResult {
   server: ServerName;
+  variant: Variant;
   sessions: number;
   /** Recipients per message (smtp-source -r). */
   recipients: number;
@@ -100,7 +109,7 @@ async function runOne(
   opts: { messages: number; bytes: number; timeoutMs: number; smtpSource: string; dir: string; keep: boolean; reuse: boolean },
 ): Promise<RunResult> {
   const expected = opts.messages * (sut.countsRecipients ? recipients : 1);
-  const base = { server: sut.name, sessions, recipients, messages: opts.messages, expected, bytes: opts.bytes };
+  const base = { server: sut.name, variant: sut.variant, sessions, recipients, messages: opts.messages, expected, bytes: opts.bytes };
   rmSync(opts.dir, { recursive: true, force: true });
   let server: RunningServer;
   try {
@@ -185,6 +194,7 @@ async function main(): Promise<void> {
       rcpts: { type: 'string', default: '1,10' },
       size: { type: 'string' },
       servers: { type: 'string', default: 'yubin,haraka,postfix' },
+      variants: { type: 'string', default: 'default,allcores' },
       timeout: { type: 'string' },
       workdir: { type: 'string' },
       keep: { type: 'boolean', default: false },
@@ -213,16 +223,29 @@ async function main(): Promise<void> {
   const names = values.servers.split(',').map((s) => s.trim());
   const workdir = path.resolve(values.workdir ?? path.join(root, 'bench/.peers/run'));
 
-  const all: Record<ServerName, () => ServerUnderTest> = { yubin: () => yubin(root, values['yubin-dist'] && path.resolve(values['yubin-dist']), values['yubin-journal'] !== 'off'), haraka: () => haraka(root, install), postfix: () => postfix(install, values['postfix-main']) };
-  const servers: ServerUnderTest[] = names.map((n) => {
+  const variants = values.variants.split(',').map((v) => v.trim()) as Variant[];
+  for (const v of variants) if (!VARIANTS.includes(v)) throw new Error(`--variants: unknown variant ${v} (default, allcores)`);
+  const all: Record<ServerName, (v: Variant) => ServerUnderTest> = {
+    yubin: (v) => yubin(root, values['yubin-dist'] && path.resolve(values['yubin-dist']), values['yubin-journal'] !== 'off', v),
+    haraka: (v) => haraka(root, install, v),
+    postfix: () => postfix(install, values['postfix-main']),
+  };
+  const servers: ServerUnderTest[] = names.flatMap((n) => {
     if (!(n in all)) throw new Error(`--servers: unknown server ${n} (yubin, haraka, postfix)`);
-    return all[n as ServerName]();
+    const make = all[n as ServerName];
+    // Postfix's default is its all-cores setting: one run, in both comparisons.
+    if (n === 'postfix') return [make('default')];
+    return variants.map((v) => make(v));
   });
+  const label = (s: { name: ServerName; variant: Variant } | RunResult) => {
+    const name = 'name' in s ? s.name : s.server;
+    return s.variant === 'allcores' && name !== 'postfix' ? `${name}*` : name;
+  };
 
   const smtpSource = await ensureSmtpSource(install);
   for (const s of servers) {
     await s.prepare();
-    if (s.unavailable) process.stderr.write(`${s.name}: not run: ${s.unavailable}\n`);
+    if (s.unavailable) process.stderr.write(`${label(s)}: not run: ${s.unavailable}\n`);
   }
   mkdirSync(workdir, { recursive: true });
 
@@ -239,13 +262,13 @@ async function main(): Promise<void> {
     for (const sessions of sessionsList) {
       for (const sut of servers) {
         if (sut.unavailable) continue;
-        process.stdout.write(`  ${sut.name.padEnd(7)} sessions ${String(sessions).padStart(2)} rcpts ${String(rcpts).padStart(2)} ... `);
+        process.stdout.write(`  ${label(sut).padEnd(7)} sessions ${String(sessions).padStart(2)} rcpts ${String(rcpts).padStart(2)} ... `);
         let r: RunResult;
         try {
-          r = await runOne(sut, sessions, rcpts, { messages, bytes, timeoutMs, smtpSource, dir: path.join(workdir, `${sut.name}-s${sessions}-r${rcpts}`), keep: values.keep, reuse: values.reuse });
+          r = await runOne(sut, sessions, rcpts, { messages, bytes, timeoutMs, smtpSource, dir: path.join(workdir, `${sut.name}${sut.variant === 'allcores' ? '-allcores' : ''}-s${sessions}-r${rcpts}`), keep: values.keep, reuse: values.reuse });
         } catch (err) {
           const msg = err instanceof Error ? err.message : String(err);
-          r = { server: sut.name, sessions, recipients: rcpts, messages, expected: 0, bytes, valid: false, error: msg, seconds: 0, msgsPerSec: 0, accepted: 0, settleSeconds: 0, peakRssMb: 0, peakPssMb: 0, peakProcesses: 0, serverCpuSeconds: 0, smtpSourceExit: null, greeting: '' };
+          r = { server: sut.name, variant: sut.variant, sessions, recipients: rcpts, messages, expected: 0, bytes, valid: false, error: msg, seconds: 0, msgsPerSec: 0, accepted: 0, settleSeconds: 0, peakRssMb: 0, peakPssMb: 0, peakProcesses: 0, serverCpuSeconds: 0, smtpSourceExit: null, greeting: '' };
         }
         runs.push(r);
         process.stdout.write(
@@ -257,12 +280,13 @@ async function main(): Promise<void> {
     }
   }
 
-  const find = (server: ServerName, sessions: number, rcpts: number) => runs.find((r) => r.server === server && r.sessions === sessions && r.recipients === rcpts);
-  const ratios = rcptsList.flatMap((recipients) =>
+  // Postfix has one run (variant default), in both comparisons.
+  const find = (server: ServerName, variant: Variant, sessions: number, rcpts: number) => runs.find((r) => r.server === server && (server === 'postfix' || r.variant === variant) && r.sessions === sessions && r.recipients === rcpts);
+  const ratiosOf = (variant: Variant) => rcptsList.flatMap((recipients) =>
     sessionsList.map((sessions) => {
-      const y = find('yubin', sessions, recipients);
-      const h = find('haraka', sessions, recipients);
-      const p = find('postfix', sessions, recipients);
+      const y = find('yubin', variant, sessions, recipients);
+      const h = find('haraka', variant, sessions, recipients);
+      const p = find('postfix', variant, sessions, recipients);
       return {
         sessions,
         recipients,
@@ -275,32 +299,50 @@ async function main(): Promise<void> {
     }),
   );
   // The issue's goals, at 20 sessions: at least twice Postfix (durable), at least Haraka (which writes nothing).
-  const goals = ratios
-    .filter((q) => q.sessions === 20)
-    .map((q) => ({
-      sessions: q.sessions,
-      recipients: q.recipients,
-      vsPostfix: { goal: 2, ratio: q.throughputVsPostfix, met: q.throughputVsPostfix === undefined ? undefined : q.throughputVsPostfix >= 2 },
-      vsHaraka: { goal: 1, ratio: q.throughputVsHaraka, met: q.throughputVsHaraka === undefined ? undefined : q.throughputVsHaraka >= 1 },
-    }));
+  const goalsOf = (rs: ReturnType<typeof ratiosOf>) =>
+    rs
+      .filter((q) => q.sessions === 20)
+      .map((q) => ({
+        sessions: q.sessions,
+        recipients: q.recipients,
+        vsPostfix: { goal: 2, ratio: q.throughputVsPostfix, met: q.throughputVsPostfix === undefined ? undefined : q.throughputVsPostfix >= 2 },
+        vsHaraka: { goal: 1, ratio: q.throughputVsHaraka, met: q.throughputVsHaraka === undefined ? undefined : q.throughputVsHaraka >= 1 },
+      }));
+  const ratios = ratiosOf('default');
+  const goals = goalsOf(ratios);
+  // The same process count on each side: yubin workers=auto vs Haraka nodes=cpus (and Postfix as ever).
+  const allCores = variants.includes('allcores');
+  const ratiosAllCores = allCores ? ratiosOf('allcores') : [];
+  const goalsAllCores = goalsOf(ratiosAllCores);
+  const hasDefault = variants.includes('default');
 
-  const rows = [['server', 'sessions', 'rcpts', 'msgs/s', 'seconds', 'peak RSS MB', 'peak PSS MB', 'server CPU s', 'other CPU s', 'durable', 'valid']];
+  const rows = [['server', 'variant', 'sessions', 'rcpts', 'msgs/s', 'seconds', 'peak RSS MB', 'peak PSS MB', 'server CPU s', 'other CPU s', 'durable', 'valid']];
   for (const r of runs) {
-    const sut = servers.find((s) => s.name === r.server)!;
-    rows.push([r.server, String(r.sessions), String(r.recipients), r.valid ? String(r.msgsPerSec) : '-', r.valid ? r.seconds.toFixed(2) : '-', r.valid ? r.peakRssMb.toFixed(1) : '-', r.valid ? r.peakPssMb.toFixed(1) : '-', r.valid ? r.serverCpuSeconds.toFixed(2) : '-', r.otherCpuSeconds?.toFixed(2) ?? '-', sut.durable ? 'yes' : 'no', r.valid ? 'yes' : 'NO']);
+    const sut = servers.find((s) => s.name === r.server && s.variant === r.variant)!;
+    rows.push([label(r), r.server === 'postfix' ? 'default = all cores' : r.variant === 'allcores' ? (r.server === 'yubin' ? 'workers: auto' : 'nodes=cpus') : 'one process', String(r.sessions), String(r.recipients), r.valid ? String(r.msgsPerSec) : '-', r.valid ? r.seconds.toFixed(2) : '-', r.valid ? r.peakRssMb.toFixed(1) : '-', r.valid ? r.peakPssMb.toFixed(1) : '-', r.valid ? r.serverCpuSeconds.toFixed(2) : '-', r.otherCpuSeconds?.toFixed(2) ?? '-', sut.durable ? 'yes' : 'no', r.valid ? 'yes' : 'NO']);
   }
   const show = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(2));
-  const ratioRows = [['sessions', 'rcpts', 'msgs/s yubin/haraka', 'msgs/s yubin/postfix', 'RSS yubin/haraka', 'RSS yubin/postfix', 'PSS yubin/postfix']];
-  for (const q of ratios) ratioRows.push([String(q.sessions), String(q.recipients), show(q.throughputVsHaraka), show(q.throughputVsPostfix), show(q.rssVsHaraka), show(q.rssVsPostfix), show(q.pssVsPostfix)]);
+  const ratioTable = (rs: ReturnType<typeof ratiosOf>, y: string, h: string) => {
+    const t = [['sessions', 'rcpts', `msgs/s ${y}/${h}`, `msgs/s ${y}/postfix`, `RSS ${y}/${h}`, `RSS ${y}/postfix`, `PSS ${y}/postfix`]];
+    for (const q of rs) t.push([String(q.sessions), String(q.recipients), show(q.throughputVsHaraka), show(q.throughputVsPostfix), show(q.rssVsHaraka), show(q.rssVsPostfix), show(q.pssVsPostfix)]);
+    return table(t);
+  };
 
-  process.stdout.write(`\n${table(rows)}\n\n${table(ratioRows)}\n\n`);
+  process.stdout.write(`\n${table(rows)}\n\n`);
+  if (hasDefault) process.stdout.write(`${ratioTable(ratios, 'yubin', 'haraka')}\n\n`);
+  if (allCores) process.stdout.write(`all cores (yubin* = workers: auto, haraka* = nodes=cpus, postfix as shipped):\n${ratioTable(ratiosAllCores, 'yubin*', 'haraka*')}\n\n`);
   const verdict = (g: { ratio: number | undefined; met: boolean | undefined }) => (g.met === undefined ? 'not measured' : `${g.ratio!.toFixed(2)}: ${g.met ? 'met' : 'NOT met'}`);
-  for (const g of goals) {
-    process.stdout.write(`goals at 20 sessions, ${g.recipients} rcpt${g.recipients > 1 ? 's' : ''}/msg: yubin >= 2x Postfix ${verdict(g.vsPostfix)}; yubin >= 1x Haraka ${verdict(g.vsHaraka)}\n`);
+  if (hasDefault) {
+    for (const g of goals) {
+      process.stdout.write(`goals at 20 sessions, ${g.recipients} rcpt${g.recipients > 1 ? 's' : ''}/msg: yubin >= 2x Postfix ${verdict(g.vsPostfix)}; yubin >= 1x Haraka ${verdict(g.vsHaraka)}\n`);
+    }
   }
-  if (goals.length) process.stdout.write('\n');
+  for (const g of goalsAllCores) {
+    process.stdout.write(`goals at 20 sessions, ${g.recipients} rcpt${g.recipients > 1 ? 's' : ''}/msg, all cores: yubin* >= 2x Postfix ${verdict(g.vsPostfix)}; yubin* >= 1x Haraka* ${verdict(g.vsHaraka)}\n`);
+  }
+  if (goals.length || goalsAllCores.length) process.stdout.write('\n');
   for (const s of servers) {
-    process.stdout.write(`${s.name}${s.version ? ` ${s.version}` : ''}: ${s.unavailable ? `NOT RUN: ${s.unavailable}` : `${s.setup}; peak memory = ${s.memoryBasis}`}\n`);
+    process.stdout.write(`${label(s)}${s.version ? ` ${s.version}` : ''}: ${s.unavailable ? `NOT RUN: ${s.unavailable}` : `${s.setup}; peak memory = ${s.memoryBasis}`}\n`);
   }
   const pf = runs.filter((r) => r.server === 'postfix' && r.valid && r.maxHwmByCommMb);
   for (const r of pf) {
@@ -308,7 +350,7 @@ async function main(): Promise<void> {
     process.stdout.write(`postfix sessions ${r.sessions} rcpts ${r.recipients}: up to ${r.peakProcesses} processes, largest smtpd ${m.smtpd ?? '-'} MB, cleanup ${m.cleanup ?? '-'} MB, master ${m.master ?? '-'} MB\n`);
   }
   for (const r of runs.filter((x) => x.logProblemCount)) {
-    process.stdout.write(`${r.server} sessions ${r.sessions} rcpts ${r.recipients}: ${r.logProblemCount} warning/error lines in its log, e.g. ${r.logProblems![0]!.slice(0, 300)}\n`);
+    process.stdout.write(`${label(r)} sessions ${r.sessions} rcpts ${r.recipients}: ${r.logProblemCount} warning/error lines in its log, e.g. ${r.logProblems![0]!.slice(0, 300)}\n`);
   }
 
   const date = new Date();
@@ -322,6 +364,7 @@ async function main(): Promise<void> {
       bytes,
       sessions: sessionsList,
       recipientsPerMessage: rcptsList,
+      variants,
       reuseConnections: values.reuse,
       client: `smtp-source ${values.reuse ? '-d ' : ''}[-r RCPTS] -s SESSIONS -m ${messages} -l ${bytes} -M client.bench.test -f FROM -t TO 127.0.0.1:PORT (${values.reuse ? 'all messages of a session over one connection' : 'one message per connection'})`,
       postfixMainOverrides: values['postfix-main'],
@@ -331,10 +374,12 @@ async function main(): Promise<void> {
     },
     machine: { ...machine, loadAverageAtEnd: loadAverage() },
     yubin: git,
-    servers: servers.map((s) => ({ name: s.name, version: s.version, durable: s.durable, setup: s.setup, memoryBasis: s.memoryBasis, unavailable: s.unavailable })),
+    servers: servers.map((s) => ({ name: s.name, variant: s.variant, version: s.version, durable: s.durable, setup: s.setup, memoryBasis: s.memoryBasis, unavailable: s.unavailable })),
     runs,
-    ratios,
-    goals,
+    ratios: hasDefault ? ratios : [],
+    goals: hasDefault ? goals : [],
+    ratiosAllCores,
+    goalsAllCores,
   };
   writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
   process.stdout.write(`\nresults: ${path.relative(process.cwd(), out) || out}\n`);

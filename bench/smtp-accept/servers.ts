@@ -8,13 +8,22 @@
  *   every recipient and discards at queue. Nothing is written: an upper bound.
  * - Postfix 3.7: a private instance (own config, queue and data directories),
  *   durable queue files (cleanup fsyncs), discard transport for everything.
+ *
+ * Each of yubin and Haraka also has an all-cores variant: yubin `workers: auto`,
+ * Haraka `nodes=cpus` (both node:cluster, one process per core). Postfix is
+ * multi-process as it ships: its default is its all-cores setting.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, cpSync, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readSync, writeFileSync, chmodSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { mustRun, pidAlive, processTree, runCommand, sleep, stopChild, waitForGreeting, waitPidGone, freePort } from './proc.js';
 
 export type ServerName = 'yubin' | 'haraka' | 'postfix';
+
+/** default: as shipped (yubin and Haraka one process); allcores: one accepting process per core. */
+export type Variant = 'default' | 'allcores';
+export const VARIANTS: readonly Variant[] = ['default', 'allcores'];
 
 export interface RunningServer {
   readonly port: number;
@@ -36,6 +45,9 @@ export interface RunningServer {
 
 export interface ServerUnderTest {
   readonly name: ServerName;
+  readonly variant: Variant;
+  /** Postfix: its default is already all cores; one run serves both comparisons. */
+  readonly sameInBothVariants?: boolean;
   /** One line on what runs and how it is set up, for the report. */
   readonly setup: string;
   readonly durable: boolean;
@@ -106,6 +118,8 @@ export interface YubinBenchConfig {
   readonly dnsPort: number;
   /** The decision journal (on by default, as shipped); off to measure its cost. */
   readonly journal?: boolean;
+  /** The config's `workers` (omitted: the default, one process). */
+  readonly workers?: number | 'auto';
 }
 
 /**
@@ -121,6 +135,7 @@ export function yubinConfig(c: YubinBenchConfig): string {
     'logLevel: warn',
     `dns: { servers: ["127.0.0.1:${c.dnsPort}"], timeout: 1s, tries: 1 }`,
     `queue: ${c.queue}`,
+    ...(c.workers !== undefined ? [`workers: ${c.workers}`] : []),
     ...(c.journal === false ? ['journal: { enabled: false }'] : []),
     ...(c.delivery ? [`delivery: ${c.delivery}`] : []),
     'plugins:',
@@ -184,14 +199,16 @@ export function yubinQueued(dir: string): number {
   }
 }
 
-export function yubin(repoRoot: string, dist?: string, journal = true): ServerUnderTest {
+export function yubin(repoRoot: string, dist?: string, journal = true, variant: Variant = 'default'): ServerUnderTest {
   const cli = path.join(dist ?? path.join(repoRoot, 'dist'), 'core/cli.js');
+  const all = variant === 'allcores';
   return {
     name: 'yubin',
-    setup: `${dist ? `the build in ${dist}` : 'this checkout (dist/)'}, one process, listener plugins tcprules + badmailfrom + rcpthosts, queue held (concurrencyLocal 0, concurrencyRemote 0: accept-only, messages stay in the spool), logLevel warn, decision journal ${journal ? 'on (every info line to var/journal.sqlite)' : 'off'}`,
+    variant,
+    setup: `${dist ? `the build in ${dist}` : 'this checkout (dist/)'}, ${all ? 'workers: auto (a primary with the queue, one worker per core running the listener)' : 'one process'}, listener plugins tcprules + badmailfrom + rcpthosts, queue held (concurrencyLocal 0, concurrencyRemote 0: accept-only, messages stay in the spool), logLevel warn, decision journal ${journal ? 'on (every info line to var/journal.sqlite)' : 'off'}`,
     durable: true,
-    memoryBasis: 'VmHWM of the one server process',
-    multiProcess: false,
+    memoryBasis: all ? 'peak sum of VmRSS over the primary and its workers, sampled every 200 ms' : 'VmHWM of the one server process',
+    multiProcess: all,
     sender: SENDER,
     recipient: 'postmaster@localhost',
     countsRecipients: false,
@@ -211,19 +228,51 @@ export function yubin(repoRoot: string, dist?: string, journal = true): ServerUn
         queue: '{ concurrencyLocal: 0, concurrencyRemote: 0 }',
         dnsPort: await freePort(),
         journal,
+        ...(all ? { workers: 'auto' as const } : {}),
       });
+      const rootPid = y.child.pid!;
+      if (all) await waitForChildren(rootPid, os.availableParallelism(), y.logFile);
       return {
         port,
         greeting: y.greeting,
-        rootPid: y.child.pid!,
-        pids: () => [y.child.pid!],
+        rootPid,
+        pids: () => (all ? processTree(rootPid) : [rootPid]),
         accepted: () => yubinQueued(dir),
-        stop: () => stopChild(y.child, 'SIGTERM', 30_000),
+        stop: () => stopTree(y.child, 'SIGTERM', 30_000),
         logTail: () => tail(y.logFile),
         problems: () => yubinLogProblems(y.logFile),
       };
     },
   };
+}
+
+/**
+ * Waits until `want` children of rootPid run (a cluster's workers), then a
+ * second more for their listeners: the first worker answers the greeting
+ * probe before the others are up, and logLevel warn prints no `ready` line.
+ */
+async function waitForChildren(rootPid: number, want: number, logFile: string): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (processTree(rootPid).length - 1 < want) {
+    if (Date.now() > deadline) throw new Error(`${want} worker processes not up after ${START_TIMEOUT_MS / 1000} s:\n${tail(logFile)}`);
+    await sleep(100);
+  }
+  // A forked worker is in the tree before its listener is bound.
+  await sleep(1_000);
+}
+
+/** Stops a server that may have children (cluster workers): the signal to its root, then every process of the tree gone. */
+async function stopTree(child: ChildProcess, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  const tree = child.pid ? processTree(child.pid) : [];
+  await stopChild(child, signal, graceMs);
+  for (const pid of tree) {
+    if (await waitPidGone(pid, 5_000)) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 // ---------------------------------------------------------------- Haraka
@@ -235,7 +284,8 @@ const fs = require('node:fs')
 let accepted = 0
 let written = -1
 exports.register = function () {
-    const file = process.env.BENCH_COUNT_FILE
+    // One file per process: with nodes=cpus every cluster worker counts its own.
+    const file = process.env.BENCH_COUNT_FILE && process.env.BENCH_COUNT_FILE + '.' + process.pid
     if (!file) return
     setInterval(() => {
         if (accepted === written) return
@@ -294,13 +344,13 @@ export interface HarakaProcess {
 export async function startHaraka(
   repoRoot: string,
   dir: string,
-  o: { port: number; pluginName: string; pluginSource: string; files?: Record<string, string>; env?: NodeJS.ProcessEnv },
+  o: { port: number; pluginName: string; pluginSource: string; files?: Record<string, string>; env?: NodeJS.ProcessEnv; nodes?: string },
 ): Promise<HarakaProcess> {
   const h = harakaInstall(repoRoot);
   mkdirSync(path.join(dir, 'plugins'), { recursive: true });
   // Haraka's own defaults first (connection.ini and the rest are required), then ours on top.
   if (!existsSync(path.join(dir, 'config'))) cpSync(path.join(h.pkgDir, 'config'), path.join(dir, 'config'), { recursive: true });
-  writeFileSync(path.join(dir, 'config/smtp.ini'), `listen=127.0.0.1:${o.port}\nnodes=0\npublic_ip=127.0.0.1\n`);
+  writeFileSync(path.join(dir, 'config/smtp.ini'), `listen=127.0.0.1:${o.port}\nnodes=${o.nodes ?? '0'}\npublic_ip=127.0.0.1\n`);
   writeFileSync(path.join(dir, 'config/plugins'), `${o.pluginName}\n`);
   writeFileSync(path.join(dir, 'config/log.ini'), '[main]\nlevel=warn\ntimestamps=false\nformat=default\n');
   writeFileSync(path.join(dir, 'config/me'), 'peer-haraka.bench.test\n');
@@ -325,14 +375,16 @@ export function harakaLogProblems(logFile: string): string[] {
   }
 }
 
-export function haraka(repoRoot: string, install: boolean): ServerUnderTest {
+export function haraka(repoRoot: string, install: boolean, variant: Variant = 'default'): ServerUnderTest {
   const h = harakaInstall(repoRoot);
+  const all = variant === 'allcores';
   return {
     name: 'haraka',
-    setup: 'Haraka 3.3 from npm (bench/.peers), nodes=0 (one process, no cluster), accept-all RCPT + discard-at-queue plugin, no DNS, log level warn',
+    variant,
+    setup: `Haraka 3.3 from npm (bench/.peers), ${all ? 'nodes=cpus (node:cluster, one worker per core)' : 'nodes=0 (one process, no cluster)'}, accept-all RCPT + discard-at-queue plugin, no DNS, log level warn`,
     durable: false,
-    memoryBasis: 'VmHWM of the one server process',
-    multiProcess: false,
+    memoryBasis: all ? 'peak sum of VmRSS over the master and its workers, sampled every 200 ms' : 'VmHWM of the one server process',
+    multiProcess: all,
     sender: SENDER,
     recipient: 'postmaster@localhost',
     countsRecipients: false,
@@ -344,21 +396,29 @@ export function haraka(repoRoot: string, install: boolean): ServerUnderTest {
     async start(dir) {
       const port = await freePort();
       const countFile = path.join(dir, 'accepted.count');
-      const p = await startHaraka(repoRoot, dir, { port, pluginName: 'bench_accept', pluginSource: HARAKA_PLUGIN, env: { BENCH_COUNT_FILE: countFile } });
+      const p = await startHaraka(repoRoot, dir, { port, pluginName: 'bench_accept', pluginSource: HARAKA_PLUGIN, env: { BENCH_COUNT_FILE: countFile }, ...(all ? { nodes: 'cpus' } : {}) });
+      const rootPid = p.child.pid!;
+      if (all) await waitForChildren(rootPid, os.availableParallelism(), p.logFile);
       return {
         port,
         greeting: p.greeting,
-        rootPid: p.child.pid!,
-        pids: () => [p.child.pid!],
+        rootPid,
+        pids: () => (all ? processTree(rootPid) : [rootPid]),
+        // The sum of every process's count file.
         accepted: () => {
-          try {
-            return Number(readFileSync(countFile, 'utf8')) || 0;
-          } catch {
-            return 0;
+          let n = 0;
+          for (const name of readdirSync(dir)) {
+            if (!name.startsWith('accepted.count.')) continue;
+            try {
+              n += Number(readFileSync(path.join(dir, name), 'utf8')) || 0;
+            } catch {
+              // being written
+            }
           }
+          return n;
         },
         // Haraka stops on SIGINT (SIGTERM only when it is PID 1).
-        stop: () => stopChild(p.child, 'SIGINT', 15_000),
+        stop: () => stopTree(p.child, 'SIGINT', 15_000),
         logTail: () => tail(p.logFile),
         problems: () => harakaLogProblems(p.logFile),
       };
@@ -596,6 +656,8 @@ local_recipient_maps =
 export function postfix(install: boolean, mainOverrides: readonly string[] = []): ServerUnderTest {
   return {
     name: 'postfix',
+    variant: 'default',
+    sameInBothVariants: true,
     setup:
       `Postfix 3.7 (Debian), private instance started with postfix -c DIR start: own config/queue/data dirs, nothing chrooted, smtpd on 127.0.0.1 only, no peername lookup, no DNS, durable queue files (cleanup fsyncs), discard transport for every destination; other settings default (in_flow_delay 1s, default_process_limit 100)${mainOverrides.length ? `; overrides: ${mainOverrides.join('; ')}` : ''}`,
     durable: true,

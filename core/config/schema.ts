@@ -375,6 +375,17 @@ export const configSchema = z
     localDomains: z.array(hostname).default(['localhost']),
     /** How long one plugin may take to answer one hook. */
     hookTimeout: duration.default(30_000),
+    /**
+     * Processes accepting connections: 1 (the default) is one process doing
+     * everything; N > 1 or `auto` (one per core, os.availableParallelism())
+     * runs a primary that owns the queue, the control socket and the http
+     * listeners, and N workers that run the smtp and pop3 listeners
+     * (core/cluster/).
+     */
+    workers: z
+      .union([z.literal('auto'), z.number().int().min(1, 'must be a whole number of at least 1, or auto')], { error: 'must be a whole number of at least 1, or auto' })
+      .default(1)
+      .transform((w) => (w === 'auto' ? Math.max(1, os.availableParallelism()) : w)),
     /** How long SIGTERM waits for transactions in progress. */
     shutdownTimeout: duration.default(30_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

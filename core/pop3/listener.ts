@@ -11,7 +11,7 @@ import type { ListenerTls } from '../session/tls.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import { plainIp } from './connection.js';
 import { Pop3Session } from './session.js';
-import { IpConnections } from '../session/ip-connections.js';
+import { IpConnections, type IpSlot } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
 
 /** Longest a pop3s client may take over its handshake before it has a session to time out in. */
@@ -136,15 +136,37 @@ export class Pop3Listener {
       return;
     }
     const runtime = this.runtime;
-    if (this.sessions.size >= runtime.config.limits.maxConnections) {
-      this.env.metrics.listener(runtime.name).connection('too-many');
-      this.log.info({ listener: runtime.name, ip: plainIp(socket.remoteAddress), limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
-      socket.end('-ERR [SYS/TEMP] too many connections\r\n');
-      setTimeout(() => socket.destroy(), 1_000).unref();
+    const shared = this.env.sharedSlots;
+    if (shared) {
+      // In a cluster worker the counts are the primary's, across workers: one IPC round trip before the greeting.
+      shared.acquire(runtime.name, plainIp(socket.remoteAddress)).then(
+        (slot) => {
+          if (socket.destroyed || this.draining || slot.total > runtime.config.limits.maxConnections) {
+            slot.release();
+            if (!socket.destroyed && !this.draining) this.tooMany(socket);
+            else socket.destroy();
+            return;
+          }
+          this.open(runtime, socket, secure, slot);
+        },
+        () => socket.destroy(),
+      );
       return;
     }
+    if (this.sessions.size >= runtime.config.limits.maxConnections) return this.tooMany(socket);
+    this.open(runtime, socket, secure, this.perIp.add(plainIp(socket.remoteAddress)));
+  }
+
+  private tooMany(socket: net.Socket): void {
+    const runtime = this.runtime;
+    this.env.metrics.listener(runtime.name).connection('too-many');
+    this.log.info({ listener: runtime.name, ip: plainIp(socket.remoteAddress), limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
+    socket.end('-ERR [SYS/TEMP] too many connections\r\n');
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  }
+
+  private open(runtime: ListenerRuntime, socket: net.Socket | tls.TLSSocket, secure: boolean, slot: IpSlot): void {
     runtime.lease?.acquire();
-    const slot = this.perIp.add(plainIp(socket.remoteAddress));
     const session = new Pop3Session(runtime, this.env, this.stlsContext, socket, secure, slot);
     this.sessions.add(session);
     void session.done.finally(() => {

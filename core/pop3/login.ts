@@ -11,7 +11,7 @@ import type { HookInput } from '../hooks.js';
 import { authenticate, listenerLogin, type LoginDecision, type LoginResult } from '../session/authenticate.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { Pop3Connection } from './connection.js';
-import { lockMailbox, mailboxKey } from './mailbox-lock.js';
+import { mailboxKey, takeMailbox } from './mailbox-lock.js';
 import { cleanTmp, MaildirBox } from './maildir-box.js';
 import type { HookScope } from '../hook-scope.js';
 
@@ -116,7 +116,8 @@ export class Login {
       outcome: { ok: false, reply, close: false },
     });
     if (maildir === undefined) return refused('reject', 550, 'login accepted without a mailbox', 'no-mailbox', '-ERR [SYS/PERM] no mailbox for this user');
-    const release = lockMailbox(await mailboxKey(maildir));
+    const taken = takeMailbox(await mailboxKey(maildir));
+    const release = taken instanceof Promise ? await taken : taken;
     if (!release) return refused('defer', 450, 'mailbox locked by another POP3 session', 'in-use', '-ERR [IN-USE] Mailbox is locked by another POP3 session', { maildir });
     let box: MaildirBox;
     try {

@@ -33,3 +33,20 @@ export function lockMailbox(key: string): (() => void) | undefined {
     held.delete(key);
   };
 }
+
+/** Mailbox locks kept outside this process: the cluster's primary, so two workers never open one maildrop. */
+export interface SharedMailboxLocks {
+  lock(key: string): Promise<(() => void) | undefined>;
+}
+
+let shared: SharedMailboxLocks | undefined;
+
+/** A cluster worker hands its locks to the primary (set once, at the worker's start). */
+export function shareMailboxLocks(locks: SharedMailboxLocks | undefined): void {
+  shared = locks;
+}
+
+/** lockMailbox, or the primary's lock in a cluster worker (then a promise). */
+export function takeMailbox(key: string): (() => void) | undefined | Promise<(() => void) | undefined> {
+  return shared ? shared.lock(key) : lockMailbox(key);
+}

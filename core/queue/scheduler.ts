@@ -151,6 +151,15 @@ export class Scheduler {
     return ids.length;
   }
 
+  /**
+   * A cluster worker died: what it committed but had no time to announce is
+   * found by listing the spool again (rather than at the next periodic rescan).
+   */
+  recover(): void {
+    if (this.stopped) return;
+    void this.rescan().catch(() => undefined);
+  }
+
   /** A message was just committed (SMTP, bounce, sendmail). */
   add(id: string): void {
     if (this.active.has(id) || this.index.has(id)) return;

@@ -22,8 +22,9 @@
  * parallel, at most `lockoutAfter` passwords are checked per IP, per account
  * from unknown networks, and per pair.
  *
- * Counts live in memory (one process serves every listener), bounded in
- * size, and fade after `window` without a new failure.
+ * Counts live in memory, bounded in size, and fade after `window` without
+ * a new failure. With `workers: N` they live in the primary, and the
+ * workers' throttles ask it for each attempt (take()).
  */
 import { clientNetwork } from '../ip.js';
 import type { Logger } from 'pino';
@@ -169,6 +170,15 @@ export class LoginThrottle {
     };
   }
 
+  /**
+   * begin(), where the counts may live in another process: a cluster worker's
+   * throttle (core/cluster/worker-throttle.ts) asks the primary and answers
+   * with a promise. Here, in the process that keeps the counts, it is begin().
+   */
+  take(ip: string, account: string): LoginTicket | Promise<LoginTicket> {
+    return this.begin(ip, account);
+  }
+
   /** What the next attempt by this client for this account would meet, without counting one: a web page can say the throttle is on. */
   preview(ip: string, account: string): ThrottleVerdict {
     return this.assess(this.keys(ip, account));
@@ -268,7 +278,8 @@ function noop(): void {}
  * password is checked. A locked verdict means "refuse without checking".
  */
 export async function loginTurn(throttle: LoginThrottle, ip: string, account: string, user: string, method: string, log: Logger): Promise<LoginTicket> {
-  const ticket = throttle.begin(ip, account);
+  const taken = throttle.take(ip, account);
+  const ticket = taken instanceof Promise ? await taken : taken;
   const { verdict } = ticket;
   if (!verdict.locked && verdict.wait > 0) {
     log.info({ event: 'auth-delay', user, account, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying the login answer ${verdict.wait} ms after ${verdict.failures} failures`);

@@ -12,7 +12,7 @@
  * DNS cache and the login throttle are read at scrape time from the objects
  * that keep them: nothing is counted twice.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 
 /** How a connection ended before or at its greeting. */
 export type ConnectionOutcome = 'accepted' | 'refused' | 'too-many' | 'tls-failed';
@@ -150,6 +150,7 @@ export class Metrics {
   private readonly deliveryTimers: Record<DeliveryChannel, [ReturnType<Histogram<'channel'>['labels']>, ReturnType<Histogram<'channel'>['labels']>]>;
   private readonly listeners = new Map<string, ListenerMetrics>();
   private queueDepth: (() => QueueDepth) | undefined;
+  private workers: (() => Promise<Array<Array<MetricObjectWithValues<MetricValue<string>>>>>) | undefined;
   private processMetrics = false;
 
   /**
@@ -297,8 +298,22 @@ export class Metrics {
     for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total']) this.registry.removeSingleMetric(`yubin_nodejs_${name}`);
   }
 
+  /**
+   * In a cluster's primary: where the workers' metrics are asked for at
+   * scrape time. The listeners' counters live in the workers; a scrape sums
+   * each series over the primary and every worker (prom-client's cluster
+   * aggregation: counters and histograms summed, process gauges as
+   * prom-client aggregates them).
+   */
+  gatherWorkers(gather: () => Promise<Array<Array<MetricObjectWithValues<MetricValue<string>>>>>): void {
+    this.workers = gather;
+  }
+
   /** The exposition text and its content type. */
   async scrape(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    if (!this.workers) return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const [own, others] = await Promise.all([this.registry.getMetricsAsJSON(), this.workers()]);
+    const sum = AggregatorRegistry.aggregate([own, ...others]);
+    return { contentType: sum.contentType, body: await sum.metrics() };
   }
 }

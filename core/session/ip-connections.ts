@@ -35,6 +35,46 @@ export class IpConnections {
 
 }
 
+/** A connection counted by the cluster's primary, across every worker. */
+export interface SharedSlot extends IpSlot {
+  /** Connections open on this listener in all workers when this one was accepted, itself included. */
+  readonly total: number;
+}
+
+/**
+ * Connection counts kept outside this process (`workers: N`: the primary
+ * keeps them, so maxConnections and maxConnectionsPerIp hold across
+ * workers). A listener given one asks it at accept, instead of counting
+ * locally, and waits for the answer before it greets.
+ */
+export interface SharedSlots {
+  acquire(listener: string, ip: string): Promise<SharedSlot>;
+}
+
+/**
+ * A shared slot being acquired for a connection that may close before the
+ * answer comes: a release asked for early is done when the slot arrives.
+ */
+export class PendingSlot {
+  private slot: SharedSlot | undefined;
+  private closed = false;
+  readonly ready: Promise<SharedSlot>;
+
+  constructor(pending: Promise<SharedSlot>) {
+    this.ready = pending.then((slot) => {
+      this.slot = slot;
+      if (this.closed) slot.release();
+      return slot;
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  release(): void {
+    this.closed = true;
+    this.slot?.release();
+  }
+}
+
 /** The limit this connection is held to, when its rank is past it; undefined when it may stay. */
 export function overIpLimit(slot: IpSlot | undefined, state: ConnectionState, listenerLimit: number): number | undefined {
   if (!slot) return undefined;

@@ -9,6 +9,7 @@ import type { SpoolSpace } from '../queue/space.js';
 import type { Spool } from '../queue/spool.js';
 import type { Services } from '../services/index.js';
 import type { Metrics } from '../services/metrics.js';
+import type { SharedSlots } from './ip-connections.js';
 
 /** The listener's settings and plugins as they were when the connection arrived; a reload does not change them mid-session. */
 export interface ListenerRuntime {
@@ -31,4 +32,6 @@ export interface SessionEnv {
   readonly log: Logger;
   /** The server's metrics (core/services/metrics.ts). */
   readonly metrics: Metrics;
+  /** In a cluster worker: connections are counted by the primary, across workers. Absent: counted by each listener. */
+  readonly sharedSlots?: SharedSlots;
 }

@@ -75,8 +75,21 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
   }
 
   protected override socketReady(): void {
+    const pending = this.yubin.slotPending;
+    if (!pending) return this.greetUnder(this.server.connections.size);
+    // In a cluster worker the listener's count is the primary's, across workers: one IPC round trip.
+    pending.ready.then(
+      (slot) => {
+        if (!this.socket.destroyed) this.greetUnder(slot.total);
+      },
+      () => this.drop(),
+    );
+  }
+
+  /** Greets, unless `open` (this connection included) is past the listener's maxConnections. */
+  private greetUnder(open: number): void {
     const { maxClients } = this.server.options;
-    if (maxClients && this.server.connections.size > maxClients) {
+    if (maxClients && open > maxClients) {
       this.yubin.overCapacity();
       this.send(421, `4.7.0 ${this.name} Too many connections, try again later`);
       return;

@@ -8,7 +8,7 @@ import type tls from 'node:tls';
 import type { SMTPServer, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
-import { IpConnections } from '../session/ip-connections.js';
+import { IpConnections, PendingSlot } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { ListenerTls } from '../session/tls.js';
@@ -202,7 +202,16 @@ export class SmtpListener {
     const lease = conn.yubin.runtime.lease;
     this.open.add(conn);
     lease?.acquire();
-    const slot = (conn.yubin.ipSlot = this.perIp.add(conn.remoteIp));
+    const shared = this.env.sharedSlots;
+    let slot: { release(): void };
+    if (shared) {
+      // Counted by the cluster's primary: the greeting waits for the counts (connection.ts, socketReady).
+      const pending = (conn.yubin.slotPending = new PendingSlot(shared.acquire(this.name, conn.remoteIp)));
+      void pending.ready.then((s) => (conn.yubin.ipSlot = s), () => undefined);
+      slot = pending;
+    } else {
+      slot = conn.yubin.ipSlot = this.perIp.add(conn.remoteIp);
+    }
     // A client that keeps a connection busy forever (a slow drip of RCPTs) is cut off after the limit.
     conn.limitTime({ total: conn.yubin.limits.maxConnectionTime });
     conn.yubin.connection.onClose(() => {

@@ -12,7 +12,7 @@ import type { Address, Connection, ConnectionState, Header, HookInput, HookName,
 import type { HookResult, Pipeline } from '../pipeline.js';
 import type { ListenerMetrics } from '../services/metrics.js';
 import { authenticate, listenerLogin } from '../session/authenticate.js';
-import { overIpLimit, type IpSlot } from '../session/ip-connections.js';
+import { overIpLimit, type IpSlot, type PendingSlot } from '../session/ip-connections.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { SpoolFile } from '../queue/spool.js';
 import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
@@ -139,6 +139,8 @@ export class SmtpSession {
   private readonly scope = new HookScope();
   /** This connection's place among those open from its IP (set by the listener at accept). */
   ipSlot: IpSlot | undefined;
+  /** In a cluster worker: the slot the primary is counting, until it answers. */
+  slotPending: PendingSlot | undefined;
   /** The listener's connection, message and recipient counters. */
   private readonly counters: ListenerMetrics;
 
