@@ -2,15 +2,22 @@
  * Delivery concurrency: the jobs waiting for a slot, per channel, and the
  * slots taken (per channel, and per remote domain), qmail-send's
  * concurrencylocal and concurrencyremote with a per-domain cap.
+ *
+ * A local job carries every local recipient of one message (one read of the
+ * message for all of them) and may take several local slots, one per
+ * recipient it delivers at once, so `concurrencyLocal` still counts deliver
+ * hooks running, as qmail's concurrencylocal counts qmail-local processes.
  */
 import type { Channel } from './retry.js';
 
-export type SlotJob = { readonly channel: 'local' } | { readonly channel: 'remote'; readonly domain: string };
+export type SlotJob = { readonly channel: 'local'; readonly rcpts: readonly unknown[] } | { readonly channel: 'remote'; readonly domain: string };
 
 export class DeliverySlots<J extends SlotJob> {
   private readonly queues: Record<Channel, J[]> = { local: [], remote: [] };
   private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
   private readonly perDomain = new Map<string, number>();
+  /** Slots each running job holds (a local job may hold several). */
+  private readonly held = new Map<J, number>();
 
   /** Queues a job for a slot of its channel. */
   wait(job: J): void {
@@ -20,10 +27,15 @@ export class DeliverySlots<J extends SlotJob> {
   /**
    * The waiting jobs that may start now, in the order they came, each counted
    * as running: per channel up to its limit, a remote one only while its
-   * domain has fewer than `perDomain` running. Each must be given back with release().
+   * domain has fewer than `perDomain` running. A local job takes as many slots
+   * as it has recipients, up to half the local limit (rounded up: two
+   * messages share the channel, so one message's slowest delivery does not
+   * leave the others idle) and up to what is free. Each must be given back
+   * with release().
    */
   take(limits: Record<Channel, number>, perDomain: number): J[] {
     const taken: J[] = [];
+    const widest = Math.max(1, Math.ceil(limits.local / 2));
     for (const channel of ['local', 'remote'] as const) {
       const queue = this.queues[channel];
       for (let i = 0; i < queue.length && this.running[channel] < limits[channel]; ) {
@@ -33,7 +45,9 @@ export class DeliverySlots<J extends SlotJob> {
           continue;
         }
         queue.splice(i, 1);
-        this.running[job.channel]++;
+        const width = job.channel === 'local' ? Math.max(1, Math.min(job.rcpts.length, widest, limits.local - this.running.local)) : 1;
+        this.running[job.channel] += width;
+        this.held.set(job, width);
         if (job.channel === 'remote') this.perDomain.set(job.domain, (this.perDomain.get(job.domain) ?? 0) + 1);
         taken.push(job);
       }
@@ -41,9 +55,15 @@ export class DeliverySlots<J extends SlotJob> {
     return taken;
   }
 
+  /** Slots a running job holds: how many of its recipients it may deliver at once. */
+  width(job: J): number {
+    return this.held.get(job) ?? 1;
+  }
+
   /** A job take() handed out is over: its slots are free. */
   release(job: J): void {
-    this.running[job.channel]--;
+    this.running[job.channel] -= this.held.get(job) ?? 1;
+    this.held.delete(job);
     if (job.channel === 'remote') {
       const n = (this.perDomain.get(job.domain) ?? 1) - 1;
       if (n) this.perDomain.set(job.domain, n);
