@@ -14,11 +14,9 @@
  * delivered nor forgets when the next try is due.
  *
  * Local recipients of a message are one job: the message is read once for
- * all of them, they are delivered a few at a time (as many as the job holds
- * local slots), and their outcomes are written once per round rather than
- * once per recipient. A crash can then redeliver at most one round, no more
- * than concurrencyLocal deliveries in all: what qmail-send could redeliver
- * after qmail-local finished but before it marked the recipient done.
+ * all of them, they are delivered several at once (as many as the job holds
+ * local slots), and their outcomes are written once per that many rather
+ * than once per recipient (see runLocal for what a crash can redeliver).
  */
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
@@ -427,21 +425,34 @@ export class Scheduler {
   }
 
   /**
-   * Every local recipient of the message from one read of it, in rounds as
-   * wide as the slots the job holds; after each round but the last, its
-   * outcomes are written in one state update (a crash redelivers at most
-   * one round). The last round's are written by jobDone, or not at all when
-   * the message is finished and removed.
+   * Every local recipient of the message from one read of it, as many at
+   * once as the job holds local slots; a slot with no recipient left to
+   * start is given back at once for the next message. Outcomes are written
+   * once for every `width` of them while more remain, so a crash redelivers
+   * fewer than twice concurrencyLocal recipients (those finished since the
+   * last write, and those finishing during it) — qmail-send could redeliver
+   * concurrencylocal, the ones qmail-local finished before they were marked
+   * done. The last outcomes are written by jobDone, or not at all when the
+   * message is finished and removed.
    */
   private async runLocal(job: Extract<Job, { channel: 'local' }>): Promise<void> {
     const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope);
     const width = this.slots.width(job);
-    for (let i = 0; i < job.rcpts.length; i += width) {
+    let next = 0;
+    let unwritten = 0;
+    const worker = async (): Promise<void> => {
       // Stopping: what is left waits in the spool for the next start, like a job never launched.
-      if (i > 0 && this.stopped) return;
-      await Promise.all(job.rcpts.slice(i, i + width).map((r) => this.deliverLocal(job, r, body)));
-      if (i + width < job.rcpts.length) await this.persist(job.msg);
-    }
+      while (next < job.rcpts.length && !(next >= width && this.stopped)) {
+        await this.deliverLocal(job, job.rcpts[next++]!, body);
+        if (++unwritten >= width && next < job.rcpts.length) {
+          unwritten = 0;
+          await this.persist(job.msg);
+        }
+      }
+      this.slots.shrink(job);
+      this.dispatch();
+    };
+    await Promise.all(Array.from({ length: width }, worker));
   }
 
   private async deliverLocal(job: Extract<Job, { channel: 'local' }>, r: RecipientState, body: SharedMessage): Promise<void> {

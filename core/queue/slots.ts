@@ -7,6 +7,9 @@
  * message for all of them) and may take several local slots, one per
  * recipient it delivers at once, so `concurrencyLocal` still counts deliver
  * hooks running, as qmail's concurrencylocal counts qmail-local processes.
+ * It gives each slot back as soon as it has no recipient left to start on
+ * it (shrink), so the next message starts while this one's last deliveries
+ * finish.
  */
 import type { Channel } from './retry.js';
 
@@ -28,14 +31,13 @@ export class DeliverySlots<J extends SlotJob> {
    * The waiting jobs that may start now, in the order they came, each counted
    * as running: per channel up to its limit, a remote one only while its
    * domain has fewer than `perDomain` running. A local job takes as many slots
-   * as it has recipients, up to half the local limit (rounded up: two
-   * messages share the channel, so one message's slowest delivery does not
-   * leave the others idle) and up to what is free. Each must be given back
+   * as it has recipients, up to what is free, and waits until at least half
+   * the local limit (or all its recipients) is free: a job started on one
+   * slot would deliver its recipients one by one. Each must be given back
    * with release().
    */
   take(limits: Record<Channel, number>, perDomain: number): J[] {
     const taken: J[] = [];
-    const widest = Math.max(1, Math.ceil(limits.local / 2));
     for (const channel of ['local', 'remote'] as const) {
       const queue = this.queues[channel];
       for (let i = 0; i < queue.length && this.running[channel] < limits[channel]; ) {
@@ -44,8 +46,10 @@ export class DeliverySlots<J extends SlotJob> {
           i++;
           continue;
         }
+        // In order: a wide job waiting is not overtaken by narrower ones behind it.
+        if (job.channel === 'local' && limits.local - this.running.local < Math.min(job.rcpts.length, Math.ceil(limits.local / 2))) break;
         queue.splice(i, 1);
-        const width = job.channel === 'local' ? Math.max(1, Math.min(job.rcpts.length, widest, limits.local - this.running.local)) : 1;
+        const width = job.channel === 'local' ? Math.max(1, Math.min(job.rcpts.length, limits.local - this.running.local)) : 1;
         this.running[job.channel] += width;
         this.held.set(job, width);
         if (job.channel === 'remote') this.perDomain.set(job.domain, (this.perDomain.get(job.domain) ?? 0) + 1);
@@ -58,6 +62,14 @@ export class DeliverySlots<J extends SlotJob> {
   /** Slots a running job holds: how many of its recipients it may deliver at once. */
   width(job: J): number {
     return this.held.get(job) ?? 1;
+  }
+
+  /** A running job gives back one of its slots (it keeps at least one until release()). */
+  shrink(job: J): void {
+    const held = this.held.get(job) ?? 1;
+    if (held <= 1) return;
+    this.held.set(job, held - 1);
+    this.running[job.channel]--;
   }
 
   /** A job take() handed out is over: its slots are free. */
