@@ -179,6 +179,19 @@ export interface DataContext extends HookContextBase {
 
 export type QueueContext = DataContext;
 
+/**
+ * A queued message as the deliver hook sees it. Every recipient delivered
+ * from the message in one go (all its local recipients) shares one copy.
+ */
+export interface DeliveryMessage extends Pick<Message, 'size' | 'stream'> {
+  /**
+   * The whole message in memory, read from the spool once and shared by
+   * every recipient delivered with this one: a plugin that writes a copy per
+   * recipient takes this rather than a stream() of its own.
+   */
+  read(): Promise<Buffer>;
+}
+
 /** One recipient of one queued message, handed to the deliver hook. */
 export interface Delivery {
   readonly queueId: string;
@@ -191,7 +204,7 @@ export interface Delivery {
   /** When the message was queued (milliseconds since the epoch). */
   readonly received: number;
   /** The message as queued, with the headers the server added (CRLF line ends). */
-  readonly message: Pick<Message, 'size' | 'stream'>;
+  readonly message: DeliveryMessage;
   /**
    * Sends a copy on to other addresses through the queue, with the same
    * envelope sender (an alias, a forward, a catch-all), as qmail-local's

@@ -13,6 +13,7 @@ export type {
   DataContext,
   DeliverContext,
   Delivery,
+  DeliveryMessage,
   Header,
   HeloContext,
   HookAnswers,

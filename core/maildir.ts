@@ -1,19 +1,28 @@
 /**
  * Maildir delivery as qmail-local does it, with Maildir++'s size suffix:
- * write `tmp/NAME`, fsync, link it to `new/NAME,S=SIZE`, unlink the tmp
- * name. The delivery is complete at the link; a crash before it leaves only
- * a tmp file that readers ignore.
+ * write `tmp/NAME`, fsync, move it to `new/NAME,S=SIZE`, fsync `new/`. The
+ * delivery is complete at the move; a crash before it leaves only a tmp file
+ * that readers ignore. The move is a rename, not qmail's link + unlink: the
+ * name is unique on this host (time, pid, sequence), so there is nothing a
+ * link could refuse to overwrite, and it is one system call instead of two.
  *
  * Files are stored with LF line ends, as qmail and vpopmail store them;
  * POP3 turns them back into CRLF on the wire.
+ *
+ * A message given whole (a Buffer, or a queued message small enough to be
+ * read into memory) is converted to LF once and scanned for its header lines
+ * once, however many Maildirs it goes to: each copy is then its own top lines
+ * (Return-Path, Delivered-To) and the shared body, written in one writev.
  */
 import * as fs from 'node:fs';
-import { link, mkdir, unlink } from 'node:fs/promises';
+import { mkdir, rename, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import type { DeliveryMessage } from './hooks.js';
 import { DirSync } from './queue/spool.js';
+import { IN_MEMORY_MAX } from './queue/shared-message.js';
 
 const fsOpen = promisify(fs.open);
 const fsWritev = promisify(fs.writev);
@@ -61,8 +70,12 @@ export class LoopDetected extends Error {}
 export interface MaildirDelivery {
   /** Lines that go on top: Return-Path and Delivered-To, without line ends. */
   readonly topLines: readonly string[];
-  /** The message as queued (CRLF). */
-  readonly message: Readable;
+  /**
+   * The message as queued (CRLF): a stream, the whole of it, or the deliver
+   * hook's `delivery.message` (taken whole, and so shared with the other
+   * recipients of the message, unless it is too large to hold in memory).
+   */
+  readonly message: Readable | Buffer | DeliveryMessage;
   /** Refuse with LoopDetected when the header already has this exact line (case-insensitive). */
   readonly loopLine?: string;
 }
@@ -70,20 +83,53 @@ export interface MaildirDelivery {
 /** Writes are gathered up to this size: a typical message is one write. */
 const WRITE_BATCH = 256 * 1024;
 
+/** A whole message made ready for Maildirs once: LF line ends, and its header lines for the loop check. */
+interface StoredForm {
+  readonly lf: Buffer;
+  /** LFs in `lf`: the size on the wire is one more octet per line. */
+  readonly lines: number;
+  /** Header lines as they are (not unfolded), lower-cased. */
+  readonly header: ReadonlySet<string>;
+}
+
+/** Keyed by the message Buffer, so every recipient handed the same Buffer shares one conversion. */
+const storedForms = new WeakMap<Buffer, StoredForm>();
+
+function storedForm(message: Buffer): StoredForm {
+  let form = storedForms.get(message);
+  if (form) return form;
+  const text = message.toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  const header = new Set(
+    (end < 0 ? text : text.slice(0, end))
+      .split(/\r?\n/)
+      .map((l) => l.toLowerCase()),
+  );
+  const lf = Buffer.from(text.replace(/\r\n/g, '\n'), 'latin1');
+  form = { lf, lines: countLf(lf), header };
+  storedForms.set(message, form);
+  return form;
+}
+
+function countLf(b: Buffer): number {
+  let n = 0;
+  for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++;
+  return n;
+}
+
+function isDeliveryMessage(m: MaildirDelivery['message']): m is DeliveryMessage {
+  return !Buffer.isBuffer(m) && typeof (m as Partial<DeliveryMessage>).stream === 'function';
+}
+
 /** Delivers one message; returns the file name in new/. */
 export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise<string> {
+  let message = d.message;
+  if (isDeliveryMessage(message)) message = message.size <= IN_MEMORY_MAX ? await message.read() : message.stream();
   if (!known.has(dir)) await ensureMaildir(dir);
   const name = maildirName();
   const tmp = path.join(dir, 'tmp', name);
-  let fd: number;
-  try {
-    fd = await fsOpen(tmp, 'wx', 0o600);
-  } catch (err) {
-    // Removed since we last looked (a user cleaning up): make it again, once.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await ensureMaildir(dir);
-    fd = await fsOpen(tmp, 'wx', 0o600);
-  }
+  if (Buffer.isBuffer(message)) return deliverWhole(dir, name, tmp, d, storedForm(message));
+  const fd = await openTmp(dir, tmp);
   let size = 0;
   /** Size with CRLF line ends, as POP3 sends it: one more octet per LF written. */
   let lines = 0;
@@ -116,7 +162,7 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
     let inHeader = true;
     let carry = '';
     let pendingCr = false;
-    for await (const chunk of d.message as AsyncIterable<Buffer>) {
+    for await (const chunk of message as AsyncIterable<Buffer>) {
       let text = chunk.toString('latin1');
       if (pendingCr) text = '\r' + text;
       pendingCr = text.endsWith('\r');
@@ -143,14 +189,55 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
     await fsClose(fd);
     // S= is the stored size (Maildir++ quotas), W= the size on the wire with CRLF (POP3 LIST, as Dovecot names it).
     const final = `${name},S=${size},W=${size + lines}`;
-    await link(tmp, path.join(dir, 'new', final));
+    await rename(tmp, path.join(dir, 'new', final));
     linked = true;
-    await unlink(tmp);
-    // The queue marks the recipient delivered next: the link must survive a power cut first.
+    // The queue marks the recipient delivered next: the move must survive a power cut first.
     await newDirSync(path.join(dir, 'new')).sync();
     return final;
   } finally {
     if (!closed) await fsClose(fd).catch(() => undefined);
     if (!linked) await unlink(tmp).catch(() => undefined);
+  }
+}
+
+async function openTmp(dir: string, tmp: string): Promise<number> {
+  try {
+    return await fsOpen(tmp, 'wx', 0o600);
+  } catch (err) {
+    // Removed since we last looked (a user cleaning up): make it again, once.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await ensureMaildir(dir);
+    return fsOpen(tmp, 'wx', 0o600);
+  }
+}
+
+/** One copy of a message already in its stored form: top lines + shared body, one writev, one fdatasync, one rename. */
+async function deliverWhole(dir: string, name: string, tmp: string, d: MaildirDelivery, form: StoredForm): Promise<string> {
+  if (d.loopLine && form.header.has(d.loopLine.toLowerCase())) throw new LoopDetected(`already has ${d.loopLine}`);
+  const top = Buffer.from(d.topLines.map((l) => `${l}\n`).join(''), 'latin1');
+  const size = top.length + form.lf.length;
+  const lines = d.topLines.length + form.lines;
+  const fd = await openTmp(dir, tmp);
+  let moved = false;
+  let closed = false;
+  try {
+    const written = (await fsWritev(fd, [top, form.lf])).bytesWritten;
+    if (written < size) {
+      // A regular file takes the whole writev unless the disk fills; finish a short one byte-exact.
+      const rest = Buffer.concat([top, form.lf]).subarray(written);
+      for (let off = 0; off < rest.length; ) off += (await fsWrite(fd, rest, off, rest.length - off, null)).bytesWritten;
+    }
+    await fsDatasync(fd);
+    closed = true;
+    await fsClose(fd);
+    const final = `${name},S=${size},W=${size + lines}`;
+    await rename(tmp, path.join(dir, 'new', final));
+    moved = true;
+    // The queue marks the recipient delivered next: the move must survive a power cut first.
+    await newDirSync(path.join(dir, 'new')).sync();
+    return final;
+  } finally {
+    if (!closed) await fsClose(fd).catch(() => undefined);
+    if (!moved) await unlink(tmp).catch(() => undefined);
   }
 }

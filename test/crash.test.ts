@@ -44,6 +44,17 @@ t.test('nothing acknowledged is lost across kill -9 and restart', async (t) => {
   );
 });
 
+// Issue 15, item 3: a message's local recipients are delivered as one job, their outcomes written once per batch.
+t.test('up to 10 recipients per message (one delivery job each): nothing lost across kill -9', async (t) => {
+  const r = await crash(t, { kills: 4, clients: 4, seed: 20261204, maxRecipients: 10, tailMs: 500, settleTimeoutMs: 60_000 });
+  t.comment(`acknowledged ${r.messages.acknowledged}, recipients ${r.recipientsExpected}, delivered ${r.recipientsDelivered}, duplicates ${r.duplicates}, lost ${r.lost}, ${r.elapsedMs} ms`);
+  t.ok(r.recipientsExpected > r.messages.acknowledged * 2, 'messages had several recipients');
+  t.equal(r.lost, 0, 'no acknowledged recipient lost', { lost: r.lostRecipients });
+  t.equal(r.corrupt + r.misdelivered + r.abortedDelivered + r.leftInQueue, 0, 'nothing corrupt, misdelivered, aborted-but-delivered or left queued');
+  t.equal(r.redeliveries.sameProcess + r.redeliveries.afterCleanStop, 0, 'every redelivery follows a kill', { examples: r.redeliveries.examples });
+  t.ok(r.ok, 'the run passed', { problems: r.problems });
+});
+
 // Issue 18, defect 9: SIGTERM used to wait for deliveries, not for the step that records them.
 t.test('10 SIGTERM restarts under load: nothing lost, nothing delivered twice', async (t) => {
   const r = await crash(t, { signal: 'SIGTERM', kills: 10, clients: 4, seed: 20261203, minDelayMs: 100, maxDelayMs: 400, tailMs: 500, settleTimeoutMs: 60_000 });

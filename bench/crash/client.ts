@@ -160,6 +160,8 @@ export interface LoadOptions {
   readonly replyTimeoutMs: number;
   /** Pause between messages on a connection, milliseconds (0: none). */
   readonly thinkMs: number;
+  /** Recipients per message: 1 to this many, drawn uniformly (default 3; at most USERS). */
+  readonly maxRecipients?: number;
 }
 
 export interface LoadCounts {
@@ -245,7 +247,7 @@ export class Load {
   private async sendOne(conn: SmtpConnection, index: number, rand: () => number): Promise<void> {
     const token = `T${String(++this.seq).padStart(6, '0')}`;
     const wanted = new Set<number>();
-    const count = 1 + Math.floor(rand() * 3);
+    const count = 1 + Math.floor(rand() * Math.min(this.opts.maxRecipients ?? 3, USERS));
     while (wanted.size < count) wanted.add(Math.floor(rand() * USERS));
     const body = makeBody(token, rand);
     const msg: SentMessage = { token, recipients: [], bodyHash: bodyHash(body), status: 'aborted' };

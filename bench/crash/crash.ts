@@ -47,6 +47,8 @@ export interface CrashOptions {
   readonly tailMs?: number;
   /** Pause between one client's messages (default 0: as fast as the server answers). */
   readonly thinkMs?: number;
+  /** Recipients per message, 1 to this many (default 3, at most the rig's 10 users). */
+  readonly maxRecipients?: number;
   /** Give up waiting for the queue to empty after this long (default 600 s). */
   readonly settleTimeoutMs?: number;
   /** Run directory (kept: the caller owns it). Default: a new one under os.tmpdir(), removed unless `keep` or a failure. */
@@ -234,6 +236,7 @@ export async function runCrash(options: CrashOptions = {}): Promise<CrashResult>
     earlyKillRatio: signal === 'SIGTERM' ? 0 : (options.earlyKillRatio ?? 0.1),
     tailMs: options.tailMs ?? 1500,
     thinkMs: options.thinkMs ?? 0,
+    maxRecipients: options.maxRecipients ?? 3,
   };
   if (!(opts.kills >= 1 && opts.clients >= 1 && opts.minDelayMs >= 0 && opts.maxDelayMs >= opts.minDelayMs)) throw new Error('bad options: need kills >= 1, clients >= 1, 0 <= minDelayMs <= maxDelayMs');
   const seed = (options.seed ?? Date.now() % 2 ** 31) >>> 0;
@@ -252,7 +255,7 @@ export async function runCrash(options: CrashOptions = {}): Promise<CrashResult>
   const started = performance.now();
   const rand = prng(seed);
   const rig = new Rig(cli, config, logDir, options.onChild);
-  const load = new Load(rig, { clients: opts.clients, seed, replyTimeoutMs: 15_000, thinkMs: opts.thinkMs });
+  const load = new Load(rig, { clients: opts.clients, seed, replyTimeoutMs: 15_000, thinkMs: opts.thinkMs, maxRecipients: opts.maxRecipients });
   const killLog: KillRecord[] = [];
   const stuck: StuckMessage[] = [];
   let flushes = 0;

@@ -1,10 +1,9 @@
 /**
  * The delivery context: what a deliver plugin gets for one recipient of a
- * queued message (its envelope, a lazily opened copy of the message, forward
- * and send), and the deliver hook run over it, its answer turned into an
- * outcome the scheduler records.
+ * queued message (its envelope, the message shared with the other
+ * recipients of the job, forward and send), and the deliver hook run over
+ * it, its answer turned into an outcome the scheduler records.
  */
-import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { splitAddress } from '../address.js';
 import { rfc5322Date } from '../date.js';
@@ -13,6 +12,7 @@ import type { HookInput, NewMessage } from '../hooks.js';
 import type { Clock } from '../services/clock.js';
 import type { RemoteOutcome } from './remote.js';
 import type { DeliveryRuntime } from './scheduler.js';
+import type { SharedMessage } from './shared-message.js';
 import type { Envelope, RecipientState, Spool } from './spool.js';
 
 type Outcome = RemoteOutcome;
@@ -35,9 +35,8 @@ export interface DeliveryContextDeps {
 export class DeliveryContext {
   constructor(private readonly deps: DeliveryContextDeps) {}
 
-  /** What a deliver plugin gets for this recipient. */
-  input(msg: QueuedMessage, rcpt: RecipientState, local: boolean): HookInput<'deliver'> {
-    const { spool } = this.deps;
+  /** What a deliver plugin gets for this recipient; `body` is the message as every recipient of the job shares it. */
+  input(msg: QueuedMessage, rcpt: RecipientState, local: boolean, body: SharedMessage): HookInput<'deliver'> {
     const env = msg.envelope;
     return {
       delivery: {
@@ -48,23 +47,22 @@ export class DeliveryContext {
         attempt: rcpt.attempts + 1,
         received: env.received,
         message: {
-          size: Buffer.byteLength(env.prependHeaders) + env.size,
-          stream: () => lazyStream(() => spool.openMessage(msg.id, env)),
+          size: body.size,
+          stream: () => body.stream(),
+          read: () => body.read(),
         },
-        forward: (recipients, headers = []) => this.forward(msg, recipients, headers),
+        forward: (recipients, headers = []) => this.forward(msg, body, recipients, headers),
         send: (message) => this.send(msg, message),
       },
     };
   }
 
   /** A deliver plugin's forward: a new message with the same sender, committed like any other. */
-  private async forward(msg: QueuedMessage, recipients: readonly string[], headers: readonly string[]): Promise<string> {
+  private async forward(msg: QueuedMessage, body: SharedMessage, recipients: readonly string[], headers: readonly string[]): Promise<string> {
     const { spool, clock, log } = this.deps;
     const env = msg.envelope;
     if (!recipients.length) throw new Error('forward needs at least one recipient');
-    const chunks: Buffer[] = [];
-    for await (const c of await spool.openMessage(msg.id, env)) chunks.push(c as Buffer);
-    const id = await spool.inject(Buffer.concat(chunks), {
+    const id = await spool.inject(await body.read(), {
       sender: env.sender,
       senderParams: {},
       recipients: recipients.map((address) => ({ address, params: {} })),
@@ -111,12 +109,12 @@ export class DeliveryContext {
   }
 
   /** Runs the deliver hook; undefined when every plugin continued. */
-  async viaPlugins(msg: QueuedMessage, rcpt: RecipientState, local: boolean): Promise<Outcome | undefined> {
+  async viaPlugins(msg: QueuedMessage, rcpt: RecipientState, local: boolean, body: SharedMessage): Promise<Outcome | undefined> {
     const { pipeline, lease } = this.deps.runtime();
     if (!pipeline.has('deliver')) return undefined;
     lease.acquire();
     try {
-      const { answer, plugin, fault, reason } = await pipeline.run('deliver', this.input(msg, rcpt, local), this.deps.log.child({ id: msg.id }), this.deps.stopping);
+      const { answer, plugin, fault, reason } = await pipeline.run('deliver', this.input(msg, rcpt, local, body), this.deps.log.child({ id: msg.id }), this.deps.stopping);
       const by = plugin ?? 'core';
       switch (answer.action) {
         case 'continue':
@@ -133,13 +131,4 @@ export class DeliveryContext {
       lease.release();
     }
   }
-}
-
-/** A Readable that opens its source on first read (a plugin that never reads opens no file). */
-function lazyStream(open: () => Promise<Readable>): Readable {
-  return Readable.from(
-    (async function* () {
-      for await (const chunk of await open()) yield chunk as Buffer;
-    })(),
-  );
 }

@@ -12,6 +12,11 @@
  * Persistence: per-recipient state (`state/ID.json`) is written after every
  * delivery job, so a restart neither redelivers a recipient already
  * delivered nor forgets when the next try is due.
+ *
+ * Local recipients of a message are one job: the message is read once for
+ * all of them, they are delivered several at once (as many as the job holds
+ * local slots), and their outcomes are written once per that many rather
+ * than once per recipient (see runLocal for what a crash can redeliver).
  */
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
@@ -24,6 +29,7 @@ import type { LocalDomains } from '../services/local-domains.js';
 import type { Metrics, QueueDepth } from '../services/metrics.js';
 import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
+import { SharedMessage } from './shared-message.js';
 import { DeliverySlots } from './slots.js';
 import { MinHeap } from './heap.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
@@ -65,10 +71,11 @@ interface Active {
 }
 
 type Job = (
-  | { readonly channel: 'local'; readonly msg: Active; readonly rcpt: RecipientState; readonly last: boolean }
+  | { readonly channel: 'local'; readonly msg: Active; readonly rcpts: RecipientState[]; readonly last: boolean }
   | { readonly channel: 'remote'; readonly msg: Active; readonly domain: string; readonly rcpts: RecipientState[]; readonly last: boolean }
 ) & { /** performance.now() when it was launched, for the attempt's duration. */ started?: number };
 
+const NO_MAILBOX: Outcome = { kind: 'permanent', status: '5.1.1', text: 'Sorry, no mailbox here by that name. (#5.1.1)' };
 const ADMIN_BOUNCE = 'This message was bounced by the administrator (yubin queue bounce).';
 const WAKE_MS = 1000;
 const RESCAN_MS = 5 * 60_000;
@@ -372,15 +379,17 @@ export class Scheduler {
     }
     // qmail's queuelifetime: an attempt started after birth + lifetime is the last one.
     const last = now >= envelope.received + q.lifetime;
+    const local: RecipientState[] = [];
     const remote = new Map<string, RecipientState[]>();
     for (const r of runnable) {
       if (this.channelOf(r.address) === 'local') {
-        this.enqueue({ channel: 'local', msg, rcpt: r, last });
+        local.push(r);
       } else {
         const domain = splitAddress(r.address).domain;
         remote.set(domain, [...(remote.get(domain) ?? []), r]);
       }
     }
+    if (local.length) this.enqueue({ channel: 'local', msg, rcpts: local, last });
     for (const [domain, rcpts] of remote) this.enqueue({ channel: 'remote', msg, domain, rcpts, last });
     this.dispatch();
   }
@@ -415,8 +424,7 @@ export class Scheduler {
       else await this.runRemote(job);
     } catch (err) {
       this.deps.log.error({ event: 'delivery-error', id: job.msg.id, err: (err as Error).message }, 'delivery failed unexpectedly; will retry');
-      const rcpts = job.channel === 'local' ? [job.rcpt] : job.rcpts;
-      for (const r of rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
+      for (const r of job.rcpts) if (r.lastAttempt !== this.deps.clock.now()) this.record(job, r, { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` });
     } finally {
       this.slots.release(job);
     }
@@ -425,19 +433,55 @@ export class Scheduler {
     await this.jobDone(job.msg);
   }
 
+  /**
+   * Every local recipient of the message from one read of it, as many at
+   * once as the job holds local slots; a slot with no recipient left to
+   * start is given back at once for the next message. Outcomes are written
+   * once for every `width` of them while more remain, so a crash redelivers
+   * fewer than twice concurrencyLocal recipients (those finished since the
+   * last write, and those finishing during it) — qmail-send could redeliver
+   * concurrencylocal, the ones qmail-local finished before they were marked
+   * done. The last outcomes are written by jobDone, or not at all when the
+   * message is finished and removed.
+   */
   private async runLocal(job: Extract<Job, { channel: 'local' }>): Promise<void> {
-    const outcome: Outcome = (await this.delivering.viaPlugins(job.msg, job.rcpt, true)) ?? {
-      kind: 'permanent',
-      status: '5.1.1',
-      text: 'Sorry, no mailbox here by that name. (#5.1.1)',
+    const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope);
+    const width = this.slots.width(job);
+    let next = 0;
+    let unwritten = 0;
+    const worker = async (): Promise<void> => {
+      // Stopping: what is left waits in the spool for the next start, like a job never launched.
+      while (next < job.rcpts.length && !(next >= width && this.stopped)) {
+        await this.deliverLocal(job, job.rcpts[next++]!, body);
+        if (++unwritten >= width && next < job.rcpts.length) {
+          unwritten = 0;
+          await this.persist(job.msg);
+        }
+      }
+      this.slots.shrink(job);
+      this.dispatch();
     };
-    this.record(job, job.rcpt, outcome);
+    await Promise.all(Array.from({ length: width }, worker));
+  }
+
+  private async deliverLocal(job: Extract<Job, { channel: 'local' }>, r: RecipientState, body: SharedMessage): Promise<void> {
+    const started = performance.now();
+    let outcome: Outcome;
+    try {
+      outcome = (await this.delivering.viaPlugins(job.msg, r, true, body)) ?? NO_MAILBOX;
+    } catch (err) {
+      // One recipient's fault is its own: the others of the round keep their outcomes.
+      this.deps.log.error({ event: 'delivery-error', id: job.msg.id, rcpt: r.address, err: (err as Error).message }, 'delivery failed unexpectedly; will retry');
+      outcome = { kind: 'temporary', status: '4.3.0', text: `Internal error: ${(err as Error).message}` };
+    }
+    this.record(job, r, outcome, started);
   }
 
   private async runRemote(job: Extract<Job, { channel: 'remote' }>): Promise<void> {
     const viaSmtp: RecipientState[] = [];
+    const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope);
     for (const r of job.rcpts) {
-      const outcome = await this.delivering.viaPlugins(job.msg, r, false);
+      const outcome = await this.delivering.viaPlugins(job.msg, r, false, body);
       if (outcome) this.record(job, r, outcome);
       else viaSmtp.push(r);
     }
@@ -458,13 +502,14 @@ export class Scheduler {
     for (const r of viaSmtp) this.record(job, r, outcomes.get(r.address) ?? { kind: 'temporary', status: '4.4.2', text: 'no result from remote delivery' });
   }
 
-  private record(job: Job, r: RecipientState, outcome: Outcome): void {
+  /** `started`: performance.now() when this recipient's attempt began (default: when its job did). */
+  private record(job: Job, r: RecipientState, outcome: Outcome, started = job.started): void {
     const now = this.deps.clock.now();
     const env = job.msg.envelope;
     r.attempts++;
     r.lastAttempt = now;
     const base = { event: 'delivery', id: job.msg.id, rcpt: r.address, channel: job.channel, attempt: r.attempts };
-    const seconds = job.started === undefined ? 0 : (performance.now() - job.started) / 1000;
+    const seconds = started === undefined ? 0 : (performance.now() - started) / 1000;
     if (outcome.kind === 'delivered') {
       r.status = 'delivered';
       delete r.error;
@@ -502,21 +547,23 @@ export class Scheduler {
 
   private async jobDone(msg: Active): Promise<void> {
     msg.jobs--;
-    if (msg.jobs > 0) {
-      if (msg.writeQueued) return msg.writing;
-      // Other recipients are still in progress: persist what is known now, so
-      // a crash cannot redeliver it. Deliveries finishing while a write is in
-      // flight share the next one.
-      msg.writeQueued = true;
-      msg.writing = msg.writing
-        .then(() => {
-          msg.writeQueued = false;
-          return this.deps.spool.writeState(msg.id, msg.state);
-        })
-        .catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
-      return msg.writing;
-    }
+    // Other recipients are still in progress: persist what is known now, so
+    // a crash cannot redeliver it.
+    if (msg.jobs > 0) return this.persist(msg);
     await this.finish(msg);
+  }
+
+  /** Writes the message's state; outcomes recorded while a write is in flight share the next one. */
+  private persist(msg: Active): Promise<void> {
+    if (msg.writeQueued) return msg.writing;
+    msg.writeQueued = true;
+    msg.writing = msg.writing
+      .then(() => {
+        msg.writeQueued = false;
+        return this.deps.spool.writeState(msg.id, msg.state);
+      })
+      .catch((err: Error) => this.deps.log.error({ id: msg.id, err: err.message }, 'cannot write queue state'));
+    return msg.writing;
   }
 
   /** Every job of this round is over: bounce what failed, then remove the message or schedule the next round. */

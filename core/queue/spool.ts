@@ -156,11 +156,12 @@ const PID = process.pid.toString(36).padStart(4, '0');
 const isId = (name: string) => /^[A-Z0-9]+$/.test(name);
 
 export async function fsyncPath(p: string): Promise<void> {
-  const fh = await open(p, 'r');
+  // Plain descriptors, not a FileHandle: a directory sync per Maildir delivery is on the hot path.
+  const fd = await fsOpen(p, 'r');
   try {
-    await fh.sync();
+    await fsFsync(fd);
   } finally {
-    await fh.close();
+    await fsClose(fd);
   }
 }
 

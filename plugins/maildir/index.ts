@@ -49,7 +49,7 @@ export default definePlugin({
           try {
             const file = await deliverToMaildir(dir, {
               topLines: [`Return-Path: <${sender?.address ?? ''}>`, deliveredTo],
-              message: delivery.message.stream(),
+              message: delivery.message,
               loopLine: deliveredTo,
             });
             return answer.accept(`delivered to ${path.relative(root, path.join(dir, 'new', file))}`);

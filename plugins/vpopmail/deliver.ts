@@ -96,7 +96,7 @@ async function deliverUser(env: DeliverEnv, domain: DomainRecord, user: UserReco
     }
   }
   try {
-    const name = await deliverToMaildir(dir, { topLines, message: delivery.message.stream(), loopLine: deliveredTo });
+    const name = await deliverToMaildir(dir, { topLines, message: delivery.message, loopLine: deliveredTo });
     if (dir !== maildir) await markFolder(dir);
     const stored = Number(/,S=(\d+)/.exec(name)?.[1] ?? incoming);
     await recordDelivery(maildir, quota, stored);
