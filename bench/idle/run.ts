@@ -23,9 +23,10 @@ import { parseArgs } from 'node:util';
 import { gitInfo, machineInfo, positive, repoRoot, runBench, table } from '../common.js';
 import { freePort, probeGreeting, sleep, stopChild } from '../smtp-accept/proc.js';
 
-const { values } = parseArgs({ options: { idle: { type: 'string' }, transactions: { type: 'string' }, out: { type: 'string' }, keep: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { idle: { type: 'string' }, transactions: { type: 'string' }, settle: { type: 'string' }, out: { type: 'string' }, keep: { type: 'boolean', default: false } } });
 const IDLE = positive(values.idle, '--idle', 10_000);
 const TRANSACTIONS = positive(values.transactions, '--transactions', 500);
+const SETTLE = values.settle === undefined ? 0 : positive(values.settle, '--settle', 0);
 const root = repoRoot();
 
 function vmRssKb(pid: number): number {
@@ -158,6 +159,7 @@ async function main(): Promise<void> {
     clients.push(...(await Promise.all(batch)));
   }
   const openSeconds = Number(process.hrtime.bigint() - opened) / 1e9;
+  if (SETTLE > 0) await sleep(SETTLE * 1000);
   const after = await settled(pid, http);
 
   const times: number[] = [];
