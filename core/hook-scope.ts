@@ -42,6 +42,11 @@ export class HookScope {
     return (this.endReason ??= abortReason(this.endWhy));
   }
 
+  /** No run is in progress and the scope has not ended: nothing would notice it being replaced by a fresh one. */
+  get idle(): boolean {
+    return !this.ended && this.runs.size === 0;
+  }
+
   /** A run of one hook through its chain; stopped at once if the scope has ended. */
   begin(): HookRun {
     const run = new HookRun(this);

@@ -8,6 +8,12 @@
  */
 import type { TimeLimits } from './hooks.js';
 
+/** How the protocol side applies a changed idle timeout and what it says when the total runs out. */
+export interface TimeLimitTarget {
+  idle(ms: number): void;
+  expired(totalMs: number): void;
+}
+
 export class ConnectionTimeLimits {
   private idleMs: number;
   /** The idle timeout until the first valid command; undefined once it came. */
@@ -17,7 +23,7 @@ export class ConnectionTimeLimits {
 
   constructor(
     listenerIdle: number,
-    private readonly apply: { idle(ms: number): void; expired(totalMs: number): void },
+    private apply: TimeLimitTarget,
     firstCommand?: number,
   ) {
     this.idleMs = listenerIdle;
@@ -49,6 +55,11 @@ export class ConnectionTimeLimits {
     const before = this.idle;
     this.firstMs = undefined;
     if (this.idle !== before) this.apply.idle(this.idle);
+  }
+
+  /** The connection moved (parked, or taken up again): the limits, lowered or not, now apply there. */
+  retarget(target: TimeLimitTarget): void {
+    this.apply = target;
   }
 
   /** The connection is gone: nothing fires any more. */

@@ -30,6 +30,7 @@ const pinned = (JSON.parse(readFileSync(new URL('../../package.json', import.met
 
 function kindOf(value: unknown): string {
   if (value instanceof Map) return 'Map';
+  if (value instanceof Set) return 'Set';
   return value === null ? 'null' : typeof value;
 }
 

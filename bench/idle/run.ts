@@ -15,7 +15,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,9 +23,50 @@ import { parseArgs } from 'node:util';
 import { gitInfo, machineInfo, positive, repoRoot, runBench, table } from '../common.js';
 import { freePort, probeGreeting, sleep, stopChild } from '../smtp-accept/proc.js';
 
-const { values } = parseArgs({ options: { idle: { type: 'string' }, transactions: { type: 'string' }, out: { type: 'string' }, keep: { type: 'boolean', default: false } } });
+const HELP = `usage: node dist/bench/idle/run.js [options]   (or: npm run bench:idle -- [options])
+
+  --idle N           idle connections to hold open (10000)
+  --transactions N   transactions timed while they are open (500)
+  --gc               a full garbage collection in the server before each
+                     measurement (a heap snapshot, by signal, then deleted),
+                     so that memory held is counted, not garbage not yet collected
+  --settle S         wait S seconds after opening the connections before measuring (0)
+  --cli PATH         the yubin cli.js to run (dist/core/cli.js of this checkout),
+                     e.g. an older build to compare with
+  --out FILE         where to write the JSON result (bench/results/idle-DATE.json)
+  --keep             keep the server's temporary directory
+  -h, --help
+`;
+
+function cliOptions() {
+  try {
+    return parseArgs({
+      options: {
+        idle: { type: 'string' },
+        transactions: { type: 'string' },
+        gc: { type: 'boolean', default: false },
+        settle: { type: 'string' },
+        cli: { type: 'string' },
+        out: { type: 'string' },
+        keep: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`bench:idle: ${(err as Error).message.split('\n')[0]} (see --help)\n`);
+    process.exit(2);
+  }
+}
+
+const values = cliOptions();
+if (values.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
 const IDLE = positive(values.idle, '--idle', 10_000);
 const TRANSACTIONS = positive(values.transactions, '--transactions', 500);
+const SETTLE = values.settle === undefined ? 0 : positive(values.settle, '--settle', 0);
 const root = repoRoot();
 
 function vmRssKb(pid: number): number {
@@ -44,7 +85,8 @@ async function heapUsed(port: number): Promise<number> {
  * The server at rest: the lowest of a few samples a second apart, so a
  * garbage collection pending at one moment does not count as memory held.
  */
-async function settled(pid: number, httpPort: number): Promise<{ rssKb: number; heapBytes: number }> {
+async function settled(pid: number, httpPort: number, dir: string): Promise<{ rssKb: number; heapBytes: number }> {
+  if (values.gc) await fullGc(pid, httpPort, dir);
   let rssKb = Infinity;
   let heapBytes = Infinity;
   for (let i = 0; i < 5; i++) {
@@ -53,6 +95,18 @@ async function settled(pid: number, httpPort: number): Promise<{ rssKb: number; 
     heapBytes = Math.min(heapBytes, await heapUsed(httpPort));
   }
   return { rssKb, heapBytes };
+}
+
+/**
+ * A full collection in the server: V8 collects before it writes a heap
+ * snapshot (--heapsnapshot-signal). The server answers /metrics again once
+ * the snapshot is written; the file is deleted.
+ */
+async function fullGc(pid: number, httpPort: number, dir: string): Promise<void> {
+  process.kill(pid, 'SIGUSR2');
+  await sleep(200);
+  await heapUsed(httpPort);
+  for (const f of readdirSync(dir)) if (f.endsWith('.heapsnapshot')) rmSync(path.join(dir, f), { force: true });
 }
 
 /** One client that reads the greeting and then waits. */
@@ -135,8 +189,9 @@ async function main(): Promise<void> {
       '',
     ].join('\n'),
   );
-  const cli = path.join(root, 'dist/core/cli.js');
-  server = spawn(process.execPath, [cli, 'serve', '--config', path.join(dir, 'yubin.yaml')], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, YUBIN_LOG_FORMAT: 'json' } });
+  const cli = values.cli ? path.resolve(values.cli) : path.join(root, 'dist/core/cli.js');
+  const nodeFlags = values.gc ? ['--heapsnapshot-signal=SIGUSR2'] : [];
+  server = spawn(process.execPath, [...nodeFlags, cli, 'serve', '--config', path.join(dir, 'yubin.yaml')], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, YUBIN_LOG_FORMAT: 'json' } });
   const pid = server.pid!;
   for (let i = 0; ; i++) {
     try {
@@ -149,7 +204,7 @@ async function main(): Promise<void> {
   }
   // A few transactions first, so the code paths are compiled and the pools warm before the baseline.
   for (let i = 0; i < 50; i++) await transaction(smtp, -i);
-  const before = await settled(pid, http);
+  const before = await settled(pid, http, dir);
 
   const opened = process.hrtime.bigint();
   for (let i = 0; i < IDLE; i += 250) {
@@ -158,7 +213,8 @@ async function main(): Promise<void> {
     clients.push(...(await Promise.all(batch)));
   }
   const openSeconds = Number(process.hrtime.bigint() - opened) / 1e9;
-  const after = await settled(pid, http);
+  if (SETTLE > 0) await sleep(SETTLE * 1000);
+  const after = await settled(pid, http, dir);
 
   const times: number[] = [];
   for (let i = 0; i < TRANSACTIONS; i++) times.push(await transaction(smtp, i));
@@ -178,6 +234,8 @@ async function main(): Promise<void> {
     perConnection: { rssBytes: Math.round(perConn.rssBytes), heapBytes: Math.round(perConn.heapBytes) },
     transactions: { count: TRANSACTIONS, p50Ms: round(pct(times, 50)), p99Ms: round(pct(times, 99)), maxMs: round(times.at(-1)!) },
     goals: { perConnectionBytes: 4096, p99Ms: 5 },
+    cli,
+    fullGcBeforeMeasuring: values.gc,
     method: 'RSS is VmRSS, heap is yubin_nodejs_heap_size_used_bytes from /metrics, each the lowest of five samples a second apart; per connection = (after - before) / idle; transactions are sequential, each on a new connection, timed from connect to the QUIT reply',
   };
   process.stdout.write(

@@ -11,10 +11,11 @@ import type { SMTPServer } from 'smtp-server';
 import { AdaptedConnection, type RefusalError, type SMTPConnectionOptions } from './smtp-server-adapter.js';
 import type { Reply } from '../answers.js';
 import type { TimeLimits } from '../hooks.js';
-import { ConnectionTimeLimits } from '../time-limits.js';
+import { ConnectionTimeLimits, type TimeLimitTarget } from '../time-limits.js';
 import { formatReply } from '../answers.js';
 import type { Outcome, SmtpSession, WireState } from './session.js';
 import { StrictSmtpStream, type DataViolation } from './strict-stream.js';
+import { MIN_PARKED_IDLE_MS, type Parked } from './parking.js';
 
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -24,6 +25,84 @@ export interface SessionFactory {
   readonly maxLineLength: number;
   /** The idle timeout until HELO/EHLO. */
   readonly firstCommandTimeout: number;
+  /** Connections parked now: they count towards maxClients like those in server.connections. */
+  readonly parkedCount: number;
+  /** A connection that has nothing to do until its client speaks: park it (see parking.ts). */
+  parkIdle(connection: YubinConnection): void;
+}
+
+/** What a connection carries over from the one that parked its socket. */
+interface Carried {
+  readonly session: SmtpSession;
+  readonly timeLimits: ConnectionTimeLimits;
+}
+
+/**
+ * A parked socket's record: its session, its time limits and the wire facts
+ * that cannot change while nothing is said. It is the session's wire until
+ * the client speaks (or anything else happens), when unpark() makes a whole
+ * connection on the socket again.
+ */
+export class ParkedConnection implements Parked, WireState, TimeLimitTarget {
+  deadline: number;
+  private readonly since = Date.now();
+  readonly remoteIp: string;
+  readonly remotePort: number;
+  readonly localIp: string;
+  readonly localPort: number;
+  readonly secure: boolean;
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly id: string,
+    from: YubinConnection,
+    readonly session: SmtpSession,
+    readonly timeLimits: ConnectionTimeLimits,
+    readonly clientHostname: string | false,
+    private readonly unpark: (parked: ParkedConnection) => YubinConnection,
+  ) {
+    this.remoteIp = from.remoteIp;
+    this.remotePort = from.remotePort;
+    this.localIp = from.localIp;
+    this.localPort = from.localPort;
+    this.secure = from.secure;
+    this.deadline = this.since + timeLimits.idle;
+  }
+
+  get heloName(): undefined {
+    return undefined;
+  }
+  get authUser(): undefined {
+    return undefined;
+  }
+  get esmtp(): boolean {
+    return false;
+  }
+
+  limitTime(limits: TimeLimits): void {
+    this.timeLimits.lower(limits);
+  }
+
+  // Nothing was said since the greeting, so the idle time counts from when it was parked.
+  idle(ms: number): void {
+    this.deadline = this.since + ms;
+  }
+
+  expired(totalMs: number): void {
+    this.unpark(this).connectionExpired(totalMs);
+  }
+
+  abortData(): void {
+    // No message is in transfer on a parked connection.
+  }
+
+  dismiss(text: string): void {
+    this.unpark(this).send(421, text);
+  }
+
+  drop(): void {
+    this.socket.destroy();
+  }
 }
 
 /** Domain name or address literal, printable ASCII: what a HELO argument may be. */
@@ -34,9 +113,16 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
   /** A successful MAIL/RCPT reply carrying the plugin's words instead of smtp-server's. */
   private okReply: Reply | undefined;
 
-  constructor(server: SMTPServer & SessionFactory, socket: net.Socket | tls.TLSSocket, options?: SMTPConnectionOptions | null) {
+  constructor(server: SMTPServer & SessionFactory, socket: net.Socket | tls.TLSSocket, options?: SMTPConnectionOptions | null, carried?: Carried) {
     super(server, socket, options);
-    this.yubin = server.createSession(this);
+    this.timeLimits = carried?.timeLimits ?? new ConnectionTimeLimits(this.server.options.socketTimeout ?? Infinity, this, this.server.firstCommandTimeout);
+    this.timeLimits.retarget(this);
+    if (carried) {
+      this.yubin = carried.session;
+      this.yubin.rewire(this);
+    } else {
+      this.yubin = server.createSession(this);
+    }
   }
 
   // ---- wire facts for the session (WireState) ----
@@ -70,13 +156,21 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
    * (the adapter's init() calls socketReady() without the delay).
    */
   override init(): void {
-    this.socket.once('close', () => this.timeLimits.stop());
+    this.socket.once('close', this.stopTimeLimits);
     super.init();
+  }
+
+  private readonly stopTimeLimits = () => this.timeLimits.stop();
+
+  /** Takes up a parked socket (made with what the parked record carried), ready for the client's first command. */
+  resume(clientHostname: string | false): void {
+    this.socket.once('close', this.stopTimeLimits);
+    this.resumeParked(clientHostname);
   }
 
   protected override socketReady(): void {
     const pending = this.yubin.slotPending;
-    if (!pending) return this.greetUnder(this.server.connections.size);
+    if (!pending) return this.greetUnder(this.server.connections.size + this.server.parkedCount);
     // In a cluster worker the listener's count is the primary's, across workers: one IPC round trip.
     pending.ready.then(
       (slot) => {
@@ -126,18 +220,47 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
   }
 
   /** The idle timeout (shorter until HELO/EHLO), the total limit, and what plugins lowered of them. */
-  private readonly timeLimits = new ConnectionTimeLimits(
-    this.server.options.socketTimeout ?? Infinity,
-    {
-      // Changes the duration only: the listener smtp-server put on the socket stays.
-      idle: (ms) => this.socket.setTimeout(ms),
-      expired: (total) => {
-        this.yubin.connectionTimedOut(total);
-        this.send(421, '4.4.2 Connection time limit reached, closing');
-      },
-    },
-    this.server.firstCommandTimeout,
-  );
+  private readonly timeLimits: ConnectionTimeLimits;
+
+  /** A changed idle timeout: the duration only, the listener smtp-server put on the socket stays (TimeLimitTarget). */
+  idle(ms: number): void {
+    this.socket.setTimeout(ms);
+  }
+
+  /** maxConnectionTime ran out (TimeLimitTarget). */
+  expired(totalMs: number): void {
+    this.connectionExpired(totalMs);
+  }
+
+  connectionExpired(totalMs: number): void {
+    this.yubin.connectionTimedOut(totalMs);
+    this.send(421, '4.4.2 Connection time limit reached, closing');
+  }
+
+  /** The idle timeout ran out while the connection was parked: what the socket's own timer would have done. */
+  idleExpired(): void {
+    this.timedOut();
+  }
+
+  /**
+   * Lets go of the socket if nothing is pending and the wait may be long,
+   * and returns what a parked socket keeps; this object is done with then.
+   */
+  park(unpark: (parked: ParkedConnection) => YubinConnection): ParkedConnection | undefined {
+    if (this.timeLimits.idle < MIN_PARKED_IDLE_MS || this.okReply) return undefined;
+    const socket = this.releaseSocket();
+    if (!socket) return undefined;
+    socket.removeListener('close', this.stopTimeLimits);
+    const parked = new ParkedConnection(socket, this.id, this, this.yubin, this.timeLimits, this.clientHostname, unpark);
+    this.timeLimits.retarget(parked);
+    this.yubin.rewire(parked);
+    this.yubin.park();
+    return parked;
+  }
+
+  dismiss(text: string): void {
+    this.send(421, text);
+  }
 
   /** Lowers the idle timeout and sets or shortens the connection's time limit. */
   limitTime(limits: TimeLimits): void {
@@ -165,7 +288,9 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
   greeting: Reply | undefined;
 
   protected override sendGreeting(): void {
-    if (this.greeting) this.send(this.greeting.code, this.greeting.text, false);
+    if (!this.greeting) return;
+    this.send(this.greeting.code, this.greeting.text, false);
+    this.server.parkIdle(this);
   }
 
   /** A refused greeting (connect hook): the plugin's reply, or nothing for a silent drop, then close. */

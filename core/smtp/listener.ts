@@ -12,7 +12,8 @@ import { IpConnections, PendingSlot } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { ListenerTls } from '../session/tls.js';
-import { YubinConnection, type SessionFactory } from './connection.js';
+import { ParkedConnection, YubinConnection, type SessionFactory } from './connection.js';
+import { ParkingLot } from './parking.js';
 import { AdaptedServer, isTlsHandshakeError, type SMTPConnectionOptions } from './smtp-server-adapter.js';
 import { SmtpSession, type Outcome } from './session.js';
 
@@ -27,8 +28,26 @@ function failure(outcome: Outcome): Error & { responseCode: number; outcome: Out
   return Object.assign(new Error(reply.enhanced ? formatReply(reply) : reply.text), { responseCode: reply.code, outcome });
 }
 
+/** Socket errors that only say the client went away: not worth a log line for a parked client (smtp-server's list). */
+const QUIET_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 class YubinSmtpServer extends AdaptedServer implements SessionFactory {
   private readonly bySession = new WeakMap<SMTPServerSession, YubinConnection>();
+  /** Greeted clients that have not said anything yet, each held as a socket and a ParkedConnection. */
+  private readonly lot = new ParkingLot<ParkedConnection>({
+    data: (p, chunk) => {
+      p.socket.unshift(chunk);
+      this.unpark(p);
+    },
+    expired: (p) => this.unpark(p).idleExpired(),
+    closed: (p) => {
+      p.timeLimits.stop();
+      p.session.end();
+    },
+    error: (p, err: Error & { code?: string }) => {
+      if (!QUIET_SOCKET_ERRORS.has(err.code ?? '')) this.socketError(err, p.remoteIp);
+    },
+  });
 
   constructor(
     private readonly listener: SmtpListener,
@@ -43,6 +62,34 @@ class YubinSmtpServer extends AdaptedServer implements SessionFactory {
 
   get firstCommandTimeout(): number {
     return this.listener.runtime.config.limits.firstCommandTimeout;
+  }
+
+  get parkedCount(): number {
+    return this.lot.size;
+  }
+
+  parkIdle(conn: YubinConnection): void {
+    const parked = conn.park((p) => this.unpark(p));
+    if (parked) this.lot.park(parked);
+  }
+
+  /** A whole connection again for a parked socket, ready for the client's first command. */
+  private unpark(p: ParkedConnection): YubinConnection {
+    this.lot.take(p.socket);
+    const connection = new YubinConnection(this, p.socket, { id: p.id }, p);
+    this.bySession.set(connection.session, connection);
+    this.adopt(connection);
+    connection.resume(p.clientHostname);
+    return connection;
+  }
+
+  /** Closes every parked socket without a word (the end of a drain). */
+  dropParked(): void {
+    for (const p of this.lot.takeAll()) {
+      p.socket.destroy();
+      p.timeLimits.stop();
+      p.session.end();
+    }
   }
 
   createSession(conn: YubinConnection): SmtpSession {
@@ -135,7 +182,7 @@ function limitOptions(runtime: ListenerRuntime) {
 
 export class SmtpListener {
   private readonly server: YubinSmtpServer;
-  private readonly open = new Set<YubinConnection>();
+  private readonly open = new Set<SmtpSession>();
   private readonly perIp = new IpConnections();
   private draining = false;
 
@@ -199,23 +246,25 @@ export class SmtpListener {
   }
 
   track(conn: YubinConnection): void {
-    const lease = conn.yubin.runtime.lease;
-    this.open.add(conn);
+    // The session, not the connection: a parked connection's session outlives the connection object.
+    const session = conn.yubin;
+    const lease = session.runtime.lease;
+    this.open.add(session);
     lease?.acquire();
     const shared = this.env.sharedSlots;
     let slot: { release(): void };
     if (shared) {
       // Counted by the cluster's primary: the greeting waits for the counts (connection.ts, socketReady).
-      const pending = (conn.yubin.slotPending = new PendingSlot(shared.acquire(this.name, conn.remoteIp)));
-      void pending.ready.then((s) => (conn.yubin.ipSlot = s), () => undefined);
+      const pending = (session.slotPending = new PendingSlot(shared.acquire(this.name, conn.remoteIp)));
+      void pending.ready.then((s) => (session.ipSlot = s), () => undefined);
       slot = pending;
     } else {
-      slot = conn.yubin.ipSlot = this.perIp.add(conn.remoteIp);
+      slot = session.ipSlot = this.perIp.add(conn.remoteIp);
     }
     // A client that keeps a connection busy forever (a slow drip of RCPTs) is cut off after the limit.
-    conn.limitTime({ total: conn.yubin.limits.maxConnectionTime });
-    conn.yubin.connection.onClose(() => {
-      this.open.delete(conn);
+    conn.limitTime({ total: session.limits.maxConnectionTime });
+    session.connection.onClose(() => {
+      this.open.delete(session);
       slot.release();
       lease?.release();
     });
@@ -223,7 +272,7 @@ export class SmtpListener {
 
   /** After a message: a draining listener lets the client go now the transaction is done. */
   afterTransaction(conn: YubinConnection): void {
-    if (this.draining) setImmediate(() => this.dismiss(conn));
+    if (this.draining) setImmediate(() => this.dismiss(conn.yubin));
   }
 
   /** Stops accepting; idle sessions get 421 at once, busy ones after their transaction. */
@@ -234,12 +283,13 @@ export class SmtpListener {
     this.server.destroyPendingSockets();
     const deadline = Date.now() + timeoutMs;
     while (this.open.size > 0 && Date.now() < deadline) {
-      for (const conn of this.open) if (!conn.yubin.busy && !conn.yubin.inTransaction) this.dismiss(conn);
+      for (const session of this.open) if (!session.busy && !session.inTransaction) this.dismiss(session);
       await new Promise((r) => setTimeout(r, 50));
     }
-    for (const conn of this.open) this.dismiss(conn);
+    for (const session of this.open) this.dismiss(session);
     // A client that does not hang up after the 421 is cut off.
     for (const conn of this.server.connections) (conn as YubinConnection).drop();
+    this.server.dropParked();
     await closed;
   }
 
@@ -248,9 +298,9 @@ export class SmtpListener {
     return this.open.size;
   }
 
-  private dismiss(conn: YubinConnection): void {
-    if (!this.open.has(conn)) return;
-    this.open.delete(conn);
-    conn.send(421, '4.3.2 Server shutting down, try again later');
+  private dismiss(session: SmtpSession): void {
+    if (!this.open.has(session)) return;
+    this.open.delete(session);
+    session.dismiss('4.3.2 Server shutting down, try again later');
   }
 }

@@ -47,6 +47,10 @@ export interface WireState {
   limitTime(limits: TimeLimits): void;
   /** Ends a message in transfer with 421 and this text, and closes. */
   abortData(text: string): void;
+  /** Says 421 with this text and closes (a draining listener). */
+  dismiss(text: string): void;
+  /** Closes without a word. */
+  drop(): void;
 }
 
 /** A data stream from smtp-server, with its size bookkeeping. */
@@ -63,7 +67,8 @@ class ConnectionView implements Connection {
   readonly closeCallbacks: Array<() => void> = [];
 
   constructor(
-    private readonly wire: WireState,
+    /** The wire the connection is on now: smtp-server's connection, or a parked socket's record. */
+    public wire: WireState,
     readonly listener: string,
   ) {}
 
@@ -125,7 +130,8 @@ class TransactionImpl implements Transaction {
 
 export class SmtpSession {
   readonly connection: ConnectionView;
-  readonly log: Logger;
+  /** Made on first use, and let go while the connection is parked: a pino child is a few hundred bytes. */
+  private logger: Logger | undefined;
   private tx: TransactionImpl | undefined;
   /** A DATA is being received or decided on. */
   busy = false;
@@ -136,7 +142,7 @@ export class SmtpSession {
    * connection (verify and auth too) is stopped with it, so a plugin waiting on
    * something slow for a client that left sees its signal fire.
    */
-  private readonly scope = new HookScope();
+  private hookScope: HookScope | undefined;
   /** This connection's place among those open from its IP (set by the listener at accept). */
   ipSlot: IpSlot | undefined;
   /** In a cluster worker: the slot the primary is counting, until it answers. */
@@ -147,11 +153,43 @@ export class SmtpSession {
   constructor(
     readonly runtime: ListenerRuntime,
     private readonly env: SessionEnv,
-    private readonly wire: WireState,
+    wire: WireState,
   ) {
     this.connection = new ConnectionView(wire, runtime.name);
-    this.log = env.log.child({ listener: runtime.name, conn: wire.id, ip: wire.remoteIp });
     this.counters = env.metrics.listener(runtime.name);
+  }
+
+  get log(): Logger {
+    return (this.logger ??= this.env.log.child({ listener: this.runtime.name, conn: this.wire.id, ip: this.wire.remoteIp }));
+  }
+
+  private get scope(): HookScope {
+    return (this.hookScope ??= new HookScope());
+  }
+
+  private get wire(): WireState {
+    return this.connection.wire;
+  }
+
+  /** The connection moved to another wire (parked after the greeting, or taken up again). */
+  rewire(wire: WireState): void {
+    this.connection.wire = wire;
+  }
+
+  /** Nothing is pending and the connection is parked: what is made on first use can go until then. */
+  park(): void {
+    this.logger = undefined;
+    if (this.hookScope?.idle) this.hookScope = undefined;
+  }
+
+  /** A draining listener sends the client away: 421 and close. */
+  dismiss(text: string): void {
+    this.wire.dismiss(text);
+  }
+
+  /** Closes without a word. */
+  drop(): void {
+    this.wire.drop();
   }
 
   get limits() {

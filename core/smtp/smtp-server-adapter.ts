@@ -16,9 +16,18 @@
  * - No way to replace the input parser or see DATA before dot-unstuffing
  *   (smuggling protection): _createParser(), SMTPStream._write, _dataMode,
  *   isClosed, oncommand, and _parser to ask the current one.
- * - No greeting hook and a fixed 100 ms early-talker delay: init() redone
- *   with _setListeners(), _sendGreeting(); no hook for a refused greeting
+ * - No greeting hook and a fixed 100 ms early-talker delay: init() redone,
+ *   with smtp-server's socket wiring (_setListeners: _onCloseEvent, _onError,
+ *   the idle timer, the pipe, upgrade() when needsUpgrade) done here so that
+ *   it can be undone; _sendGreeting(); no hook for a refused greeting
  *   (onConnect/onSecure error carrying a full reply): _refuse().
+ * - No way to hold an idle client with less than a whole connection
+ *   (parking, see parking.ts): releaseSocket() takes a connection off its
+ *   socket after the greeting (unpipe, _parser, _closed, server.connections),
+ *   resumeParked() starts a new one on it ready for commands (_ready,
+ *   clientHostname, session.servername, _resetSession()), timedOut() runs
+ *   _onTimeout(), and adopt() wires a connection to the server as connect()
+ *   does. A parked socket's own errors go to the server's _onError.
  * - No hook for a command that arrives before the greeting (smtp-server
  *   answers 421 itself): _onCommand() with _ready, _upgrading, _closing.
  * - No hook per command: HELO/EHLO (the helo hook, the EHLO keywords) and
@@ -46,7 +55,7 @@ export type { SMTPConnectionOptions };
 /** The version this adapter was written against; package.json pins the same. */
 export const SMTP_SERVER_VERSION = '3.21.6';
 
-type MemberKind = 'function' | 'object' | 'boolean' | 'Map';
+type MemberKind = 'function' | 'object' | 'boolean' | 'Map' | 'Set' | 'string';
 
 /** A member the adapter uses: its kind, and for a method the arity it is called or overridden with. */
 export interface InternalMember {
@@ -65,11 +74,16 @@ export const SMTP_SERVER_INTERNALS = {
     _onError: { kind: 'function', arity: 1 },
     _onClientConnect: { kind: 'function', arity: 1 },
     _pendingSockets: { kind: 'Map' },
+    connections: { kind: 'Set' },
   },
   connection: {
     init: { kind: 'function', arity: 0 },
     connectionReady: { kind: 'function', arity: 1 },
-    _setListeners: { kind: 'function', arity: 1 },
+    _onCloseEvent: { kind: 'function', arity: 1 },
+    _onError: { kind: 'function', arity: 1 },
+    upgrade: { kind: 'function', arity: 2 },
+    needsUpgrade: { kind: 'boolean' },
+    clientHostname: { kind: 'string' }, // '' once connectionReady() ran with reverse lookup off
     _sendGreeting: { kind: 'function', arity: 0 },
     _refuse: { kind: 'function', arity: 2 },
     _onCommand: { kind: 'function', arity: 2 },
@@ -89,12 +103,14 @@ export const SMTP_SERVER_INTERNALS = {
     _ready: { kind: 'boolean' },
     _upgrading: { kind: 'boolean' },
     _closing: { kind: 'boolean' },
+    _closed: { kind: 'boolean' },
   },
   stream: {
     _write: { kind: 'function', arity: 3 },
     oncommand: { kind: 'function', arity: 2 },
     _dataMode: { kind: 'boolean' },
     isClosed: { kind: 'boolean' },
+    _remainder: { kind: 'string' }, // a partial command line held for the next chunk
   },
 } as const satisfies Record<'server' | 'connection' | 'stream', Record<string, InternalMember>>;
 
@@ -147,7 +163,22 @@ export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> exten
 
   /** smtp-server's init() waits 100 ms before the greeting; this one calls socketReady() as soon as it can. */
   override init(): void {
-    this._setListeners(() => this.socketReady());
+    this.attach();
+    if (this.needsUpgrade) this.upgrade(() => false, () => this.socketReady());
+    else this.socketReady();
+  }
+
+  // smtp-server's listeners, kept by reference so that releaseSocket() can take these (and only these) off.
+  private readonly onSocketClose = (hadError: boolean) => this._onCloseEvent(hadError);
+  private readonly onSocketError = (err: Error) => this._onError(err);
+
+  /** smtp-server's _setListeners() without its callback: close and error handlers, the idle timer, the parser. */
+  private attach(): void {
+    const socket = this._socket;
+    socket.on('close', this.onSocketClose);
+    socket.on('error', this.onSocketError);
+    this._armTimeout();
+    if (this._parser) socket.pipe(this._parser);
   }
 
   /** The socket is set up (TLS done on an implicit listener): check capacity, then proceedToGreeting(). */
@@ -252,6 +283,52 @@ export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> exten
   protected destroySocket(): void {
     this._socket.destroy();
   }
+
+  /** The idle timeout ran out: smtp-server's answer (421, unless a handler is pending). */
+  protected timedOut(): void {
+    this._onTimeout();
+  }
+
+  // ---- parking ----
+
+  /**
+   * Takes this connection off its socket, if it is waiting for the client with
+   * nothing read: greeted, no partial line, nothing buffered, no TLS upgrade.
+   * The socket is left paused, with none of this connection's listeners and no
+   * idle timer, and this object is done with (it is out of server.connections
+   * and never runs again). Returns the socket, or undefined to stay as it is.
+   */
+  protected releaseSocket(): net.Socket | undefined {
+    const socket = this._socket;
+    const parser = this._parser;
+    if (!parser || !this._ready || this._upgrading || this._closing || this._closed || this.needsUpgrade) return undefined;
+    if (parser._remainder || parser.writableLength > 0 || socket.readableLength > 0 || socket.destroyed || !socket.readable) return undefined;
+    socket.unpipe(parser);
+    socket.pause();
+    parser.isClosed = true;
+    this._parser = false;
+    socket.removeListener('close', this.onSocketClose);
+    socket.removeListener('error', this.onSocketError);
+    // Only the idle timer's listeners are on 'timeout' (_armTimeout).
+    socket.removeAllListeners('timeout');
+    socket.setTimeout(0);
+    this._closed = true;
+    this._server.connections.delete(this);
+    return socket;
+  }
+
+  /**
+   * Starts this (new) connection on a socket another connection greeted and
+   * released: ready for commands at once, as the one before was. Bytes put
+   * back on the socket (unshift) are read first.
+   */
+  protected resumeParked(clientHostname: string | false): void {
+    this._ready = true;
+    this.clientHostname = clientHostname;
+    if (this.secure) this.session.servername = (this._socket as tls.TLSSocket).servername;
+    this._resetSession();
+    this.attach();
+  }
 }
 
 /** An SMTPServer whose connections come from createConnection(). */
@@ -261,10 +338,21 @@ export abstract class AdaptedServer extends SMTPServer {
   // smtp-server's connect(), with yubin's connection class.
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = this.createConnection(socket, socketOptions);
+    this.adopt(connection);
+    connection.init();
+  }
+
+  /** Counts the connection and wires its events to the server, as connect() does. */
+  protected adopt(connection: SMTPConnection): void {
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: Parameters<SMTPServer['_onClientConnect']>[0]) => this._onClientConnect(data));
-    connection.init();
+  }
+
+  /** An error on a socket no connection holds (a parked one): reported as a connection's would be. */
+  protected socketError(err: Error & { remoteAddress?: string }, remoteAddress: string): void {
+    err.remoteAddress = remoteAddress;
+    this._onError(err);
   }
 
   /** Destroys sockets still before their session (PROXY header or implicit TLS handshake): they have none to finish. */
