@@ -133,8 +133,6 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
   let size = 0;
   /** Size with CRLF line ends, as POP3 sends it: one more octet per LF written. */
   let lines = 0;
-  let linked = false;
-  let closed = false;
   let batch: Buffer[] = [];
   let batched = 0;
   const flush = async () => {
@@ -184,20 +182,44 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
     }
     if (pendingCr) await add(Buffer.from('\r'));
     await flush();
+  } catch (err) {
+    await discard(fd, tmp);
+    throw err;
+  }
+  return settle(fd, dir, name, tmp, size, lines);
+}
+
+/**
+ * Ends a delivery whose tmp file is written: fdatasync, close, move into
+ * new/ under the name that carries its sizes, and sync new/. On failure the
+ * tmp file is closed and removed.
+ */
+async function settle(fd: number, dir: string, name: string, tmp: string, size: number, lines: number): Promise<string> {
+  try {
     await fsDatasync(fd);
-    closed = true;
+  } catch (err) {
+    await discard(fd, tmp);
+    throw err;
+  }
+  let moved = false;
+  try {
     await fsClose(fd);
     // S= is the stored size (Maildir++ quotas), W= the size on the wire with CRLF (POP3 LIST, as Dovecot names it).
     const final = `${name},S=${size},W=${size + lines}`;
     await rename(tmp, path.join(dir, 'new', final));
-    linked = true;
+    moved = true;
     // The queue marks the recipient delivered next: the move must survive a power cut first.
     await newDirSync(path.join(dir, 'new')).sync();
     return final;
   } finally {
-    if (!closed) await fsClose(fd).catch(() => undefined);
-    if (!linked) await unlink(tmp).catch(() => undefined);
+    if (!moved) await unlink(tmp).catch(() => undefined);
   }
+}
+
+/** A delivery that failed before its file was synced: close and remove the tmp file. */
+async function discard(fd: number, tmp: string): Promise<void> {
+  await fsClose(fd).catch(() => undefined);
+  await unlink(tmp).catch(() => undefined);
 }
 
 async function openTmp(dir: string, tmp: string): Promise<number> {
@@ -218,8 +240,6 @@ async function deliverWhole(dir: string, name: string, tmp: string, d: MaildirDe
   const size = top.length + form.lf.length;
   const lines = d.topLines.length + form.lines;
   const fd = await openTmp(dir, tmp);
-  let moved = false;
-  let closed = false;
   try {
     const written = (await fsWritev(fd, [top, form.lf])).bytesWritten;
     if (written < size) {
@@ -227,17 +247,9 @@ async function deliverWhole(dir: string, name: string, tmp: string, d: MaildirDe
       const rest = Buffer.concat([top, form.lf]).subarray(written);
       for (let off = 0; off < rest.length; ) off += (await fsWrite(fd, rest, off, rest.length - off, null)).bytesWritten;
     }
-    await fsDatasync(fd);
-    closed = true;
-    await fsClose(fd);
-    const final = `${name},S=${size},W=${size + lines}`;
-    await rename(tmp, path.join(dir, 'new', final));
-    moved = true;
-    // The queue marks the recipient delivered next: the move must survive a power cut first.
-    await newDirSync(path.join(dir, 'new')).sync();
-    return final;
-  } finally {
-    if (!closed) await fsClose(fd).catch(() => undefined);
-    if (!moved) await unlink(tmp).catch(() => undefined);
+  } catch (err) {
+    await discard(fd, tmp);
+    throw err;
   }
+  return settle(fd, dir, name, tmp, size, lines);
 }

@@ -4,7 +4,7 @@
  * temporary failure on qmail's schedule, bounce permanent failures, and
  * remove the message once every recipient is finished.
  *
- * Memory: a waiting message costs one index entry (id and due time); its
+ * Memory: a waiting message costs one timetable entry (id and due time); its
  * envelope and state are read from disk only while it is being worked on,
  * and at most `maxActive` messages are. A queue of 100,000 messages is
  * 100,000 small map entries, not 100,000 parsed messages.
@@ -31,7 +31,7 @@ import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
 import { SharedMessage } from './shared-message.js';
 import { DeliverySlots } from './slots.js';
-import { MinHeap } from './heap.js';
+import { Timetable } from './timetable.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
 import { initialState, type Envelope, type QueueState, type RecipientState, type Spool } from './spool.js';
@@ -77,15 +77,13 @@ type Job = (
 
 const NO_MAILBOX: Outcome = { kind: 'permanent', status: '5.1.1', text: 'Sorry, no mailbox here by that name. (#5.1.1)' };
 const ADMIN_BOUNCE = 'This message was bounced by the administrator (yubin queue bounce).';
-const WAKE_MS = 1000;
 const RESCAN_MS = 5 * 60_000;
 /** After the deliver hooks were aborted at stop, how long their outcomes get to reach the disk. */
 const STOP_GRACE_MS = 1000;
 
 export class Scheduler {
-  /** Waiting messages: id → when it is next due. The heap orders them; an entry whose time differs from the index is stale. */
-  private readonly index = new Map<string, number>();
-  private readonly heap = new MinHeap();
+  /** Waiting messages and when each is next due. */
+  private readonly timetable: Timetable;
   private readonly active = new Map<string, Active>();
   /** Held because their channel's concurrency is 0; looked at again on reload or flush. */
   private readonly held = new Set<string>();
@@ -98,7 +96,6 @@ export class Scheduler {
   /** Jobs waiting for a delivery slot, and the slots taken. */
   private readonly slots = new DeliverySlots<Job>();
   private readonly inFlight = new Set<Promise<void>>();
-  private timer: NodeJS.Timeout | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private pumping = false;
   private repump = false;
@@ -119,6 +116,7 @@ export class Scheduler {
   constructor(private readonly deps: SchedulerDeps) {
     this.delivering = new DeliveryContext({ spool: deps.spool, clock: deps.clock, log: deps.log, runtime: deps.runtime, stopping: this.stopping });
     this.notices = new Notices(deps);
+    this.timetable = new Timetable(deps.clock);
   }
 
   private get maxActive(): number {
@@ -152,7 +150,7 @@ export class Scheduler {
     // may be older than a delivery that finished meanwhile (a stale entry's file is gone,
     // and loading it finds nothing), but never newer than one that is still running.
     for (const id of ids) {
-      if (!this.index.has(id) && !this.loading.has(id) && !this.active.has(id) && !this.held.has(id)) this.schedule(id, 0);
+      if (!this.timetable.has(id) && !this.loading.has(id) && !this.active.has(id) && !this.held.has(id)) this.schedule(id, 0);
     }
     this.pump();
     return ids.length;
@@ -169,7 +167,7 @@ export class Scheduler {
 
   /** A message was just committed (SMTP, bounce, sendmail). */
   add(id: string): void {
-    if (this.active.has(id) || this.index.has(id)) return;
+    if (this.active.has(id) || this.timetable.has(id)) return;
     this.fresh.add(id);
     this.schedule(id, this.deps.clock.now());
     this.pump();
@@ -177,10 +175,10 @@ export class Scheduler {
 
   /** Retry everything now (qmail-send's ALRM). */
   flush(): number {
-    for (const id of this.held) this.index.set(id, 0);
+    for (const id of this.held) this.timetable.set(id, 0);
     this.held.clear();
-    const count = this.index.size + this.active.size;
-    for (const id of this.index.keys()) {
+    const count = this.timetable.size + this.active.size;
+    for (const id of [...this.timetable.ids()]) {
       this.forced.add(id);
       this.schedule(id, 0);
     }
@@ -235,7 +233,7 @@ export class Scheduler {
   /** Stops taking new work and waits (up to `timeoutMs`) for deliveries in progress to finish. */
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timetable.disarm();
     if (this.rescanTimer) clearInterval(this.rescanTimer);
     this.deps.spool.onCommit = undefined;
     await this.settled(timeoutMs);
@@ -254,12 +252,11 @@ export class Scheduler {
   }
 
   private schedule(id: string, at: number): void {
-    this.index.set(id, at);
-    this.heap.push(at, id);
+    this.timetable.set(id, at);
   }
 
   private unindex(id: string): void {
-    this.index.delete(id);
+    this.timetable.delete(id);
     this.fresh.delete(id);
     this.held.delete(id);
     this.forced.delete(id);
@@ -268,17 +265,7 @@ export class Scheduler {
   private isIdle(): boolean {
     // While pumping, a message may be between the index and `active` (being read).
     if (this.active.size || this.inFlight.size || this.pumping) return false;
-    const top = this.peekLive();
-    return top === undefined || top.at > this.deps.clock.now();
-  }
-
-  private peekLive(): { at: number; id: string } | undefined {
-    for (;;) {
-      const top = this.heap.peek();
-      if (!top) return undefined;
-      if (this.index.get(top.id) === top.at) return top;
-      this.heap.pop();
-    }
+    return this.timetable.quiet();
   }
 
   private pump(): void {
@@ -302,37 +289,28 @@ export class Scheduler {
 
   private async pumpLoop(): Promise<void> {
     while (!this.stopped && this.active.size < this.maxActive) {
-      const top = this.peekLive();
-      if (!top || top.at > this.deps.clock.now()) break;
-      this.heap.pop();
-      this.index.delete(top.id);
+      const id = this.timetable.takeDue();
+      if (id === undefined) break;
       const q = this.deps.queue();
-      if (q.concurrencyLocal === 0 && q.concurrencyRemote === 0 && !this.bounceNow.has(top.id)) {
+      if (q.concurrencyLocal === 0 && q.concurrencyRemote === 0 && !this.bounceNow.has(id)) {
         // Everything is held: nothing to read until the config changes.
-        this.held.add(top.id);
+        this.held.add(id);
         continue;
       }
-      this.loading.add(top.id);
+      this.loading.add(id);
       try {
-        await this.load(top.id);
+        await this.load(id);
       } catch (err) {
-        this.deps.log.error({ event: 'queue-error', id: top.id, err: (err as Error).message }, `cannot read queued message ${top.id}; trying again later`);
-        this.schedule(top.id, this.deps.clock.now() + 60_000);
+        this.deps.log.error({ event: 'queue-error', id, err: (err as Error).message }, `cannot read queued message ${id}; trying again later`);
+        this.schedule(id, this.deps.clock.now() + 60_000);
       } finally {
-        this.loading.delete(top.id);
+        this.loading.delete(id);
       }
     }
   }
 
   private arm(): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    const top = this.peekLive();
-    if (!top) return;
-    // Capped so a clock moved by a test, or the system, is noticed within a second.
-    const delay = Math.min(Math.max(top.at - this.deps.clock.now(), 0), WAKE_MS);
-    this.timer = setTimeout(() => this.pump(), delay);
-    this.timer.unref();
+    if (!this.stopped) this.timetable.arm(() => this.pump());
   }
 
   private checkIdle(): void {
@@ -622,7 +600,7 @@ export class Scheduler {
     const now = this.deps.clock.now();
     let ready = 0;
     let deferred = 0;
-    for (const at of this.index.values()) {
+    for (const at of this.timetable.times()) {
       if (at <= now) ready++;
       else deferred++;
     }
@@ -637,7 +615,7 @@ export class Scheduler {
 
   /** Counts for the control socket's status. */
   counts(): { waiting: number; active: number; held: number } {
-    return { waiting: this.index.size, active: this.active.size, held: this.held.size };
+    return { waiting: this.timetable.size, active: this.active.size, held: this.held.size };
   }
 
   /** Deliveries running now against their limits, per channel: qmail-send's `status: local 1/10 remote 0/20`. */

@@ -2,11 +2,11 @@
  * The spool: where an accepted message becomes durable before the client
  * hears 250, with qmail's promise that nothing acknowledged is ever lost.
  *
- * A message is held in memory while it arrives, and streamed into `tmp/ID`
- * only once it outgrows SMALL_MESSAGE. Commit appends the envelope as a
- * trailer (JSON, then a fixed-size footer giving its length), so a small
- * message reaches the disk in one write, then fdatasyncs the file once,
- * renames it to `mess/ID` and
+ * `tmp/ID` is created when a message begins; the message is held in memory
+ * while it arrives and streamed into the file only once it outgrows
+ * SMALL_MESSAGE. Commit appends the envelope as a trailer (JSON, then a
+ * fixed-size footer giving its length), so a small message reaches the disk
+ * in one write, then fdatasyncs the file once, renames it to `mess/ID` and
  * fsyncs the `mess` directory. The rename is the commit point: whatever is in
  * `mess/` is whole, whatever is in `tmp/` was never acknowledged. One file,
  * one data sync per message; qmail needed two (mess and intd) and a link.
@@ -206,9 +206,10 @@ export class Spool {
   }
 
   /**
-   * A new message file. Nothing touches the disk until the message outgrows
-   * SMALL_MESSAGE: most mail is a few kilobytes and is written whole, with its
-   * envelope, at commit.
+   * A new message file. Its `tmp/` file is created now, while the message is
+   * still arriving, so that cost is off the path from the final dot to 250;
+   * nothing is written until the message outgrows SMALL_MESSAGE: most mail
+   * is a few kilobytes and is written whole, with its envelope, at commit.
    */
   begin(id: string): SpoolFile {
     return new SpoolFile(this, id, path.join(this.tmpDir, id));
@@ -314,6 +315,8 @@ const SMALL_MESSAGE = 128 * 1024;
 
 export class SpoolFile {
   private size = 0;
+  /** The file being created (begin); a failure is reported at the first write or at commit. */
+  private readonly opening: Promise<number>;
   private fd: number | undefined;
   private closed = false;
   /** Bytes not yet written: all of a small message, nothing of a large one between writes. */
@@ -324,7 +327,10 @@ export class SpoolFile {
     private readonly spool: Spool,
     readonly id: string,
     readonly tmpPath: string,
-  ) {}
+  ) {
+    this.opening = fsOpen(tmpPath, 'wx', 0o600);
+    this.opening.catch(() => undefined);
+  }
 
   async write(chunk: Buffer): Promise<void> {
     this.size += chunk.length;
@@ -346,15 +352,20 @@ export class SpoolFile {
     this.heldBytes += json.length + footer.length;
     await this.flush();
     await fsDatasync(this.fd!);
-    await this.close();
-    await rename(this.tmpPath, this.spool.messagePath(this.id));
+    // The name can move while the file is still open: both at once, one round trip less. Once
+    // the data is synced a failing close cannot lose it, so only the rename decides the commit.
+    await Promise.all([this.close().catch(() => undefined), rename(this.tmpPath, this.spool.messagePath(this.id))]);
     await this.spool.messSync.sync();
     this.spool.onCommit?.(this.id);
   }
 
   async abort(): Promise<void> {
     this.held = [];
-    if (this.fd === undefined) return;
+    try {
+      this.fd ??= await this.opening;
+    } catch {
+      return; // never created
+    }
     await this.close();
     await unlink(this.tmpPath).catch(() => undefined);
   }
@@ -362,7 +373,7 @@ export class SpoolFile {
   /** Writes what is held, opening the file first if this is the first write. */
   private async flush(): Promise<void> {
     if (this.closed) throw new Error(`queue file ${this.id} is already closed`);
-    this.fd ??= await fsOpen(this.tmpPath, 'wx', 0o600);
+    this.fd ??= await this.opening;
     const data = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held, this.heldBytes);
     this.held = [];
     this.heldBytes = 0;
