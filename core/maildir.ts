@@ -52,17 +52,36 @@ export async function ensureMaildir(dir: string): Promise<void> {
   known.add(dir);
 }
 
-/** One shared fsync per `new/` directory for deliveries that finish together. */
+/**
+ * One shared fsync per `new/` directory for deliveries that finish together,
+ * on a descriptor kept open between deliveries: two calls on libuv's pool
+ * (open, close) fewer per delivery. All are let go every NEW_DIR_KEEP_MS,
+ * so a Maildir removed and made again meanwhile (its old descriptor would
+ * sync the removed directory) is synced through a fresh one within that
+ * time, and at most NEW_DIR_KEEP_MAX are open at once.
+ */
 const newDirSyncs = new Map<string, DirSync>();
+const NEW_DIR_KEEP_MS = 5_000;
+const NEW_DIR_KEEP_MAX = 64;
+let newDirRelease: NodeJS.Timeout | undefined;
 
 function newDirSync(dir: string): DirSync {
   let s = newDirSyncs.get(dir);
   if (!s) {
-    if (newDirSyncs.size >= KNOWN_MAX) newDirSyncs.clear();
-    s = new DirSync(dir);
+    if (newDirSyncs.size >= NEW_DIR_KEEP_MAX) releaseNewDirs();
+    s = new DirSync(dir, true);
     newDirSyncs.set(dir, s);
+    if (!newDirRelease) {
+      newDirRelease = setInterval(releaseNewDirs, NEW_DIR_KEEP_MS);
+      newDirRelease.unref();
+    }
   }
   return s;
+}
+
+function releaseNewDirs(): void {
+  for (const s of newDirSyncs.values()) void s.close();
+  newDirSyncs.clear();
 }
 
 export class LoopDetected extends Error {}
@@ -228,6 +247,9 @@ async function openTmp(dir: string, tmp: string): Promise<number> {
   } catch (err) {
     // Removed since we last looked (a user cleaning up): make it again, once.
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const kept = newDirSyncs.get(path.join(dir, 'new'));
+    newDirSyncs.delete(path.join(dir, 'new'));
+    void kept?.close();
     await ensureMaildir(dir);
     return fsOpen(tmp, 'wx', 0o600);
   }

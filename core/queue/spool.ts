@@ -109,6 +109,14 @@ export class DirSync {
     return this.join();
   }
 
+  /** Lets go of a kept descriptor once the syncs asked for so far are done (a later sync opens it again). */
+  async close(): Promise<void> {
+    await (this.waiting ?? this.inFlight)?.catch(() => undefined);
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd !== undefined) await fsClose(fd).catch(() => undefined);
+  }
+
   private join(): Promise<void> {
     if (this.waiting) return this.waiting;
     if (!this.inFlight) {
