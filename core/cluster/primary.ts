@@ -18,7 +18,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { LoginThrottle, LoginTicket } from '../services/login-throttle.js';
 import { isWorkerMessage, WORKER_ENV, type ListenerAddress, type MetricsSnapshot, type PrimaryMessage, type WorkerMessage } from './messages.js';
-import { SlotBook } from './slots.js';
+import { SlotBook, type BookedSlot } from './slots.js';
 
 /** Restart delays after a worker dies: doubling from the first to the last, reset after a worker ran STABLE_MS. */
 const RESTART_FIRST_MS = 250;
@@ -56,7 +56,7 @@ class Member {
   listeners: readonly ListenerAddress[] = [];
   startedAt = 0;
   restarts = 0;
-  readonly slots = new Map<number, { listener: string; ip: string }>();
+  readonly slots = new Map<number, BookedSlot>();
   readonly logins = new Map<number, LoginTicket>();
   readonly locks = new Map<number, string>();
   constructor(readonly index: number) {}
@@ -198,16 +198,14 @@ export class ClusterPrimary {
         this.options.commit(msg.id);
         return;
       case 'slot': {
-        const { rank, total } = this.book.acquire(msg.listener, msg.ip);
-        m.slots.set(msg.n, { listener: msg.listener, ip: msg.ip });
-        this.send(worker, { yubin: 'slot', n: msg.n, rank, total });
+        const slot = this.book.acquire(msg.listener, msg.ip);
+        m.slots.set(msg.n, slot);
+        this.send(worker, { yubin: 'slot', n: msg.n, rank: slot.rank, total: slot.total });
         return;
       }
       case 'unslot': {
-        const s = m.slots.get(msg.n);
-        if (!s) return;
+        m.slots.get(msg.n)?.release();
         m.slots.delete(msg.n);
-        this.book.release(s.listener, s.ip);
         return;
       }
       case 'login': {
@@ -252,7 +250,7 @@ export class ClusterPrimary {
   /** Gives back everything a worker's process held: its connections are gone with it. */
   private forget(m: Member): void {
     m.ready = false;
-    for (const s of m.slots.values()) this.book.release(s.listener, s.ip);
+    for (const s of m.slots.values()) s.release();
     m.slots.clear();
     // An attempt whose answer died with the worker is not counted as a failure (nor as a success).
     for (const t of m.logins.values()) t.released();

@@ -116,8 +116,7 @@ export class Login {
       outcome: { ok: false, reply, close: false },
     });
     if (maildir === undefined) return refused('reject', 550, 'login accepted without a mailbox', 'no-mailbox', '-ERR [SYS/PERM] no mailbox for this user');
-    const taken = takeMailbox(await mailboxKey(maildir));
-    const release = taken instanceof Promise ? await taken : taken;
+    const release = await takeMailbox(await mailboxKey(maildir));
     if (!release) return refused('defer', 450, 'mailbox locked by another POP3 session', 'in-use', '-ERR [IN-USE] Mailbox is locked by another POP3 session', { maildir });
     let box: MaildirBox;
     try {

@@ -278,8 +278,7 @@ function noop(): void {}
  * password is checked. A locked verdict means "refuse without checking".
  */
 export async function loginTurn(throttle: LoginThrottle, ip: string, account: string, user: string, method: string, log: Logger): Promise<LoginTicket> {
-  const taken = throttle.take(ip, account);
-  const ticket = taken instanceof Promise ? await taken : taken;
+  const ticket = await throttle.take(ip, account);
   const { verdict } = ticket;
   if (!verdict.locked && verdict.wait > 0) {
     log.info({ event: 'auth-delay', user, account, method, wait: verdict.wait, failures: verdict.failures, by: verdict.by }, `delaying the login answer ${verdict.wait} ms after ${verdict.failures} failures`);

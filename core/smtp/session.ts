@@ -476,13 +476,13 @@ export class SmtpSession {
         this.logDecision('data', 'core', 'discard', 250, 'no recipient left to deliver to');
         return ok(answer.discard(`Ok: discarded`));
       }
-      const message = new ReceivedMessage(size, parsed, file!);
+      const message = new ReceivedMessage(size, parsed, file);
       const ctx = { connection: this.connection, transaction: tx, message };
       const dataResult = await this.decide('data', ctx);
       if (dataResult) return dataResult;
       const queueResult = await this.decide('queue', ctx);
       if (queueResult) return queueResult;
-      await file!.commit({
+      await file.commit({
         sender: tx.sender?.address ?? '',
         senderParams: tx.senderParams,
         recipients: tx.recipients.map((r) => ({ address: r.address, params: r.params })),
