@@ -6,67 +6,14 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import t, { type Test } from 'tap';
-import { ManualClock, Tokens } from '../core/index.js';
-import { startTestServer, type TestServer, type TestServerOptions } from '../core/testing/index.js';
-import { startDnsServer, type DnsServer, type ZoneRecords } from './peers/dns.js';
-import { startSink, type Sink, type SinkBehaviour } from './peers/sink.js';
+import t from 'tap';
+import { ManualClock } from '../core/index.js';
+import { startTestServer } from '../core/testing/index.js';
+import { startDnsServer } from './peers/dns.js';
+import { startSink } from './peers/sink.js';
+import { BIRTH, inject, maildir, rig, send } from './queue-rig.js';
 import { freePort, tempDir } from './helpers.js';
 import { selfSignedKeyPair } from '../core/tls.js';
-
-const BIRTH = Date.UTC(2026, 0, 5, 12, 0, 0);
-
-interface Rig {
-  readonly server: TestServer;
-  readonly sink: Sink;
-  readonly dns: DnsServer;
-  readonly clock: ManualClock;
-}
-
-async function rig(
-  t: Test,
-  o: { sink?: SinkBehaviour; zones?: Record<string, ZoneRecords>; config?: Record<string, unknown>; delivery?: Record<string, unknown>; dataDir?: string; clock?: ManualClock; sinkPeer?: Sink } = {},
-): Promise<Rig> {
-  const sink = o.sinkPeer ?? (await startSink(o.sink));
-  const dns = await startDnsServer(o.zones ?? { 'remote.test': { MX: [{ preference: 10, exchange: 'mx.remote.test' }] }, 'mx.remote.test': { A: ['127.0.0.1'] } });
-  const clock = o.clock ?? new ManualClock(BIRTH);
-  const options: TestServerOptions = {
-    deliver: true,
-    plugins: ['rcpthosts'],
-    pluginOptions: { rcpthosts: { domains: ['example.test', 'localhost'] } },
-    dataDir: o.dataDir,
-    config: {
-      dns: { servers: [dns.address], timeout: '2s', tries: 1 },
-      delivery: { plugins: ['maildir'], remotePort: sink.port, connectTimeout: '2s', greetingTimeout: '5s', commandTimeout: '5s', ...o.delivery },
-      ...o.config,
-    },
-    configure: (c) => c.register(Tokens.Clock, { useValue: clock }),
-  };
-  const server = await startTestServer(options);
-  t.teardown(async () => {
-    await server.close();
-    if (!o.sinkPeer) await sink.close();
-    await dns.close();
-  });
-  return { server, sink, dns, clock };
-}
-
-/** Sends one message over SMTP and returns its queue id. */
-async function send(s: TestServer, from: string, to: string[], body = 'Subject: test message\n\nhello there\n'): Promise<string> {
-  const c = await s.connect();
-  await c.ehlo('client.example');
-  const r = await c.mail({ from, to, data: body });
-  await c.quit();
-  const id = /queued as (\S+)/.exec(r.data?.text ?? '')?.[1];
-  if (!id) throw new Error(`not queued: ${JSON.stringify(r)}`);
-  return id;
-}
-
-async function maildir(s: TestServer, domain: string, user: string): Promise<string[]> {
-  const dir = path.join(s.dataDir, 'mail', domain, user, 'Maildir', 'new');
-  const names = await readdir(dir).catch(() => [] as string[]);
-  return Promise.all(names.sort().map((n) => readFile(path.join(dir, n), 'utf8')));
-}
 
 t.test('a message to a local address lands in its Maildir (Return-Path, Delivered-To, LF line ends, nothing in tmp)', async (t) => {
   const { server } = await rig(t);
@@ -100,21 +47,6 @@ t.test('remote: MX through the DNS service, one SMTP transaction for two recipie
   t.same(await server.server.spool.list(), []);
   t.ok(id);
 });
-
-/** Queues a message for remote recipients without an SMTP client (the spool's own entry point). */
-function inject(s: TestServer, sender: string, recipients: string[], body = 'Subject: out\r\nMessage-ID: <orig@example.test>\r\n\r\nbody\r\n', received = BIRTH): Promise<string> {
-  return s.server.spool.inject(Buffer.from(body), {
-    sender,
-    senderParams: {},
-    recipients: recipients.map((address) => ({ address, params: {} })),
-    received,
-    listener: 'test',
-    remoteIp: '127.0.0.1',
-    heloName: undefined,
-    authUser: undefined,
-    prependHeaders: '',
-  });
-}
 
 t.test('451 then 250: deferred on qmail schedule (birth + 400 s), retried, delivered once', async (t) => {
   const { server, sink, clock } = await rig(t, { sink: { data: (n) => (n === 1 ? { code: 451, message: '4.3.0 try later' } : undefined) } });

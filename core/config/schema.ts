@@ -119,6 +119,10 @@ export const limitsSchema = z.strictObject({
   /** Header section limit; the headers are the only part of a message held in memory. */
   maxHeaderSize: size.default(256 * 1024),
   maxRecipients: positiveInt.default(100),
+  /** Messages (MAIL commands accepted) in one connection; past it 421 and close. 0: no limit. Advertised as LIMITS MAILMAX. */
+  maxMessagesPerConnection: z.number().int().min(0).default(0),
+  /** Recipient domains in one message; past it 452 4.5.3. 0: no limit. Advertised as LIMITS RCPTDOMAINMAX. */
+  maxRecipientDomains: z.number().int().min(0).default(0),
   /** Longest command or message line, CRLF included. */
   maxLineLength: z.number().int().min(512).default(4096),
   idleTimeout: duration.default(300_000),

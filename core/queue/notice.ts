@@ -1,14 +1,16 @@
 /**
- * Bounce and delay-notice writing: the DSN for recipients that failed (or
- * are still waiting past the warning time), to the sender, or to the
- * postmaster for a failed bounce, injected into the queue like any message.
+ * Bounce, delay-notice and success-notice writing: the DSN for recipients
+ * that failed, are still waiting past the warning time, or were delivered
+ * with NOTIFY=SUCCESS; to the sender, or to the postmaster for a failed
+ * bounce, injected into the queue like any message.
  */
 import type { Logger } from 'pino';
 import type { QueueConfig } from '../config/schema.js';
 import { rfc5322Date } from '../date.js';
 import type { Clock } from '../services/clock.js';
 import type { LocalDomains } from '../services/local-domains.js';
-import { buildBounce, readHeaderSection } from './bounce.js';
+import { buildBounce, readHeaderSection, type ReportedRecipient, type ReportKind } from './bounce.js';
+import { envelopeIdOf, originalRecipientOf, paramsByAddress, returnsFullMessage } from './dsn.js';
 import type { QueuedMessage } from './delivery-context.js';
 import type { RecipientState, Spool } from './spool.js';
 
@@ -21,15 +23,24 @@ export interface NoticeDeps {
   readonly queue: () => QueueConfig;
 }
 
+/** RET=FULL returns the whole message up to this size; a bigger one comes back as its headers (Postfix's bounce_size_limit, more generous). */
+const FULL_RETURN_LIMIT = 1024 * 1024;
+
+const EVENT: Record<ReportKind, string> = { failure: 'bounce', delay: 'delay-notice', success: 'success-notice' };
+
 export class Notices {
   constructor(private readonly deps: NoticeDeps) {}
 
-  /** A bounce (or delay notice) for these recipients, injected into the queue like any message. */
-  async send(msg: QueuedMessage, rcpts: RecipientState[], delayed: boolean): Promise<void> {
+  /**
+   * A report on these recipients (a bounce, a delay notice or a success
+   * notice), injected into the queue like any message. For a success notice
+   * each recipient's `notified` says whether it was delivered or relayed.
+   */
+  async send(msg: QueuedMessage, rcpts: RecipientState[], kind: ReportKind): Promise<void> {
     const { spool, log, clock, hostname } = this.deps;
     const env = msg.envelope;
-    const kind = env.kind ?? 'message';
-    if (kind === 'double-bounce') {
+    const origin = env.kind ?? 'message';
+    if (origin === 'double-bounce') {
       // qmail's triple bounce: nobody is left to tell.
       log.warn({ event: 'bounce', id: msg.id, rcpts: rcpts.map((r) => r.address), result: 'discarded' }, `triple bounce: discarding the failed double bounce ${msg.id}`);
       return;
@@ -39,7 +50,8 @@ export class Notices {
     // Nothing is ever sent to the null sender: a failed bounce goes to the postmaster.
     const to = double ? (q.doubleBounceTo ?? `postmaster@${this.deps.localDomains.has(hostname) ? hostname : (this.deps.localDomains.list()[0] ?? hostname)}`) : env.sender;
     const now = clock.now();
-    const originalHeaders = await readHeaderSection(await spool.openMessage(msg.id, env));
+    const params = paramsByAddress(env.recipients);
+    const action = (r: RecipientState): ReportedRecipient['action'] => (kind === 'failure' ? 'failed' : kind === 'delay' ? 'delayed' : (r.notified ?? 'delivered'));
     const content = buildBounce({
       hostname,
       from: `${q.bounceFrom}@${hostname}`,
@@ -47,10 +59,11 @@ export class Notices {
       queueId: msg.id,
       arrival: env.received,
       now,
-      failed: rcpts,
-      originalHeaders,
+      kind,
+      recipients: rcpts.map((r) => ({ ...r, action: action(r), originalRecipient: originalRecipientOf(params.get(r.address)) })),
+      original: await this.original(msg, kind === 'failure' && !double && returnsFullMessage(env.senderParams)),
       double,
-      delayed,
+      envelopeId: envelopeIdOf(env.senderParams),
     });
     const id = await spool.inject(content, {
       sender: '',
@@ -61,9 +74,22 @@ export class Notices {
       remoteIp: '127.0.0.1',
       heloName: undefined,
       authUser: undefined,
-      prependHeaders: `Received: (yubin ${delayed ? 'delay notice' : 'bounce'} for ${msg.id}); ${rfc5322Date(now)}\r\n`,
+      prependHeaders: `Received: (yubin ${kind === 'failure' ? 'bounce' : kind === 'delay' ? 'delay notice' : 'success notice'} for ${msg.id}); ${rfc5322Date(now)}\r\n`,
       kind: double ? 'double-bounce' : 'bounce',
     });
-    log.info({ event: delayed ? 'delay-notice' : 'bounce', id: msg.id, bounceId: id, to, rcpts: rcpts.map((r) => r.address) }, `${delayed ? 'delay notice' : double ? 'double bounce' : 'bounce'} msg ${msg.id} to <${to}> as ${id}`);
+    const what = kind === 'failure' ? (double ? 'double bounce' : 'bounce') : kind === 'delay' ? 'delay notice' : 'success notice';
+    log.info({ event: EVENT[kind], id: msg.id, bounceId: id, to, rcpts: rcpts.map((r) => r.address) }, `${what} msg ${msg.id} to <${to}> as ${id}`);
+  }
+
+  /** What of the message goes back: its headers, or all of it (RET=FULL) when not too big. */
+  private async original(msg: QueuedMessage, full: boolean): Promise<Parameters<typeof buildBounce>[0]['original']> {
+    const { spool } = this.deps;
+    const env = msg.envelope;
+    if (full && env.size <= FULL_RETURN_LIMIT) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of (await spool.openMessage(msg.id, env)) as AsyncIterable<Buffer>) chunks.push(chunk);
+      return { headersOnly: false, message: Buffer.concat(chunks) };
+    }
+    return { headersOnly: true, text: await readHeaderSection(await spool.openMessage(msg.id, env)) };
   }
 }

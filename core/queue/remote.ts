@@ -10,9 +10,12 @@ import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { DeliveryConfig, RouteConfig } from '../config/schema.js';
 import type { Dns, MxRecord } from '../services/dns.js';
+import type { RecipientDsn } from './dsn.js';
+import { serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
 
 export type RemoteOutcome =
-  | { readonly kind: 'delivered'; readonly text: string }
+  /** `relayed`: the next hop was an SMTP server; `dsn` true when it took the DSN request on (so it reports success itself). */
+  | { readonly kind: 'delivered'; readonly text: string; readonly relayed?: { readonly dsn: boolean } }
   | { readonly kind: 'temporary' | 'permanent'; readonly text: string; readonly status: string; readonly remoteMta?: string; readonly diagnostic?: string };
 
 export interface RemoteJob {
@@ -21,6 +24,10 @@ export interface RemoteJob {
   readonly recipients: readonly string[];
   readonly size: number;
   readonly message: () => Promise<Readable>;
+  /** The sender's DSN request (RFC 3461), passed on to a next hop that speaks DSN. */
+  readonly dsn?: { readonly ret?: string; readonly envid?: string; readonly recipient: (address: string) => RecipientDsn };
+  /** REQUIRETLS (RFC 8689): only over STARTTLS with a verified certificate, to a server announcing REQUIRETLS. */
+  readonly requireTls?: boolean;
 }
 
 export interface RemoteDeps {
@@ -140,12 +147,12 @@ function login(conn: SMTPConnection, user: string, pass: string): Promise<void> 
   return new Promise((resolve, reject) => conn.login({ user, pass }, (err) => (err ? reject(err) : resolve())));
 }
 
-function send(conn: SMTPConnection, envelope: SMTPConnection.Envelope & { size: number }, message: Readable): Promise<SMTPConnection.SentMessageInfo> {
+function send(conn: SMTPConnection, envelope: ClientEnvelope, message: Readable): Promise<SMTPConnection.SentMessageInfo> {
   return new Promise((resolve, reject) => conn.send(envelope, message, (err, info) => (err ? reject(err) : resolve(info))));
 }
 
-/** What one connected server said about each recipient. */
-function fromTransaction(job: RemoteJob, host: string, info: SMTPConnection.SentMessageInfo | undefined, err: SmtpError | undefined): Outcomes {
+/** What one connected server said about each recipient of a transaction. */
+function fromTransaction(job: Pick<RemoteJob, 'recipients'>, host: string, info: SMTPConnection.SentMessageInfo | undefined, err: SmtpError | undefined, dsn = false): Outcomes {
   const out: Outcomes = new Map();
   const remoteMta = host;
   const rejected = new Map<string, SmtpError>();
@@ -155,7 +162,7 @@ function fromTransaction(job: RemoteJob, host: string, info: SMTPConnection.Sent
   for (const rcpt of job.recipients) {
     const e = rejected.get(rcpt) ?? (err && !err.rejectedErrors ? err : undefined);
     if (!e) {
-      out.set(rcpt, err ? temporary('4.4.2', `${host} gave no answer for this recipient: ${err.message}`) : { kind: 'delivered', text: `${host} said: ${(info?.response ?? '250').trim()}` });
+      out.set(rcpt, err ? temporary('4.4.2', `${host} gave no answer for this recipient: ${err.message}`) : { kind: 'delivered', text: `${host} said: ${(info?.response ?? '250').trim()}`, relayed: { dsn } });
       continue;
     }
     const reply = (e.response ?? e.message).trim();
@@ -168,19 +175,50 @@ function fromTransaction(job: RemoteJob, host: string, info: SMTPConnection.Sent
   return out;
 }
 
+/**
+ * Recipients that go in one transaction: those with the same NOTIFY and
+ * ORCPT, since nodemailer gives one DSN request per envelope. Without DSN
+ * (nearly all mail) that is every recipient at once, as before.
+ */
+function transactions(job: RemoteJob): Array<{ recipients: string[]; dsn?: RecipientDsn }> {
+  if (!job.dsn) return [{ recipients: [...job.recipients] }];
+  const groups = new Map<string, { recipients: string[]; dsn: RecipientDsn }>();
+  for (const rcpt of job.recipients) {
+    const dsn = job.dsn.recipient(rcpt);
+    const key = JSON.stringify([dsn.notify ?? null, dsn.orcpt ?? null]);
+    const group = groups.get(key);
+    if (group) group.recipients.push(rcpt);
+    else groups.set(key, { recipients: [rcpt], dsn });
+  }
+  return [...groups.values()];
+}
+
+/** A failure to secure the session the way REQUIRETLS demands (as opposed to a host that is down). */
+function isTlsRefusal(err: SmtpError): boolean {
+  return err.code === 'ETLS' || err.code === 'EREQUIRETLS' || /certificate|self.signed|altnames|TLS/i.test(err.message);
+}
+
+const REQUIRETLS_FAILED = (domain: string, why: string) =>
+  permanent('5.7.10', `Sorry, the message requires TLS (REQUIRETLS) and no server of ${domain} offered a verified TLS session with REQUIRETLS: ${why} (#5.7.10)`);
+
 export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
   const { config } = deps;
   const smart = relayFor(job.domain, config);
   const found = await targets(job.domain, smart, deps);
   if (!Array.isArray(found)) return all(job.recipients, found);
+  if (job.requireTls && smart && (smart.tls === 'none' || smart.tls === 'opportunistic' || !smart.verifyCertificate)) {
+    return all(job.recipients, REQUIRETLS_FAILED(job.domain, `${smart.what} is not used with verified TLS`));
+  }
   const port = smart ? smart.port : config.remotePort;
-  const opportunistic = smart ? smart.tls === 'opportunistic' : config.opportunisticTls;
+  const opportunistic = !job.requireTls && (smart ? smart.tls === 'opportunistic' : config.opportunisticTls);
   const failures: string[] = [];
+  let tlsRefusals = 0;
   for (const target of found) {
     for (const ip of target.ips) {
       if (!smart && deps.isOwnSocket(ip, port)) {
         return all(job.recipients, permanent('5.4.6', `Sorry, the MX ${target.name} of ${job.domain} is this server: mail would loop back to myself. (#5.4.6)`));
       }
+      const verify = job.requireTls || (smart !== undefined && smart.tls !== 'opportunistic' && smart.verifyCertificate);
       let conn: SMTPConnection;
       try {
         conn = await openConnection({
@@ -188,10 +226,10 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
           port,
           name: deps.heloName,
           secure: smart?.tls === 'implicit',
-          ignoreTLS: smart ? smart.tls === 'none' : !config.opportunisticTls,
-          requireTLS: smart?.tls === 'starttls',
+          ignoreTLS: !job.requireTls && (smart ? smart.tls === 'none' : !config.opportunisticTls),
+          requireTLS: job.requireTls || smart?.tls === 'starttls',
           opportunisticTLS: opportunistic,
-          tls: { rejectUnauthorized: smart && smart.tls !== 'opportunistic' ? smart.verifyCertificate : false, servername: isIP(target.name) ? undefined : target.name },
+          tls: { rejectUnauthorized: verify, servername: isIP(target.name) ? undefined : target.name },
           connectionTimeout: config.connectTimeout,
           greetingTimeout: config.greetingTimeout,
           socketTimeout: config.commandTimeout,
@@ -200,19 +238,18 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       } catch (err) {
         // Not reachable, or refused us at the greeting: the next host may do better.
         const e = err as SmtpError;
+        if (job.requireTls && isTlsRefusal(e)) tlsRefusals++;
         failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
         continue;
       }
       try {
-        if (smart?.user) await login(conn, smart.user, smart.password ?? '');
-        const stream = await job.message();
-        try {
-          const info = await send(conn, { from: job.sender, to: [...job.recipients], size: job.size }, stream);
-          return fromTransaction(job, target.name, info, undefined);
-        } catch (err) {
-          stream.destroy();
-          return fromTransaction(job, target.name, undefined, err as SmtpError);
+        if (job.requireTls && !serverSupports(conn, 'REQUIRETLS')) {
+          tlsRefusals++;
+          failures.push(`${target.name} [${ip}]: does not announce REQUIRETLS`);
+          continue;
         }
+        if (smart?.user) await login(conn, smart.user, smart.password ?? '');
+        return await sendAll(conn, job, target.name);
       } catch (err) {
         const e = err as SmtpError;
         const reply = (e.response ?? e.message).trim();
@@ -223,5 +260,39 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       }
     }
   }
+  if (job.requireTls && tlsRefusals > 0 && tlsRefusals === failures.length) return all(job.recipients, REQUIRETLS_FAILED(job.domain, failures.join('; ')));
   return all(job.recipients, temporary('4.4.1', `No host for ${job.domain} took the message: ${failures.join('; ')}`));
+}
+
+/** The message's transactions on one connection; after a failed one the rest wait for the next round. */
+async function sendAll(conn: SMTPConnection, job: RemoteJob, host: string): Promise<Outcomes> {
+  const out: Outcomes = new Map();
+  const dsnTaken = job.dsn !== undefined && serverSupports(conn, 'DSN');
+  let broken: string | undefined;
+  for (const tx of transactions(job)) {
+    if (broken) {
+      for (const r of tx.recipients) out.set(r, temporary('4.4.2', `Not tried on ${host}: an earlier transaction of this message failed there (${broken})`));
+      continue;
+    }
+    const envelope: ClientEnvelope = { from: job.sender, to: tx.recipients, size: job.size };
+    if (job.dsn) envelope.dsn = { ret: job.dsn.ret, envid: job.dsn.envid, notify: tx.dsn?.notify as SMTPConnection.DSNOption[] | undefined, orcpt: tx.dsn?.orcpt };
+    if (job.requireTls) envelope.requireTLSExtensionEnabled = true;
+    const stream = await job.message();
+    try {
+      const info = await send(conn, envelope, stream);
+      for (const [r, o] of fromTransaction(tx, host, info, undefined, dsnTaken)) out.set(r, o);
+    } catch (err) {
+      stream.destroy();
+      const e = err as SmtpError;
+      for (const [r, o] of fromTransaction(tx, host, undefined, e)) out.set(r, o);
+      // The server refused this message but the session is sound (nodemailer's own pool does the same): RSET and go on.
+      const refusedOnly = (e.code === 'EENVELOPE' || e.code === 'EMESSAGE') && e.responseCode !== 421;
+      if (!refusedOnly || !(await reset(conn))) broken = (e.response ?? e.message).trim();
+    }
+  }
+  return out;
+}
+
+function reset(conn: SMTPConnection): Promise<boolean> {
+  return new Promise((resolve) => conn.reset((err) => resolve(!err)));
 }

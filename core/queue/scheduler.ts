@@ -34,7 +34,8 @@ import { DeliverySlots } from './slots.js';
 import { Timetable } from './timetable.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
-import { initialState, type Envelope, type QueueState, type RecipientState, type Spool } from './spool.js';
+import { initialState, type Envelope, type EnvelopeAddress, type QueueState, type RecipientState, type Spool } from './spool.js';
+import { delayNoticeAfter, hasDsn, recipientDsnOf, recipientParams, senderDsnOf, wantsFailureNotice, wantsSuccessNotice } from './dsn.js';
 
 export interface DeliveryRuntime {
   readonly pipeline: Pipeline;
@@ -76,6 +77,9 @@ type Job = (
 ) & { /** performance.now() when it was launched, for the attempt's duration. */ started?: number };
 
 const NO_MAILBOX: Outcome = { kind: 'permanent', status: '5.1.1', text: 'Sorry, no mailbox here by that name. (#5.1.1)' };
+/** NOTIFY=DELAY on a site without delayWarning: warned after this long (Postfix's usual delay_warning_time). */
+const DELAY_ASKED = 4 * 3600_000;
+
 const ADMIN_BOUNCE = 'This message was bounced by the administrator (yubin queue bounce).';
 const RESCAN_MS = 5 * 60_000;
 /** After the deliver hooks were aborted at stop, how long their outcomes get to reach the disk. */
@@ -474,6 +478,8 @@ export class Scheduler {
         recipients: viaSmtp.map((r) => r.address),
         size: Buffer.byteLength(env.prependHeaders) + env.size,
         message: () => spool.openMessage(job.msg.id, env),
+        dsn: hasDsn(env) ? { ...senderDsnOf(env.senderParams), recipient: (a) => recipientDsnOf(this.paramsOf(env, a)) } : undefined,
+        requireTls: env.senderParams.REQUIRETLS === true,
       },
       { dns: this.deps.dns, config: delivery, heloName: delivery.heloName ?? this.deps.hostname, isOwnSocket: this.deps.isOwnSocket },
     );
@@ -491,6 +497,8 @@ export class Scheduler {
     if (outcome.kind === 'delivered') {
       r.status = 'delivered';
       delete r.error;
+      // RFC 3461 5.2: a next hop that speaks DSN was handed the request and reports itself.
+      if (wantsSuccessNotice(this.paramsOf(env, r.address)) && !outcome.relayed?.dsn) r.notified = outcome.relayed ? 'relayed' : 'delivered';
       this.deps.metrics?.delivery(job.channel, 'success', seconds, (now - env.received) / 1000);
       this.deps.log.info({ ...base, result: 'success', text: outcome.text }, `delivery ${job.msg.id} to ${r.address}: success: ${outcome.text}`);
       return;
@@ -511,6 +519,11 @@ export class Scheduler {
     if (outcome.kind === 'temporary') r.dsnStatus = '5.4.7'; // delivery time expired
     this.deps.metrics?.delivery(job.channel, 'failure', seconds, undefined);
     this.deps.log.info({ ...base, result: 'failure', text: r.error }, `delivery ${job.msg.id} to ${r.address}: failure: ${r.error.replace(/\n/g, ' ')}`);
+  }
+
+  /** A recipient's RCPT parameters (NOTIFY, ORCPT), as the envelope keeps them. */
+  private paramsOf(env: Envelope, address: string): EnvelopeAddress['params'] | undefined {
+    return recipientParams(env.recipients, address);
   }
 
   private failAll(msg: Active, text: string, now: number): void {
@@ -559,22 +572,38 @@ export class Scheduler {
         return;
       }
       const failed = msg.state.recipients.filter((r) => r.status === 'failed' && !r.reported);
-      if (failed.length) {
-        await this.notices.send(msg, failed, false);
-        for (const r of failed) r.reported = true;
+      const bounced = failed.filter((r) => wantsFailureNotice(this.paramsOf(msg.envelope, r.address)));
+      if (bounced.length) await this.notices.send(msg, bounced, 'failure');
+      if (bounced.length < failed.length) {
+        const quiet = failed.filter((r) => !bounced.includes(r)).map((r) => r.address);
+        log.info({ event: 'bounce', id: msg.id, rcpts: quiet, result: 'not-requested' }, `no bounce for ${quiet.join(', ')} of msg ${msg.id}: the sender asked for none (NOTIFY)`);
+      }
+      for (const r of failed) r.reported = true;
+      const succeeded = msg.state.recipients.filter((r) => r.status === 'delivered' && r.notified && !r.reported);
+      if (succeeded.length) {
+        await this.notices.send(msg, succeeded, 'success');
+        for (const r of succeeded) r.reported = true;
       }
       const pending = msg.state.recipients.filter((r) => r.status === 'pending');
       if (!pending.length) {
+        // A report just injected is durable already: the message can go.
         await spool.remove(msg.id);
         log.info({ event: 'queue-end', id: msg.id }, `end msg ${msg.id}`);
         return;
       }
-      const q = this.deps.queue();
-      if (q.delayWarning && !msg.state.warned && msg.envelope.sender && (msg.envelope.kind ?? 'message') === 'message' && now - msg.envelope.received >= q.delayWarning) {
-        await this.notices.send(msg, pending, true);
-        msg.state.warned = true;
+      if (!msg.state.warned && msg.envelope.sender && (msg.envelope.kind ?? 'message') === 'message') {
+        const q = this.deps.queue();
+        const age = now - msg.envelope.received;
+        const late = pending.filter((r) => {
+          const after = delayNoticeAfter(this.paramsOf(msg.envelope, r.address), q.delayWarning, DELAY_ASKED);
+          return after !== undefined && age >= after;
+        });
+        if (late.length) {
+          await this.notices.send(msg, late, 'delay');
+          msg.state.warned = true;
+        }
       }
-      if (msg.state.recipients.some((r) => r.attempts > 0) || failed.length) await spool.writeState(msg.id, msg.state);
+      if (msg.state.recipients.some((r) => r.attempts > 0) || failed.length || succeeded.length) await spool.writeState(msg.id, msg.state);
       // Recipients of a held channel wait for a reload or flush; the others keep their schedule.
       const live = pending.filter((r) => this.runs(r));
       if (live.length) this.schedule(msg.id, Math.min(...live.map((r) => r.next)));

@@ -72,7 +72,9 @@ export interface RecipientState {
   dsnStatus?: string;
   remoteMta?: string;
   diagnostic?: string;
-  /** A failed recipient that a bounce (or the log, for a triple bounce) has reported. */
+  /** A delivered recipient whose sender asked for a success notice (NOTIFY=SUCCESS), and what it will say. */
+  notified?: 'delivered' | 'relayed';
+  /** A failed recipient that a bounce (or the log, for a triple bounce) has reported; a delivered one whose success notice went out. */
   reported?: boolean;
 }
 

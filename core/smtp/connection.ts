@@ -370,10 +370,14 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
     );
   }
 
+  /** The EHLO keywords of this session. */
   private extensions(): string[] {
     const options = this.server.options;
-    const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
+    const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
     if (!this.secure && !this.isDisabled('STARTTLS')) out.push('STARTTLS');
+    // RFC 8689: only a TLS session can promise the message stays on TLS.
+    if (this.secure) out.push('REQUIRETLS');
+    out.push(limitsKeyword(this.yubin.limits));
     if (this.yubin.authOffered) out.push(`AUTH ${this.yubin.authMechanisms().join(' ')}`);
     return out;
   }
@@ -410,4 +414,12 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
     this.send(451, '4.3.0 Internal error, please try again later');
     callback();
   }
+}
+
+/** RFC 9422's LIMITS keyword: the limits this session will hold the client to (0 is "none" and is left out). */
+function limitsKeyword(limits: { maxRecipients: number; maxMessagesPerConnection: number; maxRecipientDomains: number }): string {
+  const out = [`RCPTMAX=${limits.maxRecipients}`];
+  if (limits.maxMessagesPerConnection > 0) out.push(`MAILMAX=${limits.maxMessagesPerConnection}`);
+  if (limits.maxRecipientDomains > 0) out.push(`RCPTDOMAINMAX=${limits.maxRecipientDomains}`);
+  return `LIMITS ${out.join(' ')}`;
 }

@@ -206,8 +206,9 @@ export class SmtpListener {
       closeTimeout: 1000,
       disableReverseLookup: true,
       hideENHANCEDSTATUSCODES: false,
-      hideDSN: true,
-      hideREQUIRETLS: true,
+      // smtp-server checks the DSN parameters (RFC 3461) and REQUIRETLS (RFC 8689, only over TLS); the EHLO keywords are connection.ts's.
+      hideDSN: false,
+      hideREQUIRETLS: false,
       logger: false,
       ...limitOptions(runtime),
     });

@@ -121,6 +121,8 @@ class TransactionImpl implements Transaction {
    * a remote or discarded one): a message already carrying that line loops.
    */
   readonly seen = new Map<string, string>();
+  /** Domains of the recipients taken (RCPTDOMAINMAX counts them). */
+  readonly domains = new Set<string>();
   constructor(
     readonly id: string,
     readonly sender: Address | null,
@@ -136,6 +138,8 @@ export class SmtpSession {
   /** A DATA is being received or decided on. */
   busy = false;
   private authFailures = 0;
+  /** MAIL commands accepted on this connection (MAILMAX counts them). */
+  private messagesStarted = 0;
   private closed = false;
   /**
    * Ends when the connection is gone, however it went: every hook run of this
@@ -275,11 +279,16 @@ export class SmtpSession {
     if (!this.env.spoolSpace.ok()) {
       return this.coreReject('mail', answer.defer(452, '4.3.1', 'Insufficient system storage, please try again later'));
     }
+    const mailMax = this.limits.maxMessagesPerConnection;
+    if (mailMax > 0 && this.messagesStarted >= mailMax) {
+      return this.coreReject('mail', answer.disconnect(`Too many messages in one connection (at most ${mailMax}), please reconnect`, '4.7.0'));
+    }
     const sender = address === '' ? null : splitAddress(address);
     const tx = new TransactionImpl(this.env.spool.newId(), sender, params);
     const result = await this.decide('mail', { connection: this.connection, transaction: tx, sender, params }, { from: address });
     if (result && !result.ok) return result;
     this.tx = tx;
+    this.messagesStarted++;
     if (result) return result;
     this.logDecision('mail', 'core', 'accept', 250, undefined, { from: address, id: tx.id });
     return ok({ code: 250, enhanced: '2.1.0', text: 'Sender OK' });
@@ -300,6 +309,10 @@ export class SmtpSession {
       return this.coreReject('rcpt', answer.defer(452, '4.5.3', `Too many recipients (at most ${this.limits.maxRecipients} per message)`), address);
     }
     const recipient = this.makeRecipient(address, params);
+    const domainMax = this.limits.maxRecipientDomains;
+    if (domainMax > 0 && !tx.domains.has(recipient.domain) && tx.domains.size >= domainMax) {
+      return this.coreReject('rcpt', answer.defer(452, '4.5.3', `Too many recipient domains (at most ${domainMax} per message)`), address);
+    }
     const key = recipientKey(recipient);
     if (tx.seen.has(key)) {
       tx.taken++;
@@ -330,6 +343,7 @@ export class SmtpSession {
     }
     tx.taken++;
     tx.seen.set(key, deliveredTo);
+    tx.domains.add(recipient.domain);
     if (a.action === 'discard') return ok(a);
     tx.recipients.push(recipient);
     if (a.action === 'accept') return ok(a);

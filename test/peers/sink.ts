@@ -8,6 +8,9 @@ export interface SinkMessage {
   readonly from: string;
   readonly to: string[];
   readonly data: string;
+  /** MAIL's parameters (RET, ENVID, REQUIRETLS...) and each RCPT's (NOTIFY, ORCPT), as received. */
+  readonly mailParams: Record<string, string | true>;
+  readonly rcptParams: Array<Record<string, string | true>>;
 }
 
 export interface SinkBehaviour {
@@ -23,6 +26,10 @@ export interface SinkBehaviour {
   dataDelayMs?: number;
   /** Reply after the final dot: undefined accepts. */
   data?: (attempt: number) => { code: number; message: string } | undefined;
+  /** Announce DSN (RFC 3461); off by default, as many servers are. */
+  dsn?: boolean;
+  /** With tls: leave REQUIRETLS out of EHLO. */
+  hideRequireTls?: boolean;
 }
 
 export interface Sink {
@@ -62,6 +69,8 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
     ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
     authMethods: ['PLAIN', 'LOGIN'],
     ...(behaviour.size ? { size: behaviour.size } : {}),
+    hideDSN: !behaviour.dsn,
+    hideREQUIRETLS: behaviour.hideRequireTls ?? false,
     logger: false,
     onAuth(auth, _session, cb) {
       const want = behaviour.auth;
@@ -95,6 +104,8 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           to: session.envelope.rcptTo.map((a) => a.address),
           data: Buffer.concat(chunks).toString(),
+          mailParams: { ...((session.envelope.mailFrom && session.envelope.mailFrom.args) || {}) },
+          rcptParams: session.envelope.rcptTo.map((a) => ({ ...(a.args || {}) })),
         });
         cb(null);
       });
