@@ -340,6 +340,17 @@ export const deliverySchema = z.strictObject({
   commandTimeout: duration.default(300_000),
   /** STARTTLS when the remote offers it (certificate not checked, as is usual between MTAs). */
   opportunisticTls: z.boolean().default(true),
+  /** Sessions kept open for the next message to the same destination (Postfix's connection cache). */
+  connectionReuse: z
+    .strictObject({
+      /** Messages over one session, then QUIT. */
+      maxMessages: positiveInt.default(100),
+      /** QUIT after this long unused; 0 turns reuse off. */
+      idleTime: duration.default(5_000),
+      /** Not reused once this old. */
+      maxAge: duration.default(300_000),
+    })
+    .default({ maxMessages: 100, idleTime: 5_000, maxAge: 300_000 }),
 });
 
 /** The decision journal `yubin why` reads: every connection, decision and queue event. */

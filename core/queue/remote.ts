@@ -12,6 +12,7 @@ import type { DeliveryConfig, RouteConfig } from '../config/schema.js';
 import type { Dns, MxRecord } from '../services/dns.js';
 import type { RecipientDsn } from './dsn.js';
 import { serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
+import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
 
 export type RemoteOutcome =
   /** `relayed`: the next hop was an SMTP server; `dsn` true when it took the DSN request on (so it reports success itself). */
@@ -36,6 +37,8 @@ export interface RemoteDeps {
   readonly heloName: string;
   /** Our own listening sockets: an MX pointing back at one of them is a loop. */
   readonly isOwnSocket: (ip: string, port: number) => boolean;
+  /** Sessions kept for the next message to the same destination; without it each delivery has its own. */
+  readonly cache?: ConnectionCache;
 }
 
 interface Target {
@@ -201,8 +204,14 @@ function isTlsRefusal(err: SmtpError): boolean {
 const REQUIRETLS_FAILED = (domain: string, why: string) =>
   permanent('5.7.10', `Sorry, the message requires TLS (REQUIRETLS) and no server of ${domain} offered a verified TLS session with REQUIRETLS: ${why} (#5.7.10)`);
 
+/** What a cached session is good for: this destination, reached this way, with this security. */
+function cacheKey(job: RemoteJob, smart: Relay | undefined, port: number): string {
+  const where = smart ? `relay ${smart.host}:${port} ${smart.tls} ${smart.user ?? ''}` : `mx ${job.domain.toLowerCase()}:${port}`;
+  return job.requireTls ? `${where} requiretls` : where;
+}
+
 export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
-  const { config } = deps;
+  const { config, cache } = deps;
   const smart = relayFor(job.domain, config);
   const found = await targets(job.domain, smart, deps);
   if (!Array.isArray(found)) return all(job.recipients, found);
@@ -210,6 +219,14 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
     return all(job.recipients, REQUIRETLS_FAILED(job.domain, `${smart.what} is not used with verified TLS`));
   }
   const port = smart ? smart.port : config.remotePort;
+  const key = cacheKey(job, smart, port);
+  const cached = await cache?.take(key);
+  if (cached) {
+    const sent = await sendAll(cached, job);
+    cache!.release(key, cached, sent.usable);
+    // A session that died under us before any answer: a fresh one below, rather than a retry in minutes.
+    if (sent.usable || [...sent.outcomes.values()].some((o) => o.kind !== 'temporary')) return sent.outcomes;
+  }
   const opportunistic = !job.requireTls && (smart ? smart.tls === 'opportunistic' : config.opportunisticTls);
   const failures: string[] = [];
   let tlsRefusals = 0;
@@ -242,6 +259,9 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
         failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
         continue;
       }
+      cache?.madeNew();
+      const session: CachedSession = { conn, host: target.name, opened: Date.now(), messages: 0 };
+      let usable = false;
       try {
         if (job.requireTls && !serverSupports(conn, 'REQUIRETLS')) {
           tlsRefusals++;
@@ -249,14 +269,17 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
           continue;
         }
         if (smart?.user) await login(conn, smart.user, smart.password ?? '');
-        return await sendAll(conn, job, target.name);
+        const sent = await sendAll(session, job);
+        usable = sent.usable;
+        return sent.outcomes;
       } catch (err) {
         const e = err as SmtpError;
         const reply = (e.response ?? e.message).trim();
         const outcome = e.responseCode && e.responseCode >= 500 ? permanent(statusOf(reply, e.responseCode), `Remote host ${target.name} said: ${reply}`, { remoteMta: target.name, diagnostic: reply }) : temporary('4.4.2', `${target.name}: ${reply}`);
         return all(job.recipients, outcome);
       } finally {
-        conn.quit();
+        if (cache) cache.release(key, session, usable);
+        else conn.quit();
       }
     }
   }
@@ -264,8 +287,12 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
   return all(job.recipients, temporary('4.4.1', `No host for ${job.domain} took the message: ${failures.join('; ')}`));
 }
 
-/** The message's transactions on one connection; after a failed one the rest wait for the next round. */
-async function sendAll(conn: SMTPConnection, job: RemoteJob, host: string): Promise<Outcomes> {
+/**
+ * The message's transactions on one session; after a failed one the rest
+ * wait for the next round. `usable`: the session is fit for another message.
+ */
+async function sendAll(session: CachedSession, job: RemoteJob): Promise<{ outcomes: Outcomes; usable: boolean }> {
+  const { conn, host } = session;
   const out: Outcomes = new Map();
   const dsnTaken = job.dsn !== undefined && serverSupports(conn, 'DSN');
   let broken: string | undefined;
@@ -278,6 +305,7 @@ async function sendAll(conn: SMTPConnection, job: RemoteJob, host: string): Prom
     if (job.dsn) envelope.dsn = { ret: job.dsn.ret, envid: job.dsn.envid, notify: tx.dsn?.notify as SMTPConnection.DSNOption[] | undefined, orcpt: tx.dsn?.orcpt };
     if (job.requireTls) envelope.requireTLSExtensionEnabled = true;
     const stream = await job.message();
+    session.messages++;
     try {
       const info = await send(conn, envelope, stream);
       for (const [r, o] of fromTransaction(tx, host, info, undefined, dsnTaken)) out.set(r, o);
@@ -287,12 +315,9 @@ async function sendAll(conn: SMTPConnection, job: RemoteJob, host: string): Prom
       for (const [r, o] of fromTransaction(tx, host, undefined, e)) out.set(r, o);
       // The server refused this message but the session is sound (nodemailer's own pool does the same): RSET and go on.
       const refusedOnly = (e.code === 'EENVELOPE' || e.code === 'EMESSAGE') && e.responseCode !== 421;
-      if (!refusedOnly || !(await reset(conn))) broken = (e.response ?? e.message).trim();
+      if (!refusedOnly || !(await rset(conn))) broken = (e.response ?? e.message).trim();
     }
   }
-  return out;
+  return { outcomes: out, usable: broken === undefined };
 }
 
-function reset(conn: SMTPConnection): Promise<boolean> {
-  return new Promise((resolve) => conn.reset((err) => resolve(!err)));
-}

@@ -31,6 +31,7 @@ import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
 import { SharedMessage } from './shared-message.js';
 import { DeliverySlots } from './slots.js';
+import { ConnectionCache } from './connection-cache.js';
 import { Timetable } from './timetable.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
@@ -116,10 +117,13 @@ export class Scheduler {
   private readonly delivering: DeliveryContext;
   /** Bounces and delay notices. */
   private readonly notices: Notices;
+  /** Remote SMTP sessions kept between messages to the same destination. */
+  readonly sessions: ConnectionCache;
 
   constructor(private readonly deps: SchedulerDeps) {
     this.delivering = new DeliveryContext({ spool: deps.spool, clock: deps.clock, log: deps.log, runtime: deps.runtime, stopping: this.stopping });
     this.notices = new Notices(deps);
+    this.sessions = new ConnectionCache(() => deps.delivery().connectionReuse);
     this.timetable = new Timetable(deps.clock);
   }
 
@@ -241,11 +245,13 @@ export class Scheduler {
     if (this.rescanTimer) clearInterval(this.rescanTimer);
     this.deps.spool.onCommit = undefined;
     await this.settled(timeoutMs);
-    if (this.inFlight.size === 0) return;
-    // Out of time: deliver hooks still running are told to give up; the pipeline answers
-    // them with its 451 at once, and that outcome is written before we return.
-    this.stopping.end('queue stopping');
-    await this.settled(STOP_GRACE_MS);
+    if (this.inFlight.size > 0) {
+      // Out of time: deliver hooks still running are told to give up; the pipeline answers
+      // them with its 451 at once, and that outcome is written before we return.
+      this.stopping.end('queue stopping');
+      await this.settled(STOP_GRACE_MS);
+    }
+    this.sessions.close();
   }
 
   /** Waits up to `ms` for the deliveries in progress (their outcomes on disk included). */
@@ -481,7 +487,7 @@ export class Scheduler {
         dsn: hasDsn(env) ? { ...senderDsnOf(env.senderParams), recipient: (a) => recipientDsnOf(this.paramsOf(env, a)) } : undefined,
         requireTls: env.senderParams.REQUIRETLS === true,
       },
-      { dns: this.deps.dns, config: delivery, heloName: delivery.heloName ?? this.deps.hostname, isOwnSocket: this.deps.isOwnSocket },
+      { dns: this.deps.dns, config: delivery, heloName: delivery.heloName ?? this.deps.hostname, isOwnSocket: this.deps.isOwnSocket, cache: this.sessions },
     );
     for (const r of viaSmtp) this.record(job, r, outcomes.get(r.address) ?? { kind: 'temporary', status: '4.4.2', text: 'no result from remote delivery' });
   }

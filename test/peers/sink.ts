@@ -40,9 +40,14 @@ export interface Sink {
   rcptAttempts: Map<string, number>;
   /** Most DATA transactions in progress at once. */
   maxConcurrent: number;
+  /** Connections accepted, and those open now. */
+  connections: number;
+  openConnections: number;
   /** Users that tried AUTH, and whether each transaction was under TLS. */
   readonly auths: string[];
   readonly secure: boolean[];
+  /** Hangs up on every client now, as a server ending idle sessions does. */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -58,8 +63,11 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
     dataAttempts: 0,
     rcptAttempts: new Map(),
     maxConcurrent: 0,
+    connections: 0,
+    openConnections: 0,
     auths: [],
     secure: [],
+    dropConnections: () => sockets.forEach((socket) => socket.destroy()),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
   const server = new SMTPServer({
@@ -72,6 +80,14 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
     hideDSN: !behaviour.dsn,
     hideREQUIRETLS: behaviour.hideRequireTls ?? false,
     logger: false,
+    onConnect(_session, cb) {
+      sink.connections++;
+      sink.openConnections++;
+      cb();
+    },
+    onClose() {
+      sink.openConnections--;
+    },
     onAuth(auth, _session, cb) {
       const want = behaviour.auth;
       sink.auths.push(auth.username ?? '');
@@ -110,6 +126,11 @@ export async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
         cb(null);
       });
     },
+  });
+  const sockets = new Set<import('node:net').Socket>();
+  server.server.on('connection', (socket: import('node:net').Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   (sink as { port: number }).port = (server.server.address() as { port: number }).port;
