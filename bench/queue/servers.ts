@@ -134,7 +134,7 @@ export function yubinQ(repoRoot: string, dist?: string): QueueServerSpec {
     describe: (s) =>
       ({
         local: 'one process; delivery.plugins [maildir] (dataDir/mail/DOMAIN/USER/Maildir, fsynced), queue concurrencyLocal 10 (default), concurrencyRemote 0; drain: started with concurrencyLocal 0, released by rewriting the config and SIGHUP',
-        remote: 'one process; tcprules 127.:allow,RELAYCLIENT=""; delivery.smarthost { host: 127.0.0.1, port: SINK, tls: none } (no DNS); queue concurrencyRemote 20, concurrencyPerDomain 20; one SMTP connection per message; drain: started with concurrencyRemote 0, released by config rewrite + SIGHUP',
+        remote: 'one process; tcprules 127.:allow,RELAYCLIENT=""; delivery.smarthost { host: 127.0.0.1, port: SINK, tls: none } (no DNS); queue concurrencyRemote 20, concurrencyPerDomain 20; SMTP sessions reused between messages (delivery.connectionReuse defaults: 100 messages, 5 s idle; before 72d4ccc one connection per message); drain: started with concurrencyRemote 0, released by config rewrite + SIGHUP',
         hold: 'one process; queue concurrencyLocal 0 and concurrencyRemote 0 (held: every message stays in the spool, indexed by the scheduler)',
       })[s],
     async prepare() {

@@ -101,7 +101,9 @@ export function parseConfig(text: string, file: string): LoadedConfig {
   }
   const dir = path.dirname(file);
   const resolvePath = (p: string) => path.resolve(dir, p);
-  const config = { ...result.data, dataDir: resolvePath(result.data.dataDir) };
+  const { delivery } = result.data;
+  // Paths the queue reads are made absolute here: it has no config directory of its own.
+  const config = { ...result.data, dataDir: resolvePath(result.data.dataDir), delivery: delivery.caFile ? { ...delivery, caFile: resolvePath(delivery.caFile) } : delivery };
   return { file, config, resolvePath, locate };
 }
 

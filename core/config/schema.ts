@@ -340,6 +340,18 @@ export const deliverySchema = z.strictObject({
   commandTimeout: duration.default(300_000),
   /** STARTTLS when the remote offers it (certificate not checked, as is usual between MTAs). */
   opportunisticTls: z.boolean().default(true),
+  /** MTA-STS (RFC 8461): honour the policies of destination domains (MX delivery only, not routes or the smarthost). */
+  mtaSts: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** Port of https://mta-sts.DOMAIN (443; another value only for tests). */
+      port: z.number().int().min(1).max(65535).default(443),
+      /** Limit for fetching one policy. */
+      timeout: duration.default(10_000),
+    })
+    .default({ enabled: true, port: 443, timeout: 10_000 }),
+  /** Extra trusted CA certificates (PEM file) for verified TLS: MTA-STS, REQUIRETLS, relays (Postfix's smtp_tls_CAfile). */
+  caFile: z.string().min(1).optional(),
   /** Sessions kept open for the next message to the same destination (Postfix's connection cache). */
   connectionReuse: z
     .strictObject({

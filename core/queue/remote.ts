@@ -13,6 +13,7 @@ import type { Dns, MxRecord } from '../services/dns.js';
 import type { RecipientDsn } from './dsn.js';
 import { serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
 import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
+import { mxMatches, type MtaSts } from './mta-sts.js';
 
 export type RemoteOutcome =
   /** `relayed`: the next hop was an SMTP server; `dsn` true when it took the DSN request on (so it reports success itself). */
@@ -39,6 +40,10 @@ export interface RemoteDeps {
   readonly isOwnSocket: (ip: string, port: number) => boolean;
   /** Sessions kept for the next message to the same destination; without it each delivery has its own. */
   readonly cache?: ConnectionCache;
+  /** MTA-STS policies of destination domains; without it none is looked up. */
+  readonly mtaSts?: MtaSts;
+  /** Extra trusted certificates (PEM) for servers whose certificate is verified. */
+  readonly ca?: Buffer;
 }
 
 interface Target {
@@ -210,6 +215,9 @@ function cacheKey(job: RemoteJob, smart: Relay | undefined, port: number): strin
   return job.requireTls ? `${where} requiretls` : where;
 }
 
+/** RFC 8461 5: a policy in enforce mode that no MX satisfies defers the message (and it bounces only at the end of its lifetime). */
+const STS_FAILED = (domain: string, why: string) => temporary('4.7.5', `MTA-STS policy of ${domain} (enforce) not met: ${why}`);
+
 export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
   const { config, cache } = deps;
   const smart = relayFor(job.domain, config);
@@ -219,7 +227,16 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
     return all(job.recipients, REQUIRETLS_FAILED(job.domain, `${smart.what} is not used with verified TLS`));
   }
   const port = smart ? smart.port : config.remotePort;
-  const key = cacheKey(job, smart, port);
+  // MTA-STS is about a domain's MX hosts; a route or smarthost is the admin's own choice.
+  const sts = smart || !deps.mtaSts ? undefined : (await deps.mtaSts.lookup(job.domain)).policy;
+  const enforced = sts?.mode === 'enforce' ? sts : undefined;
+  const verified = job.requireTls || enforced !== undefined;
+  let hosts = found;
+  if (enforced) {
+    hosts = found.filter((t) => mxMatches(enforced, t.name));
+    if (!hosts.length) return all(job.recipients, STS_FAILED(job.domain, `no MX host matches its mx patterns (${enforced.mx.join(', ')})`));
+  }
+  const key = cacheKey(job, smart, port) + (enforced ? ' mta-sts' : '');
   const cached = await cache?.take(key);
   if (cached) {
     const sent = await sendAll(cached, job);
@@ -227,15 +244,15 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
     // A session that died under us before any answer: a fresh one below, rather than a retry in minutes.
     if (sent.usable || [...sent.outcomes.values()].some((o) => o.kind !== 'temporary')) return sent.outcomes;
   }
-  const opportunistic = !job.requireTls && (smart ? smart.tls === 'opportunistic' : config.opportunisticTls);
+  const opportunistic = !verified && (smart ? smart.tls === 'opportunistic' : config.opportunisticTls);
   const failures: string[] = [];
   let tlsRefusals = 0;
-  for (const target of found) {
+  for (const target of hosts) {
     for (const ip of target.ips) {
       if (!smart && deps.isOwnSocket(ip, port)) {
         return all(job.recipients, permanent('5.4.6', `Sorry, the MX ${target.name} of ${job.domain} is this server: mail would loop back to myself. (#5.4.6)`));
       }
-      const verify = job.requireTls || (smart !== undefined && smart.tls !== 'opportunistic' && smart.verifyCertificate);
+      const verify = verified || (smart !== undefined && smart.tls !== 'opportunistic' && smart.verifyCertificate);
       let conn: SMTPConnection;
       try {
         conn = await openConnection({
@@ -243,10 +260,10 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
           port,
           name: deps.heloName,
           secure: smart?.tls === 'implicit',
-          ignoreTLS: !job.requireTls && (smart ? smart.tls === 'none' : !config.opportunisticTls),
-          requireTLS: job.requireTls || smart?.tls === 'starttls',
+          ignoreTLS: !verified && (smart ? smart.tls === 'none' : !config.opportunisticTls),
+          requireTLS: verified || smart?.tls === 'starttls',
           opportunisticTLS: opportunistic,
-          tls: { rejectUnauthorized: verify, servername: isIP(target.name) ? undefined : target.name },
+          tls: { rejectUnauthorized: verify, servername: isIP(target.name) ? undefined : target.name, ca: deps.ca },
           connectionTimeout: config.connectTimeout,
           greetingTimeout: config.greetingTimeout,
           socketTimeout: config.commandTimeout,
@@ -255,7 +272,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       } catch (err) {
         // Not reachable, or refused us at the greeting: the next host may do better.
         const e = err as SmtpError;
-        if (job.requireTls && isTlsRefusal(e)) tlsRefusals++;
+        if (verified && isTlsRefusal(e)) tlsRefusals++;
         failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
         continue;
       }
@@ -284,6 +301,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
     }
   }
   if (job.requireTls && tlsRefusals > 0 && tlsRefusals === failures.length) return all(job.recipients, REQUIRETLS_FAILED(job.domain, failures.join('; ')));
+  if (enforced && tlsRefusals > 0) return all(job.recipients, STS_FAILED(job.domain, failures.join('; ')));
   return all(job.recipients, temporary('4.4.1', `No host for ${job.domain} took the message: ${failures.join('; ')}`));
 }
 

@@ -18,6 +18,7 @@
  * local slots), and their outcomes are written once per that many rather
  * than once per recipient (see runLocal for what a crash can redeliver).
  */
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { DeliveryConfig, QueueConfig } from '../config/schema.js';
 import { HookScope } from '../hook-scope.js';
@@ -32,6 +33,7 @@ import { Notices } from './notice.js';
 import { SharedMessage } from './shared-message.js';
 import { DeliverySlots } from './slots.js';
 import { ConnectionCache } from './connection-cache.js';
+import { MtaSts } from './mta-sts.js';
 import { Timetable } from './timetable.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
@@ -119,11 +121,19 @@ export class Scheduler {
   private readonly notices: Notices;
   /** Remote SMTP sessions kept between messages to the same destination. */
   readonly sessions: ConnectionCache;
+  /** MTA-STS policies of destination domains. */
+  readonly mtaSts: MtaSts;
+  /** delivery.caFile as read, by its path (read again after a reload names another). */
+  private caRead: { path: string; pem: Buffer | undefined } | undefined;
 
   constructor(private readonly deps: SchedulerDeps) {
     this.delivering = new DeliveryContext({ spool: deps.spool, clock: deps.clock, log: deps.log, runtime: deps.runtime, stopping: this.stopping });
     this.notices = new Notices(deps);
     this.sessions = new ConnectionCache(() => deps.delivery().connectionReuse);
+    this.mtaSts = new MtaSts(deps.dns, () => {
+      const d = deps.delivery();
+      return { port: d.mtaSts.port, timeoutMs: d.mtaSts.timeout, ca: this.ca() };
+    }, () => deps.clock.now());
     this.timetable = new Timetable(deps.clock);
   }
 
@@ -487,7 +497,15 @@ export class Scheduler {
         dsn: hasDsn(env) ? { ...senderDsnOf(env.senderParams), recipient: (a) => recipientDsnOf(this.paramsOf(env, a)) } : undefined,
         requireTls: env.senderParams.REQUIRETLS === true,
       },
-      { dns: this.deps.dns, config: delivery, heloName: delivery.heloName ?? this.deps.hostname, isOwnSocket: this.deps.isOwnSocket, cache: this.sessions },
+      {
+        dns: this.deps.dns,
+        config: delivery,
+        heloName: delivery.heloName ?? this.deps.hostname,
+        isOwnSocket: this.deps.isOwnSocket,
+        cache: this.sessions,
+        mtaSts: delivery.mtaSts.enabled ? this.mtaSts : undefined,
+        ca: this.ca(),
+      },
     );
     for (const r of viaSmtp) this.record(job, r, outcomes.get(r.address) ?? { kind: 'temporary', status: '4.4.2', text: 'no result from remote delivery' });
   }
@@ -525,6 +543,22 @@ export class Scheduler {
     if (outcome.kind === 'temporary') r.dsnStatus = '5.4.7'; // delivery time expired
     this.deps.metrics?.delivery(job.channel, 'failure', seconds, undefined);
     this.deps.log.info({ ...base, result: 'failure', text: r.error }, `delivery ${job.msg.id} to ${r.address}: failure: ${r.error.replace(/\n/g, ' ')}`);
+  }
+
+  /** The extra CAs of delivery.caFile; a file that cannot be read is logged once and left out. */
+  private ca(): Buffer | undefined {
+    const file = this.deps.delivery().caFile;
+    if (!file) return undefined;
+    if (this.caRead?.path !== file) {
+      let pem: Buffer | undefined;
+      try {
+        pem = readFileSync(file);
+      } catch (err) {
+        this.deps.log.error({ event: 'config', file, err: (err as Error).message }, `cannot read delivery.caFile ${file}`);
+      }
+      this.caRead = { path: file, pem };
+    }
+    return this.caRead.pem;
   }
 
   /** A recipient's RCPT parameters (NOTIFY, ORCPT), as the envelope keeps them. */
