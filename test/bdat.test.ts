@@ -334,3 +334,56 @@ t.test('a client that leaves mid-message leaves nothing queued and the server se
   t.match(queued[0]!.text, /Subject: next/);
   await d.quit();
 });
+
+t.test('a large message in two big chunks, one write: read through back-pressure, stored exactly', async (t) => {
+  const s = await startTestServer({ plugins: ['rcpthosts'] });
+  t.teardown(() => s.close());
+  const c = await s.connect();
+  await envelope(c);
+  const line = 'y'.repeat(78) + '\r\n';
+  const first = 'Subject: large\r\n\r\n' + line.repeat(20_000);
+  const second = line.repeat(20_000);
+  c.write(Buffer.concat([bdat(first), bdat(second, true), Buffer.from('NOOP\r\n')]));
+  const [one, last, noop] = await replies(c, 3);
+  t.same([one!.code, last!.code, noop!.code], [250, 250, 250], last!.text);
+  const queued = await s.queued();
+  t.equal(queued.length, 1);
+  t.ok(queued[0]!.text.endsWith(first + second), `${first.length + second.length} bytes, all of them, in order`);
+  await c.quit();
+});
+
+t.test('a line over maxLineLength in a chunk gets the same 554 5.6.0 as in DATA', async (t) => {
+  const s = await startTestServer({ plugins: ['rcpthosts'], listener: { limits: { maxLineLength: 1000 } } });
+  t.teardown(() => s.close());
+  const c = await s.connect();
+  await envelope(c);
+  // The long line is split across two chunks: its length counts across them.
+  c.write(Buffer.concat([bdat('Subject: long\r\n\r\n' + 'z'.repeat(600)), bdat('z'.repeat(600) + '\r\n', true)]));
+  const [, last] = await replies(c, 2);
+  const byData = await c.mail({ from: 'a@example.net', to: 'postmaster@localhost', data: 'Subject: long\n\n' + 'z'.repeat(1200) + '\n' });
+  t.same([last!.code, last!.enhanced], [554, '5.6.0'], last!.text);
+  t.same([byData.data?.code, byData.data?.text], [last!.code, last!.text], 'as DATA gets it');
+  t.same(await s.queued(), []);
+  await c.quit();
+});
+
+t.test('minDataRate counts across chunks: a message dripped one small chunk at a time is cut off', async (t) => {
+  const s = await startTestServer({ plugins: ['rcpthosts'], listener: { limits: { idleTimeout: '2s', minDataRate: 100_000 } } });
+  t.teardown(() => s.close());
+  const c = await s.connect();
+  await envelope(c);
+  const pause = () => new Promise((r) => setTimeout(r, 1200));
+  c.write(bdat('Subject: drip\r\n'));
+  t.equal((await c.read()).code, 250);
+  await pause();
+  c.write(bdat('X-Drip: 1\r\n'));
+  t.equal((await c.read()).code, 250, 'each pause is under the idle timeout');
+  await pause();
+  c.write(bdat('X-Drip: 2\r\n'));
+  // The chunk may be answered before the session has counted it; the 421 follows then.
+  let reply = await c.read();
+  if (reply.code === 250) reply = await c.read();
+  t.same([reply.code, reply.enhanced], [421, '4.4.2'], `but the message as a whole is too slow: ${reply.text}`);
+  t.ok(await c.waitClosed(3000));
+  t.same(await s.queued(), []);
+});
