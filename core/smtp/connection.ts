@@ -414,7 +414,7 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
     return this.chunking.awaitingClient;
   }
 
-  // smtp-server also resets from its own code; `chunking` is unset only if that ever happens in its constructor.
+  // smtp-server resets from its own code too; the optional chain covers a reset from its constructor, before this class's fields exist.
   protected override transactionReset(): void {
     this.chunking?.reset();
   }
