@@ -14,7 +14,7 @@ t.test('EHLO lists the extensions; greeting and HELO use the hostname', async (t
   t.equal(ehlo.code, 250);
   t.equal(ehlo.lines[0], '250-mx.test');
   const ext = ehlo.lines.slice(1).map((l) => l.slice(4));
-  t.same(ext, ['PIPELINING', `SIZE ${25 * 1024 * 1024}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN', 'LIMITS RCPTMAX=100'], 'no STARTTLS, REQUIRETLS or AUTH without TLS and an auth plugin; DSN and LIMITS always');
+  t.same(ext, ['PIPELINING', `SIZE ${25 * 1024 * 1024}`, '8BITMIME', 'BINARYMIME', 'CHUNKING', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN', 'LIMITS RCPTMAX=100'], 'no STARTTLS, REQUIRETLS or AUTH without TLS and an auth plugin; DSN and LIMITS always');
   const helo = await c.command('HELO other.example');
   t.equal(helo.lines[0], '250 mx.test');
   t.equal((await c.command('EHLO')).code, 501, 'EHLO needs a name');

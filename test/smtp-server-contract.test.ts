@@ -128,6 +128,12 @@ t.test('a stock server, its connection and parser have every internal the adapte
     );
   }
 
+  t.equal(typeof Reflect.apply(getHandler as (v: string) => unknown, conn, ['BDAT']), 'undefined', 'smtp-server has no BDAT of its own (the adapter adds handler_BDAT; an upgrade that brings one must be reconciled)');
+  t.equal(Reflect.apply(getHandler as (v: string) => unknown, conn, ['DATA']), Reflect.get(conn, 'handler_DATA'), 'SMTPConnection dispatches DATA to handler_DATA (the adapter wraps it by that name)');
+  const validate = (args: Record<string, string | true>): unknown => Reflect.apply(Reflect.get(conn, '_validateMailParams') as (p: unknown) => unknown, conn, [{ address: 'a@example.net', args }]);
+  t.equal(validate({ BODY: '8BITMIME' }), null, '_validateMailParams(parsed) returns null for a good MAIL FROM');
+  t.match(validate({ BODY: 'BINARYMIME' }), { code: 501 }, 'and refuses BODY=BINARYMIME, which the adapter takes past it');
+
   const parser: unknown = Reflect.get(conn, '_parser');
   t.ok(parser && typeof parser === 'object', 'SMTPConnection._parser is the parser');
   if (parser && typeof parser === 'object') {
@@ -137,9 +143,15 @@ t.test('a stock server, its connection and parser have every internal the adapte
 
   c.socket.write('EHLO client.example\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n');
   await c.until(/^354 .*\r\n/m);
+  t.equal(Reflect.get(conn, '_transactionCounter'), 0, 'SMTPConnection._transactionCounter counts messages (none yet)');
+  t.equal(Reflect.get(conn, '_handlerPending'), false, 'SMTPConnection._handlerPending is false while the client sends the message');
   c.socket.write('Subject: x\r\n\r\nbody\r\n.\r\n');
   await c.until(/^250 .*queued.*\r\n/m);
   t.same(inData, { sameStream: true, dataMode: true }, 'during DATA, SMTPConnection._dataStream is the onData stream and SMTPStream._dataMode is true');
+  // What answerMessage() does after a BDAT LAST is what handler_DATA does after the dot.
+  t.equal(Reflect.get(conn, '_transactionCounter'), 1, 'handler_DATA counts the message in _transactionCounter');
+  t.equal(Reflect.get(conn, '_dataStream'), false, 'and sets _dataStream back to false');
+  t.equal(Reflect.get(conn, '_unrecognizedCommands'), 0, '_unrecognizedCommands is a number handler_DATA resets');
   t.equal(Reflect.get(conn, '_closing'), false, 'SMTPConnection._closing is false while open');
   conn.close();
   t.equal(Reflect.get(conn, '_closing'), true, 'SMTPConnection._closing is set by close()');
@@ -192,6 +204,24 @@ t.test('the strict DATA parser is installed: a bare-LF smuggling attempt gets 45
     t.ok(await c.waitClosed(3000), 'and the connection is closed');
   }
   t.same(await s.queued(), [], 'nothing was queued');
+});
+
+t.test('BDAT reaches handler_BDAT; a chunk in the same read as its command goes to the byte-count mode', async (t) => {
+  const s = await startTestServer({ plugins: ['rcpthosts'] });
+  t.teardown(() => s.close());
+  const c = await s.connect();
+  await c.ehlo();
+  t.equal((await c.command('MAIL FROM:<a@example.net> BODY=BINARYMIME')).code, 250, 'BODY=BINARYMIME gets past _validateMailParams');
+  t.equal((await c.command('RCPT TO:<postmaster@localhost>')).code, 250);
+  t.equal((await c.command('DATA')).code, 503, 'DATA goes through the dataCommand hook (handler_DATA)');
+  const body = 'Subject: x\r\n\r\nRSET\r\n';
+  c.write(`BDAT ${body.length} LAST\r\n${body}NOOP\r\n`);
+  const last = await c.read();
+  t.equal(last.code, 250, `BDAT LAST answered by onData's reply: ${last.text}`);
+  t.match(last.text, /queued as/);
+  t.equal((await c.read()).code, 250, 'NOOP after it (handed back by the parser through _write)');
+  t.equal((await s.queued()).length, 1);
+  await c.quit();
 });
 
 t.test("greeting, HELO/EHLO and AUTH are yubin's, at once", async (t) => {

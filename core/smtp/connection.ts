@@ -1,14 +1,15 @@
 /**
  * smtp-server's connection, extended where yubin needs the wire to behave
  * differently: HELO/EHLO answered by the helo hook, strict DATA line ends,
- * AUTH only where the listener offers it, plugin reply texts, silent drops.
- * Everything that is policy lives in SmtpSession; this file only adapts,
+ * AUTH only where the listener offers it, plugin reply texts, silent drops,
+ * and BDAT (chunking.ts), which smtp-server lacks. Everything that is policy lives in SmtpSession; this file only adapts,
  * through the hooks of smtp-server-adapter.ts and smtp-server's public API.
  */
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { SMTPServer } from 'smtp-server';
-import { AdaptedConnection, type RefusalError, type SMTPConnectionOptions } from './smtp-server-adapter.js';
+import { AdaptedConnection, type FedMessage, type RefusalError, type SentReply, type SMTPConnectionOptions } from './smtp-server-adapter.js';
+import { ChunkedTransfer, type ChunkingWire } from './chunking.js';
 import type { Reply } from '../answers.js';
 import type { TimeLimits } from '../hooks.js';
 import { ConnectionTimeLimits, type TimeLimitTarget } from '../time-limits.js';
@@ -105,6 +106,9 @@ export class ParkedConnection implements Parked, WireState, TimeLimitTarget {
   }
 }
 
+/** Commands refused between the first BDAT of a message and its LAST. */
+const CLOSED_DURING_BDAT = new Set(['MAIL', 'RCPT', 'DATA', 'STARTTLS', 'AUTH']);
+
 /** Domain name or address literal, printable ASCII: what a HELO argument may be. */
 const HELO_ARGUMENT = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,253})|\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9a-f:.]+)\])$/i;
 
@@ -112,6 +116,8 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
   readonly yubin: SmtpSession;
   /** A successful MAIL/RCPT reply carrying the plugin's words instead of smtp-server's. */
   private okReply: Reply | undefined;
+  /** BDAT: the message in chunks, if one is open. */
+  private readonly chunking: ChunkedTransfer;
 
   constructor(server: SMTPServer & SessionFactory, socket: net.Socket | tls.TLSSocket, options?: SMTPConnectionOptions | null, carried?: Carried) {
     super(server, socket, options);
@@ -123,6 +129,7 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
     } else {
       this.yubin = server.createSession(this);
     }
+    this.chunking = new ChunkedTransfer(this.chunkingWire());
   }
 
   // ---- wire facts for the session (WireState) ----
@@ -247,7 +254,7 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
    * and returns what a parked socket keeps; this object is done with then.
    */
   park(unpark: (parked: ParkedConnection) => YubinConnection): ParkedConnection | undefined {
-    if (this.timeLimits.idle < MIN_PARKED_IDLE_MS || this.okReply) return undefined;
+    if (this.timeLimits.idle < MIN_PARKED_IDLE_MS || this.okReply || this.chunking.active) return undefined;
     const socket = this.releaseSocket();
     if (!socket) return undefined;
     socket.removeListener('close', this.stopTimeLimits);
@@ -373,13 +380,74 @@ export class YubinConnection extends AdaptedConnection<SMTPServer & SessionFacto
   /** The EHLO keywords of this session. */
   private extensions(): string[] {
     const options = this.server.options;
-    const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
+    const out = ['PIPELINING', `SIZE ${options.size ?? 0}`, '8BITMIME', 'BINARYMIME', 'CHUNKING', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
     if (!this.secure && !this.isDisabled('STARTTLS')) out.push('STARTTLS');
     // RFC 8689: only a TLS session can promise the message stays on TLS.
     if (this.secure) out.push('REQUIRETLS');
     out.push(limitsKeyword(this.yubin.limits));
     if (this.yubin.authOffered) out.push(`AUTH ${this.yubin.authMechanisms().join(' ')}`);
     return out;
+  }
+
+  // ---- DATA and BDAT ----
+
+  protected override dataCommand(_command: Buffer, callback: () => void, proceed: () => void): void {
+    // RFC 3030 section 3: a binary body cannot be sent with DATA.
+    if (this.bodyType === 'BINARYMIME') {
+      this.send(503, '5.5.1 Error: BODY=BINARYMIME requires BDAT');
+      return callback();
+    }
+    proceed();
+  }
+
+  protected override chunkCommand(command: Buffer, callback: () => void): void {
+    this.chunking.command(command.toString('latin1'), callback);
+  }
+
+  protected override extraBodyTypes(): readonly string[] {
+    return ['BINARYMIME'];
+  }
+
+  // Until BDAT LAST (or RSET) the transaction is the chunks': no second envelope, no DATA, no TLS or AUTH in between.
+  protected override outOfSequence(verb: string): string | undefined {
+    if (!this.chunking?.active || !CLOSED_DURING_BDAT.has(verb)) return undefined;
+    return `5.5.1 Error: ${verb} not allowed before BDAT LAST`;
+  }
+
+  protected override awaitingChunk(): boolean {
+    return this.chunking.awaitingClient;
+  }
+
+  // smtp-server resets from its own code too; the optional chain covers a reset from its constructor, before this class's fields exist.
+  protected override transactionReset(): void {
+    this.chunking?.reset();
+  }
+
+  private chunkingWire(): ChunkingWire {
+    const conn = this;
+    return {
+      send: (code, text) => conn.send(code, text),
+      close: () => conn.close(),
+      get parser() {
+        const parser = conn.parser;
+        return parser instanceof StrictSmtpStream ? parser : undefined;
+      },
+      get envelope() {
+        return conn.envelopeReady;
+      },
+      get binary() {
+        return conn.bodyType === 'BINARYMIME';
+      },
+      get maxMessageSize() {
+        return conn.yubin.limits.maxMessageSize;
+      },
+      beginMessage: (): FedMessage => conn.beginMessage(),
+      answerMessage: (message): SentReply => conn.answerMessage(message),
+      dropMessage: (message, reason) => {
+        conn.yubin.log.info({ event: 'protocol', reason }, 'BDAT message dropped');
+        conn.abandonMessage(message, Object.assign(new Error(reason), { code: 'ECONNECTION' }));
+      },
+    };
   }
 
   // ---- AUTH ----

@@ -43,10 +43,23 @@
  *   so yubin closes the net.Server itself and must end the sockets still in
  *   their TLS handshake: _pendingSockets.
  * - TLS handshake failures are told apart only by err.meta.stage.
+ * - No CHUNKING (RFC 3030): handler_BDAT is added by that name; a chunk is
+ *   read in a byte-count mode of the parser (readChunk(), entered as DATA
+ *   enters data mode, through _dataMode, so that smtp-server's command loop
+ *   hands the rest of the input to _write); the message goes to onData as
+ *   DATA's does (beginMessage()) and is answered and ended as handler_DATA
+ *   ends it (answerMessage(): _dataStream, _transactionCounter,
+ *   _unrecognizedCommands, _resetSession()). BODY=BINARYMIME gets past
+ *   _validateMailParams(); handler_DATA is wrapped to refuse DATA for it.
+ *   Between two chunks the client owes the next command although a message
+ *   is open, which smtp-server's _onTimeout() takes for "waiting for
+ *   onData": the override tells them apart (_handlerPending). RSET and
+ *   every other _resetSession() call drop a partial message.
  */
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { SMTPServer, type SMTPServerError } from 'smtp-server';
+import { PassThrough } from 'node:stream';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerError } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions, type TLSError } from 'smtp-server/lib/smtp-connection';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream';
 
@@ -55,7 +68,7 @@ export type { SMTPConnectionOptions };
 /** The version this adapter was written against; package.json pins the same. */
 export const SMTP_SERVER_VERSION = '3.21.6';
 
-type MemberKind = 'function' | 'object' | 'boolean' | 'Map' | 'Set' | 'string';
+type MemberKind = 'function' | 'object' | 'boolean' | 'Map' | 'Set' | 'string' | 'number';
 
 /** A member the adapter uses: its kind, and for a method the arity it is called or overridden with. */
 export interface InternalMember {
@@ -96,6 +109,11 @@ export const SMTP_SERVER_INTERNALS = {
     handler_HELO: { kind: 'function', arity: 2 },
     handler_EHLO: { kind: 'function', arity: 2 },
     handler_AUTH: { kind: 'function', arity: 2 },
+    handler_DATA: { kind: 'function', arity: 2 },
+    _validateMailParams: { kind: 'function', arity: 1 },
+    _handlerPending: { kind: 'boolean' },
+    _transactionCounter: { kind: 'number' },
+    _unrecognizedCommands: { kind: 'number' },
     _server: { kind: 'object' },
     _socket: { kind: 'object' },
     _parser: { kind: 'object' },
@@ -114,11 +132,23 @@ export const SMTP_SERVER_INTERNALS = {
   },
 } as const satisfies Record<'server' | 'connection' | 'stream', Record<string, InternalMember>>;
 
+/** Where the bytes of a BDAT chunk go. */
+export interface ChunkSink {
+  /** A piece of the chunk; done() when the next may come (the message stream's back-pressure). */
+  write(piece: Buffer, done: () => void): void;
+  /** The chunk is in; commands are parsed again once resume() is called (after the chunk's reply). */
+  end(resume: () => void): void;
+}
+
 /**
  * smtp-server's input parser with a look at every raw chunk of DATA, before
- * dot-unstuffing and before any of it reaches the message.
+ * dot-unstuffing and before any of it reaches the message, and a byte-count
+ * mode for BDAT chunks.
  */
 export abstract class DataInspectingStream extends SMTPStream {
+  /** The BDAT chunk being read: bytes still to come, where they go, whether they are inspected. */
+  private chunk: { remaining: number; sink: ChunkSink; inspect: boolean } | undefined;
+
   constructor(maxCommandLength: number) {
     super({ maxCommandLength });
   }
@@ -126,20 +156,128 @@ export abstract class DataInspectingStream extends SMTPStream {
   /** Sees each raw DATA chunk (it may run past the terminator); false keeps the chunk out of the message. */
   protected abstract inspectData(chunk: Buffer): boolean;
 
+  /** Sees each piece of a BDAT chunk that goes into a message; false keeps it out (and input has been stopped). */
+  protected abstract inspectChunk(piece: Buffer): boolean;
+
   /** Nothing more of the input is parsed: no message bytes, no commands. */
   protected stopInput(): void {
     this.isClosed = true;
   }
 
+  /**
+   * The next `size` bytes (size > 0) are a BDAT chunk, not commands: they go
+   * to `sink`, the rest of the input waits for sink.end()'s resume. Called
+   * from a command handler, before its callback: smtp-server's command loop
+   * sees _dataMode and hands the rest of the input to _write, as for DATA.
+   */
+  readChunk(size: number, sink: ChunkSink, inspect: boolean): void {
+    this.chunk = { remaining: size, sink, inspect };
+    this._dataMode = true;
+  }
+
   // smtp-server re-enters _write with the rest of a chunk when DATA starts mid-chunk, so the look covers that too.
   override _write(chunk: Buffer, encoding: BufferEncoding | 'buffer', next: (err?: Error | null) => void): void {
+    if (this.chunk) return this.writeChunk(chunk, next);
     if (this._dataMode && !this.isClosed && !this.inspectData(chunk)) return next();
     super._write(chunk, encoding, next);
+  }
+
+  /** Exact byte counts: no dot-stuffing, no terminator; what follows the chunk is commands again. */
+  private writeChunk(input: Buffer, next: (err?: Error | null) => void): void {
+    const chunk = this.chunk!;
+    if (this.isClosed) return next();
+    const take = Math.min(chunk.remaining, input.length);
+    const piece = input.subarray(0, take);
+    const rest = input.subarray(take);
+    chunk.remaining -= take;
+    if (take > 0 && chunk.inspect && !this.inspectChunk(piece)) return next();
+    const written = () => {
+      if (chunk.remaining > 0) return next();
+      this.chunk = undefined;
+      this._dataMode = false;
+      // On a later turn: a run of small chunks pipelined in one read must not grow the stack.
+      chunk.sink.end(() => setImmediate(() => this._write(rest, 'buffer', next)));
+    };
+    if (take > 0) chunk.sink.write(piece, written);
+    else written();
   }
 }
 
 /** The error smtp-server hands to _refuse(): onConnect's or onSecure's. */
 export type RefusalError = SMTPServerError;
+
+/** The reply a message got, as sent. */
+export interface SentReply {
+  readonly code: number;
+  readonly text: string;
+}
+
+type OnDataError = Error & { responseCode?: number };
+
+/**
+ * A message that reaches onData other than by DATA (BDAT chunks): the stream
+ * onData gets, fed by the chunks, and onData's answer once it came.
+ */
+export class FedMessage {
+  /** What onData reads, the same kind of stream DATA gives it. */
+  readonly stream: SMTPServerDataStream;
+  private answer: { err: OnDataError | null | undefined; message: unknown } | undefined;
+  private waiting: (() => void) | undefined;
+
+  constructor() {
+    this.stream = Object.assign(new PassThrough(), { byteLength: 0, sizeExceeded: false });
+  }
+
+  /** Adds a piece to the message; done() when the reader can take more. */
+  write(piece: Buffer, done: () => void): void {
+    const stream = this.stream;
+    if (!stream.writable) return done();
+    stream.byteLength += piece.length;
+    if (stream.write(piece) || stream.destroyed) return done();
+    // A stream destroyed while full never drains, it only closes.
+    const go = () => {
+      stream.off('drain', go);
+      stream.off('close', go);
+      done();
+    };
+    stream.once('drain', go);
+    stream.once('close', go);
+  }
+
+  /** The last chunk is in; `oversized` marks it as smtp-server marks a DATA message over the size option. */
+  end(oversized: boolean): void {
+    if (oversized) this.stream.sizeExceeded = true;
+    if (this.stream.writable) this.stream.end();
+  }
+
+  /** onData has answered (early only when the message was cut short). */
+  get answered(): boolean {
+    return this.answer !== undefined;
+  }
+
+  /** Runs `then` once onData has answered. */
+  whenAnswered(then: () => void): void {
+    if (this.answer) then();
+    else this.waiting = then;
+  }
+
+  /** onData's callback. */
+  settle(err: OnDataError | null | undefined, message: unknown): void {
+    this.answer = { err, message };
+    // A handler that answered without reading would leave the rest of the chunks nowhere to go (handler_DATA drains too).
+    if (this.stream.readableFlowing === null) this.stream.resume();
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.();
+  }
+
+  /** onData's answer, as handler_DATA words it for SMTP. */
+  reply(): SentReply {
+    const { err, message } = this.answer!;
+    if (err) return { code: err.responseCode || 450, text: err.message };
+    return { code: 250, text: typeof message === 'string' ? message : 'OK: message queued' };
+  }
+}
 
 /** smtp-server's connection, with yubin's hooks in place of its internals. */
 export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> extends SMTPConnection {
@@ -216,6 +354,13 @@ export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> exten
       if (!this._closing) this.earlyTalker(command);
       return callback?.();
     }
+    if (this._ready && !this._upgrading && !this._closing) {
+      const refusal = this.outOfSequence(command.toString('latin1').split(' ', 1)[0]!.toUpperCase());
+      if (refusal) {
+        this.send(503, refusal);
+        return callback?.();
+      }
+    }
     super._onCommand(command, callback);
   }
 
@@ -242,6 +387,110 @@ export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> exten
   /** A fresh envelope, as RSET gives. */
   protected resetTransaction(): void {
     this._resetSession();
+  }
+
+  /** The envelope was reset (RSET, HELO/EHLO, STARTTLS, the end of a message): a partial BDAT message is dropped. */
+  protected transactionReset(): void {}
+
+  override _resetSession(): void {
+    super._resetSession();
+    this.transactionReset();
+  }
+
+  /**
+   * A command refused in the connection's state (MAIL, RCPT or DATA while a
+   * BDAT message is open): the 503 text, or undefined to go on.
+   */
+  protected outOfSequence(_verb: string): string | undefined {
+    return undefined;
+  }
+
+  // ---- CHUNKING ----
+
+  /** BDAT, which smtp-server does not have; callback() resumes the parser. */
+  protected abstract chunkCommand(command: Buffer, callback: () => void): void;
+
+  handler_BDAT(command: Buffer, callback: () => void): void {
+    this.chunkCommand(command, callback);
+  }
+
+  /** DATA: `proceed` runs smtp-server's handler_DATA. */
+  protected dataCommand(_command: Buffer, _callback: () => void, proceed: () => void): void {
+    proceed();
+  }
+
+  override handler_DATA(command: Buffer, callback: () => void): void {
+    this.dataCommand(command, callback, () => super.handler_DATA(command, callback));
+  }
+
+  /** MAIL FROM's BODY values taken beyond smtp-server's 7BIT and 8BITMIME (upper case). */
+  protected extraBodyTypes(): readonly string[] {
+    return [];
+  }
+
+  // smtp-server refuses any BODY but 7BIT and 8BITMIME; an extra one is checked without it and then applied as smtp-server applies BODY.
+  override _validateMailParams(parsed: Parameters<SMTPConnection['_validateMailParams']>[0]): ReturnType<SMTPConnection['_validateMailParams']> {
+    const body = parsed.args ? parsed.args.BODY : undefined;
+    if (typeof body !== 'string' || !this.extraBodyTypes().includes(body.toUpperCase())) return super._validateMailParams(parsed);
+    const { BODY: _body, ...rest } = parsed.args as Record<string, string | true>;
+    return super._validateMailParams({ ...parsed, args: rest });
+  }
+
+  /** The client's BODY for this transaction, upper case: 7BIT, 8BITMIME or an extra one. */
+  protected get bodyType(): string {
+    return (this.session.envelope.bodyType ?? '7bit').toUpperCase();
+  }
+
+  /** The envelope has a sender and at least one recipient: a message may start. */
+  protected get envelopeReady(): 'no-mail' | 'no-rcpt' | 'ready' {
+    const envelope = this.session.envelope;
+    if (!envelope.mailFrom) return 'no-mail';
+    return envelope.rcptTo.length > 0 ? 'ready' : 'no-rcpt';
+  }
+
+  /**
+   * Starts a message that arrives in BDAT chunks: onData gets its stream as it
+   * gets DATA's, and it counts as the message in transfer (abortMessage(),
+   * the connection closing) until answerMessage().
+   */
+  protected beginMessage(): FedMessage {
+    const message = new FedMessage();
+    this._dataStream = message.stream;
+    this._server.onData(message.stream, this.session, (err, reply) => message.settle(err, reply));
+    return message;
+  }
+
+  /** Sends onData's answer as handler_DATA sends it after the final dot, and ends the transaction as it does. */
+  protected answerMessage(message: FedMessage): SentReply {
+    const reply = message.reply();
+    if (this._dataStream === message.stream) this._dataStream = false;
+    if (reply.code === 250) this.send(250, reply.text, 'DATA_OK');
+    else this.send(reply.code, reply.text);
+    this._transactionCounter++;
+    this._unrecognizedCommands = 0;
+    this._resetSession();
+    return reply;
+  }
+
+  /** Ends a BDAT message without a reply (RSET): its stream errors with `err`, and it is no longer in transfer. */
+  protected abandonMessage(message: FedMessage, err: Error): void {
+    if (!message.stream.destroyed) message.stream.destroy(err);
+    if (this._dataStream === message.stream) this._dataStream = false;
+  }
+
+  /** Between two BDAT chunks: the client owes the next command, although a message is open. */
+  protected awaitingChunk(): boolean {
+    return false;
+  }
+
+  // smtp-server waits without limit while a message is open and its parser is not in data mode (onData deciding);
+  // between BDAT chunks it is the client that is silent, and the idle timeout applies.
+  override _onTimeout(): void {
+    if (this.awaitingChunk() && !this._handlerPending && !this._closing) {
+      this.send(421, 'Timeout - closing connection');
+      return;
+    }
+    super._onTimeout();
   }
 
   /** The command is disabled for this session (disabledCommands). */
@@ -302,6 +551,8 @@ export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> exten
     const socket = this._socket;
     const parser = this._parser;
     if (!parser || !this._ready || this._upgrading || this._closing || this._closed || this.needsUpgrade) return undefined;
+    // A message in transfer (DATA, or BDAT between its chunks) is not idle, whatever the socket shows.
+    if (this._dataStream || parser._dataMode) return undefined;
     if (parser._remainder || parser.writableLength > 0 || socket.readableLength > 0 || socket.destroyed || !socket.readable) return undefined;
     socket.unpipe(parser);
     socket.pause();

@@ -10,6 +10,13 @@
  * on the raw bytes, before smtp-server removes dot-stuffing, and stops at the
  * real terminator so that pipelined commands after it (which may end in a
  * bare LF, RFC 5321 tolerates that for commands) are not judged as data.
+ *
+ * BDAT chunks (RFC 3030) carry exact byte counts, so nothing in them can end
+ * the message or start a command: CRLF.CRLF inside a chunk is content. The
+ * line rules still hold for a 7BIT or 8BITMIME body sent that way (the queue,
+ * local delivery and a DATA-only server onward see the same bytes); only
+ * BODY=BINARYMIME content is binary and left unchecked. A CR that ends one
+ * chunk is judged with the first byte of the next.
  */
 import { DataInspectingStream } from './smtp-server-adapter.js';
 
@@ -38,6 +45,10 @@ export class StrictSmtpStream extends DataInspectingStream {
   /** A line of the current message went over maxLineLength. */
   lineTooLong = false;
   private scanning = false;
+  /** Scanning BDAT chunks: no terminator, the message ends with its last chunk. */
+  private chunked = false;
+  /** The BDAT message is BODY=BINARYMIME: not scanned at all. */
+  private binary = false;
   private pos = Pos.LineStart;
   private pendingCR = false;
   private lineLength = 0;
@@ -52,7 +63,35 @@ export class StrictSmtpStream extends DataInspectingStream {
 
   protected override inspectData(chunk: Buffer): boolean {
     if (!this.scanning) this.startScan();
-    const violation = this.scan(chunk);
+    return this.judge(this.scan(chunk));
+  }
+
+  protected override inspectChunk(piece: Buffer): boolean {
+    if (this.binary) return true;
+    return this.judge(this.scan(piece));
+  }
+
+  /** A message in BDAT chunks starts: its content is scanned across the chunks, binary content not at all. */
+  beginChunkedMessage(binary: boolean): void {
+    this.startScan();
+    this.chunked = true;
+    this.binary = binary;
+  }
+
+  /**
+   * The chunked message ended; with `complete` (its last chunk came) a CR
+   * left at its very end is a bare CR. Returns false on a violation (reported,
+   * input stopped).
+   */
+  endChunkedMessage(complete: boolean): boolean {
+    const danglingCR = complete && this.pendingCR && !this.binary;
+    this.scanning = false;
+    this.chunked = false;
+    this.binary = false;
+    return this.judge(danglingCR ? 'bare CR' : undefined);
+  }
+
+  private judge(violation: DataViolation | undefined): boolean {
     if (!violation) return true;
     // Nothing of this chunk reaches the message: the connection is going away.
     this.stopInput();
@@ -62,6 +101,8 @@ export class StrictSmtpStream extends DataInspectingStream {
 
   private startScan(): void {
     this.scanning = true;
+    this.chunked = false;
+    this.binary = false;
     this.pos = Pos.LineStart;
     this.pendingCR = false;
     this.lineLength = 0;
@@ -75,7 +116,7 @@ export class StrictSmtpStream extends DataInspectingStream {
       if (this.pendingCR) {
         if (b !== LF) return 'bare CR';
         this.pendingCR = false;
-        if (this.pos === Pos.Dot) {
+        if (this.pos === Pos.Dot && !this.chunked) {
           // CRLF "." CRLF: the end of the message. What follows is commands again.
           this.scanning = false;
           return undefined;
