@@ -323,6 +323,10 @@ t.test('a bad proxy address is a one-line config error naming the key', async (t
     t.match(r.stderr.trim(), expected, r.stderr.trim());
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
   }
+  await writeFile(path.join(dir, 'good.yaml'), 'listeners:\n  - name: smtp\n    protocol: smtp\n    listen: 127.0.0.1:2525\n    proxy: { trusted: [10.0.0.0/8, "::1"] }\n');
+  const good = await yubin(['check-config', '--config', path.join(dir, 'good.yaml')]);
+  t.equal(good.code, 0, good.stderr);
+  t.match(good.stdout, /^  proxy: PROXY header \(v1 or v2\) required from 10\.0\.0\.0\/8, ::1 within 5 s; other peers refused$/m, 'check-config says what the listener expects');
 });
 
 // ---- workers ----
