@@ -44,6 +44,7 @@ const v1 = (src: string, dst = '127.0.0.1', sport = 40001, dport = 25) => `PROXY
 t.test('parser: v1 and v2, whole, in pieces and malformed', async (t) => {
   t.same(parseProxyHeader(Buffer.from(v1('192.0.2.7'))), { state: 'done', length: v1('192.0.2.7').length, header: { remoteIp: '192.0.2.7', remotePort: 40001, localIp: '127.0.0.1', localPort: 25 } });
   t.match(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::7 2001:db8::1 1 2\r\nEHLO')), { state: 'done', length: 40, header: { remoteIp: '2001:db8::7', localIp: '2001:db8::1' } });
+  t.match(parseProxyHeader(Buffer.from('PROXY TCP6 2001:DB8:0:0::07 ::FFFF:192.0.2.1 1 2\r\n')), { state: 'done', header: { remoteIp: '2001:db8::7', localIp: '192.0.2.1' } }, 'v1 IPv6 in its short form, IPv4-mapped as IPv4');
   t.match(parseProxyHeader(Buffer.from('PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n')), { state: 'done', header: 'own' });
   t.same(parseProxyHeader(Buffer.from('PROXY TCP4 192.0.2.7')), { state: 'more' }, 'half a v1 line waits for more');
   t.same(parseProxyHeader(Buffer.from('PRO')), { state: 'more' });

@@ -6,7 +6,7 @@
  *
  * Spec: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
  */
-import { isIPv4, isIPv6, type Socket } from 'node:net';
+import { isIPv4, isIPv6, SocketAddress, type Socket } from 'node:net';
 import { ipMatcher, normalizeIp, type IpMatcher } from '../ip.js';
 
 /** Where a connection comes from and goes to, as the session reports it. */
@@ -87,7 +87,9 @@ function parseV1(buf: Buffer): ProxyParse {
   const remotePort = port(sport);
   const localPort = port(dport);
   if (remotePort === undefined || localPort === undefined) return invalid('v1 header: bad port');
-  return { state: 'done', length, header: { remoteIp: normalizeIp(src), remotePort, localIp: normalizeIp(dst), localPort } };
+  // One spelling per address (2001:DB8:0::7 is 2001:db8::7), as v2's are: the per-IP counts and rules key on it.
+  const canonical = (ip: string) => (proto === 'TCP6' ? normalizeIp(new SocketAddress({ address: ip, family: 'ipv6' }).address) : ip);
+  return { state: 'done', length, header: { remoteIp: canonical(src), remotePort, localIp: canonical(dst), localPort } };
 }
 
 /** An IPv6 address from its 16 bytes, in RFC 5952's short form (an IPv4-mapped one as plain IPv4). */
