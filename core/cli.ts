@@ -173,6 +173,7 @@ function describeListener(loaded: LoadedConfig, i: number): string[] {
       ? `  limits: line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s (${lim.firstCommandTimeout / 1000} s before login), ${connections}, ${lim.maxAuthFailures} failed logins`
       : `  limits: message ${lim.maxMessageSize} bytes, ${lim.maxRecipients} recipients, line ${lim.maxLineLength} octets, idle ${lim.idleTimeout / 1000} s (${lim.firstCommandTimeout / 1000} s before HELO), ${connections}, data at least ${lim.minDataRate} bytes/s`,
   ];
+  if (l.proxy) lines.push(`  proxy: PROXY header (v1 or v2) required from ${l.proxy.trusted.join(', ')} within ${l.proxy.timeout / 1000} s; other peers refused`);
   if (l.plugins.length === 0) lines.push('  plugins: none (the core still refuses relaying)');
   return lines;
 }

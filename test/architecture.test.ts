@@ -64,6 +64,12 @@ t.test('core/session imports from neither protocol', async (t) => {
   t.same(offenders(['core/session'], 'core/pop3'), []);
 });
 
+t.test('core/net (the PROXY header) imports from neither protocol', async (t) => {
+  t.ok(tsFiles('core/net', false).length > 0, 'the source is there to read');
+  t.same(offenders(['core/net'], 'core/smtp'), []);
+  t.same(offenders(['core/net'], 'core/pop3'), []);
+});
+
 t.test('core/ never imports from plugins/', async (t) => {
   t.same(offenders(['core'], 'plugins', true), []);
 });

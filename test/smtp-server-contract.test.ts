@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import tls from 'node:tls';
 import t, { type Test } from 'tap';
 import { SMTPServer } from 'smtp-server';
 import { answer, definePlugin } from '../core/index.js';
@@ -181,6 +182,40 @@ t.test('implicit TLS: sockets in the handshake are in _pendingSockets, failures 
     errors.some((err) => isTlsHandshakeError(err)),
     `a failed implicit TLS handshake is reported with err.meta.stage "connect" (got ${JSON.stringify(errors.map((e) => (e as Error & { meta?: unknown }).meta))})`,
   );
+});
+
+t.test('_handleProxy runs before the implicit TLS handshake, under the pending guard, and its socket options are the connection\'s addresses', async (t) => {
+  let pendingDuring = false;
+  let sawPlainSocket = false;
+  class Proxied extends SMTPServer {
+    override _expectsProxyHeader(): boolean {
+      return true;
+    }
+    override _handleProxy(socket: net.Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+      pendingDuring = this._pendingSockets.has(socket);
+      sawPlainSocket = !(socket instanceof tls.TLSSocket);
+      setTimeout(() => callback(null, { id: 'contract000000001', remoteAddress: '192.0.2.7', remotePort: 4321, localAddress: '198.51.100.1', localPort: 25 }), 20);
+    }
+  }
+  let session: { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number } | undefined;
+  const server = new Proxied({
+    logger: false,
+    secure: true,
+    disableReverseLookup: true,
+    closeTimeout: 100,
+    onConnect(s, callback) {
+      session = { remoteAddress: s.remoteAddress, remotePort: s.remotePort, localAddress: s.localAddress, localPort: s.localPort };
+      callback();
+    },
+  });
+  const port = await listen(server);
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  t.teardown(() => c.destroy());
+  await new Promise((resolve) => c.once('data', resolve));
+  t.ok(sawPlainSocket, '_handleProxy gets the TCP socket, before the TLS handshake');
+  t.ok(pendingDuring, 'with _expectsProxyHeader() true, the socket is in _pendingSockets while _handleProxy runs');
+  t.same(session, { remoteAddress: '192.0.2.7', remotePort: 4321, localAddress: '198.51.100.1', localPort: 25 }, 'the socket options _handleProxy gives are the session\'s addresses');
 });
 
 // ---- the adapter's hooks take effect on yubin's listener ----

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { cipherListProblem } from '../tls.js';
 import { FACILITY_NAMES } from '../syslog/format.js';
+import { ipMatcher } from '../ip.js';
 
 const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = parseSize(v);
@@ -148,6 +149,36 @@ export const limitsSchema = z.strictObject({
   maxAuthFailures: positiveInt.default(3),
 });
 
+/**
+ * `proxy`: the listener sits behind a load balancer speaking HAProxy's PROXY
+ * protocol (v1 or v2). A connection from a `trusted` address must start with a
+ * header, and the client it names is the one every hook, limit, log line and
+ * Received line sees; a missing, malformed or oversized header (or none within
+ * `timeout`) drops the connection without a greeting. A connection from any other
+ * address is refused (SMTP `421 4.7.0`, POP3 `-ERR [SYS/PERM]`) before a byte of it
+ * is read, as Postfix's smtpd_upstream_proxy_protocol refuses clients that bypass
+ * the proxy: such a port is the proxy's only, and a header from anyone else is
+ * never believed. Without `proxy`, a PROXY line is an unknown command as before.
+ */
+export const proxySchema = z.strictObject({
+  /** Addresses and CIDR blocks of the proxies (`10.0.0.0/8`, `::1`). */
+  trusted: z
+    .array(z.string())
+    .min(1, 'name at least one proxy address or CIDR block')
+    .superRefine((list, ctx) => {
+      list.forEach((entry, i) => {
+        try {
+          if (!entry.trim()) throw new Error('an empty entry');
+          ipMatcher([entry]);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', path: [i], message: (err as Error).message });
+        }
+      });
+    }),
+  /** How long a trusted proxy has to send the whole header. */
+  timeout: duration.default(5_000),
+});
+
 const listenerName = z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, - and _');
 
 export const listenerSchema = z
@@ -172,6 +203,8 @@ export const listenerSchema = z
     limits: limitsSchema.default(() => limitsSchema.parse({})),
     /** In order; each a name or `{ NAME: { options for this listener } }`. */
     plugins: z.array(pluginEntry).default([]),
+    /** Behind a proxy speaking the PROXY protocol: see proxySchema. */
+    proxy: proxySchema.optional(),
   })
   .superRefine((l, ctx) => {
     checkTls(l, ctx);
@@ -189,7 +222,7 @@ export function isBuiltinHttpService(name: string): name is BuiltinHttpService {
 }
 
 /** Keys of smtp and pop3 listeners that mean nothing on an http one: named in the error rather than "unrecognized". */
-const MAIL_ONLY_KEYS = new Set(['plugins', 'limits', 'requireAuth', 'allowInsecureAuth', 'greeting']);
+const MAIL_ONLY_KEYS = new Set(['plugins', 'limits', 'requireAuth', 'allowInsecureAuth', 'greeting', 'proxy']);
 
 export const httpListenerSchema = z
   .strictObject(

@@ -69,6 +69,11 @@ export class Pop3Connection implements Connection {
   }
 }
 
+/** The socket's own endpoints (no PROXY header said otherwise). */
+export function socketEndpoints(socket: { readonly remoteAddress?: string; readonly remotePort?: number; readonly localAddress?: string; readonly localPort?: number }): Endpoints {
+  return { remoteIp: plainIp(socket.remoteAddress), remotePort: socket.remotePort ?? 0, localIp: plainIp(socket.localAddress), localPort: socket.localPort ?? 0 };
+}
+
 /** An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d; plugins and rules expect a.b.c.d. */
 export function plainIp(address: string | undefined): string {
   return (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');

@@ -9,10 +9,11 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerTls } from '../session/tls.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
-import { plainIp } from './connection.js';
+import { plainIp, socketEndpoints, type Endpoints } from './connection.js';
 import { Pop3Session } from './session.js';
 import { IpConnections, type IpSlot } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
+import { proxyTrust, type ClientEndpoints } from '../net/proxy-protocol.js';
 
 /** Longest a pop3s client may take over its handshake before it has a session to time out in. */
 const MAX_HANDSHAKE_MS = 60_000;
@@ -38,7 +39,7 @@ export class Pop3Listener {
     if (tlsSettings.mode === 'implicit' && !context) throw new Error(`listener ${runtime.name}: implicit TLS needs a certificate`);
     this.stlsContext = tlsSettings.mode === 'starttls' ? context : undefined;
     const implicit = tlsSettings.mode === 'implicit' ? context : undefined;
-    this.server = net.createServer({ allowHalfOpen: true }, (socket) => (implicit ? this.handshake(socket, implicit) : this.accept(socket, false)));
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.arrive(socket, implicit));
     this.server.on('connection', (socket: net.Socket) => {
       this.sockets.add(socket);
       socket.on('error', () => undefined); // reported by the session or the handshake
@@ -96,6 +97,40 @@ export class Pop3Listener {
     await closed;
   }
 
+  /** A new TCP connection: the PROXY header first on a listener behind a proxy, then the pop3s handshake, then the session. */
+  private arrive(socket: net.Socket, implicit: tls.SecureContext | undefined): void {
+    const start = (client: ClientEndpoints | undefined) => (implicit ? this.handshake(socket, implicit, client) : this.accept(socket, false, client));
+    const trust = proxyTrust(this.runtime.config.proxy);
+    if (!trust) return start(undefined);
+    const peer = plainIp(socket.remoteAddress);
+    const metrics = this.env.metrics.listener(this.name);
+    if (!trust.trusts(peer)) {
+      metrics.connection('proxy-failed');
+      this.log.info({ listener: this.name, ip: peer, reason: 'not a trusted proxy' }, 'connection refused: this listener takes connections through its proxy only');
+      // Plain text is an answer only where the client reads plain text first: not into a TLS handshake.
+      if (implicit) socket.destroy();
+      else this.refuse(socket, '-ERR [SYS/PERM] connections through the proxy only\r\n');
+      return;
+    }
+    trust.read(socket).then(
+      (client) => {
+        if (socket.destroyed) return;
+        start(client);
+      },
+      (err: Error) => {
+        metrics.connection('proxy-failed');
+        this.log.info({ listener: this.name, ip: peer, reason: err.message }, 'bad PROXY header, connection dropped');
+        socket.destroy();
+      },
+    );
+  }
+
+  /** One line, then closed (at once if the client does not hang up first). */
+  private refuse(socket: net.Socket, line: string): void {
+    socket.end(line);
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  }
+
   private handshakeTimeout(): number {
     return Math.min(MAX_HANDSHAKE_MS, this.runtime.config.limits.idleTimeout);
   }
@@ -105,14 +140,14 @@ export class Pop3Listener {
    * client that fails it or hangs up in the middle of it is closed at once (with
    * allowHalfOpen, nothing else would close a socket whose client sent its FIN).
    */
-  private handshake(raw: net.Socket, secureContext: tls.SecureContext): void {
+  private handshake(raw: net.Socket, secureContext: tls.SecureContext, client: ClientEndpoints | undefined): void {
     const socket = new tls.TLSSocket(raw, { isServer: true, secureContext });
     let done = false;
     const give = (why: string, err?: Error & { code?: string }) => {
       if (done) return;
       done = true;
       this.env.metrics.listener(this.name).connection('tls-failed');
-      this.log.info({ listener: this.name, ip: plainIp(raw.remoteAddress), err: err?.message ?? why, code: err?.code }, 'TLS handshake failed');
+      this.log.info({ listener: this.name, ip: client?.remoteIp ?? plainIp(raw.remoteAddress), err: err?.message ?? why, code: err?.code }, 'TLS handshake failed');
       socket.destroy();
     };
     socket.setTimeout(this.handshakeTimeout(), () => give('handshake timed out'));
@@ -125,11 +160,13 @@ export class Pop3Listener {
       done = true;
       socket.setTimeout(0);
       socket.removeAllListeners('timeout');
-      this.accept(socket, true);
+      this.accept(socket, true, client);
     });
   }
 
-  private accept(socket: net.Socket | tls.TLSSocket, secure: boolean): void {
+  /** `client`: who the PROXY header said the client is; undefined: the socket's own endpoints. */
+  private accept(socket: net.Socket | tls.TLSSocket, secure: boolean, client: ClientEndpoints | undefined): void {
+    const endpoints = client ?? socketEndpoints(socket);
     socket.on('error', () => undefined); // until the session's own handlers are on
     if (this.draining) {
       socket.destroy();
@@ -139,35 +176,34 @@ export class Pop3Listener {
     const shared = this.env.sharedSlots;
     if (shared) {
       // In a cluster worker the counts are the primary's, across workers: one IPC round trip before the greeting.
-      shared.acquire(runtime.name, plainIp(socket.remoteAddress)).then(
+      shared.acquire(runtime.name, endpoints.remoteIp).then(
         (slot) => {
           if (socket.destroyed || this.draining || slot.total > runtime.config.limits.maxConnections) {
             slot.release();
-            if (!socket.destroyed && !this.draining) this.tooMany(socket);
+            if (!socket.destroyed && !this.draining) this.tooMany(socket, endpoints.remoteIp);
             else socket.destroy();
             return;
           }
-          this.open(runtime, socket, secure, slot);
+          this.open(runtime, socket, secure, slot, endpoints);
         },
         () => socket.destroy(),
       );
       return;
     }
-    if (this.sessions.size >= runtime.config.limits.maxConnections) return this.tooMany(socket);
-    this.open(runtime, socket, secure, this.perIp.add(plainIp(socket.remoteAddress)));
+    if (this.sessions.size >= runtime.config.limits.maxConnections) return this.tooMany(socket, endpoints.remoteIp);
+    this.open(runtime, socket, secure, this.perIp.add(endpoints.remoteIp), endpoints);
   }
 
-  private tooMany(socket: net.Socket): void {
+  private tooMany(socket: net.Socket, ip: string): void {
     const runtime = this.runtime;
     this.env.metrics.listener(runtime.name).connection('too-many');
-    this.log.info({ listener: runtime.name, ip: plainIp(socket.remoteAddress), limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
-    socket.end('-ERR [SYS/TEMP] too many connections\r\n');
-    setTimeout(() => socket.destroy(), 1_000).unref();
+    this.log.info({ listener: runtime.name, ip, limit: runtime.config.limits.maxConnections }, 'too many connections, refused');
+    this.refuse(socket, '-ERR [SYS/TEMP] too many connections\r\n');
   }
 
-  private open(runtime: ListenerRuntime, socket: net.Socket | tls.TLSSocket, secure: boolean, slot: IpSlot): void {
+  private open(runtime: ListenerRuntime, socket: net.Socket | tls.TLSSocket, secure: boolean, slot: IpSlot, endpoints: Endpoints): void {
     runtime.lease?.acquire();
-    const session = new Pop3Session(runtime, this.env, this.stlsContext, socket, secure, slot);
+    const session = new Pop3Session(runtime, this.env, this.stlsContext, socket, secure, endpoints, slot);
     this.sessions.add(session);
     void session.done.finally(() => {
       this.sessions.delete(session);

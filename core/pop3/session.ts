@@ -10,7 +10,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
-import { plainIp, Pop3Connection } from './connection.js';
+import { Pop3Connection, type Endpoints } from './connection.js';
 import { apopVerifier, decodePlain, passwordVerifier } from './credentials.js';
 import { Login, oneLine, type Credentials } from './login.js';
 import { Pop3Transaction, TRANSACTION_COMMANDS } from './transaction.js';
@@ -59,6 +59,8 @@ export class Pop3Session {
     private readonly stlsContext: tls.SecureContext | undefined,
     socket: net.Socket | tls.TLSSocket,
     secure: boolean,
+    /** Where the client is: the socket's endpoints, or those a PROXY header gave. */
+    endpoints: Endpoints,
     /** This connection's place among those open from its IP. */
     private readonly ipSlot?: IpSlot,
   ) {
@@ -88,7 +90,7 @@ export class Pop3Session {
     this.connection = new Pop3Connection(
       id,
       runtime.name,
-      { remoteIp: plainIp(socket.remoteAddress), remotePort: socket.remotePort ?? 0, localIp: plainIp(socket.localAddress), localPort: socket.localPort ?? 0 },
+      endpoints,
       this.wire,
       (l) => this.timeLimits.lower(l),
     );

@@ -15,8 +15,9 @@
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 
 /** How a connection ended before or at its greeting. */
-export type ConnectionOutcome = 'accepted' | 'refused' | 'too-many' | 'tls-failed';
-export const CONNECTION_OUTCOMES: readonly ConnectionOutcome[] = ['accepted', 'refused', 'too-many', 'tls-failed'];
+export type ConnectionOutcome = 'accepted' | 'refused' | 'too-many' | 'tls-failed' | 'proxy-failed';
+/** proxy-failed: on a listener behind a proxy, a peer that is not a trusted proxy, or a bad or missing PROXY header. */
+export const CONNECTION_OUTCOMES: readonly ConnectionOutcome[] = ['accepted', 'refused', 'too-many', 'tls-failed', 'proxy-failed'];
 
 export type DeliveryChannel = 'local' | 'remote';
 export type DeliveryResult = 'success' | 'deferral' | 'failure';
@@ -160,7 +161,7 @@ export class Metrics {
    */
   constructor(sources: { dns?: () => unknown; loginThrottle?: () => { stats?: LoginThrottleStats } } = {}) {
     const registry = this.registry;
-    this.connections = new CellCounter(registry, 'yubin_connections_total', 'Connections by listener and outcome: accepted (greeted), refused (by a connect hook, or while stopping), too-many (maxConnections or maxConnectionsPerIp), tls-failed (implicit TLS handshake).', ['listener', 'outcome']);
+    this.connections = new CellCounter(registry, 'yubin_connections_total', 'Connections by listener and outcome: accepted (greeted), refused (by a connect hook, or while stopping), too-many (maxConnections or maxConnectionsPerIp), tls-failed (implicit TLS handshake), proxy-failed (behind a proxy: an untrusted peer, a bad or missing PROXY header).', ['listener', 'outcome']);
     this.messages = new CellCounter(registry, 'yubin_messages_total', 'SMTP messages by listener and result: accepted (2xx after the final dot, discards included) or refused (4xx/5xx after the final dot).', ['listener', 'result']);
     this.recipients = new CellCounter(registry, 'yubin_recipients_total', 'SMTP RCPT commands by listener and result: accepted (2xx) or refused.', ['listener', 'result']);
     this.decisions = new CellCounter(registry, 'yubin_hook_decisions_total', 'Decisions as the log has them, by hook, deciding plugin (core for the core) and action.', ['hook', 'plugin', 'action']);

@@ -8,6 +8,8 @@ import type tls from 'node:tls';
 import type { SMTPServer, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { formatReply } from '../answers.js';
+import { normalizeIp } from '../ip.js';
+import { proxyTrust, type ClientEndpoints } from '../net/proxy-protocol.js';
 import { IpConnections, PendingSlot } from '../session/ip-connections.js';
 import type { ListenOptions } from '../session/listen.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
@@ -76,7 +78,8 @@ class YubinSmtpServer extends AdaptedServer implements SessionFactory {
   /** A whole connection again for a parked socket, ready for the client's first command. */
   private unpark(p: ParkedConnection): YubinConnection {
     this.lot.take(p.socket);
-    const connection = new YubinConnection(this, p.socket, { id: p.id }, p);
+    // The addresses the first connection had, which may be a PROXY header's rather than the socket's.
+    const connection = new YubinConnection(this, p.socket, { id: p.id, remoteAddress: p.remoteIp, remotePort: p.remotePort, localAddress: p.localIp, localPort: p.localPort }, p);
     this.bySession.set(connection.session, connection);
     this.adopt(connection);
     connection.resume(p.clientHostname);
@@ -94,6 +97,14 @@ class YubinSmtpServer extends AdaptedServer implements SessionFactory {
 
   createSession(conn: YubinConnection): SmtpSession {
     return new SmtpSession(this.listener.runtime, this.listener.env, conn);
+  }
+
+  protected override expectsPreamble(): boolean {
+    return this.listener.runtime.config.proxy !== undefined;
+  }
+
+  protected override readPreamble(socket: net.Socket): Promise<ClientEndpoints | undefined> {
+    return this.listener.readProxyHeader(socket);
   }
 
   protected override createConnection(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): YubinConnection {
@@ -218,6 +229,33 @@ export class SmtpListener {
       if (tlsSettings.mode === 'implicit' && isTlsHandshakeError(err)) env.metrics.listener(this.runtime.name).connection('tls-failed');
       this.log.info({ listener: this.runtime.name, ip: err.remoteAddress, err: err.message, code: err.code }, 'client connection error');
     });
+  }
+
+  /**
+   * A connection on a listener behind a proxy, before its session: the client the
+   * PROXY header names (undefined: the socket's own, for UNKNOWN and LOCAL). A peer
+   * not in `proxy.trusted` is refused unread; a bad or missing header drops the
+   * connection. Either way one log line, and the promise rejects.
+   */
+  async readProxyHeader(socket: net.Socket): Promise<ClientEndpoints | undefined> {
+    const trust = proxyTrust(this.runtime.config.proxy);
+    if (!trust) return undefined;
+    const peer = normalizeIp(socket.remoteAddress ?? '');
+    const metrics = this.env.metrics.listener(this.name);
+    if (!trust.trusts(peer)) {
+      metrics.connection('proxy-failed');
+      this.log.info({ listener: this.name, ip: peer, reason: 'not a trusted proxy' }, 'connection refused: this listener takes connections through its proxy only');
+      // Plain text is an answer only where the client speaks first in plain text: not into a TLS handshake.
+      if (!this.server.options.secure) socket.end(`421 4.7.0 ${this.env.hostname} Connections through the proxy only\r\n`);
+      throw new Error(`${peer} is not a trusted proxy`);
+    }
+    try {
+      return await trust.read(socket);
+    } catch (err) {
+      metrics.connection('proxy-failed');
+      this.log.info({ listener: this.name, ip: peer, reason: (err as Error).message }, 'bad PROXY header, connection dropped');
+      throw err;
+    }
   }
 
   /** After a reload: new connections get the new limits (those in progress keep theirs). */

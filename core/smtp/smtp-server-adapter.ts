@@ -55,13 +55,21 @@
  *   is open, which smtp-server's _onTimeout() takes for "waiting for
  *   onData": the override tells them apart (_handlerPending). RSET and
  *   every other _resetSession() call drop a partial message.
+ * - PROXY protocol v1 only (useProxy), with its own reply to a bad header: the
+ *   step it runs in, between accept and the implicit TLS handshake, is
+ *   _handleProxy(), whose socket options (id, client and local address) reach
+ *   the connection; _expectsProxyHeader() puts such a socket under smtp-server's
+ *   pre-session guard (_pendingSockets, a timeout, maxClients). readPreamble()
+ *   reads yubin's own PROXY v1/v2 there.
  */
+import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { PassThrough } from 'node:stream';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerError } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions, type TLSError } from 'smtp-server/lib/smtp-connection';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream';
+import type { ClientEndpoints } from '../net/proxy-protocol.js';
 
 export type { SMTPConnectionOptions };
 
@@ -88,6 +96,8 @@ export const SMTP_SERVER_INTERNALS = {
     _onClientConnect: { kind: 'function', arity: 1 },
     _pendingSockets: { kind: 'Map' },
     connections: { kind: 'Set' },
+    _expectsProxyHeader: { kind: 'function', arity: 1 },
+    _handleProxy: { kind: 'function', arity: 2 }, // (socket, callback(err, socketOptions))
   },
   connection: {
     init: { kind: 'function', arity: 0 },
@@ -582,6 +592,14 @@ export abstract class AdaptedConnection<S extends SMTPServer = SMTPServer> exten
   }
 }
 
+/** A connection id as smtp-server makes them in _handleProxy(): 80 random bits, 16 base-32 digits. */
+function connectionId(): string {
+  return BigInt('0x' + randomBytes(10).toString('hex')).toString(32).padStart(16, '0');
+}
+
+/** How long a socket refused before its session (with a reply) stays open for the reply to go out. */
+const PREAMBLE_REPLY_LINGER_MS = 1_000;
+
 /** An SMTPServer whose connections come from createConnection(). */
 export abstract class AdaptedServer extends SMTPServer {
   protected abstract createConnection(socket: net.Socket | tls.TLSSocket, options?: SMTPConnectionOptions | null): SMTPConnection;
@@ -604,6 +622,49 @@ export abstract class AdaptedServer extends SMTPServer {
   protected socketError(err: Error & { remoteAddress?: string }, remoteAddress: string): void {
     err.remoteAddress = remoteAddress;
     this._onError(err);
+  }
+
+  // ---- before the session: the PROXY header ----
+
+  /**
+   * This socket starts with a preamble (the PROXY header) to read before the
+   * session and before any TLS. smtp-server then keeps it among its pending
+   * sockets until the session starts: drain ends it, maxClients counts it.
+   */
+  protected expectsPreamble(_socket: net.Socket): boolean {
+    return false;
+  }
+
+  /**
+   * Reads the preamble: the client's endpoints, or undefined to keep the
+   * socket's own. A rejection drops the socket with no greeting; a socket the
+   * implementation ended (with a reply) gets a moment to send it.
+   */
+  protected readPreamble(_socket: net.Socket): Promise<ClientEndpoints | undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  override _expectsProxyHeader(socket: net.Socket): boolean {
+    return this.expectsPreamble(socket);
+  }
+
+  // smtp-server's own reads its v1 header when _expectsProxyHeader() says so: it runs only for the other sockets.
+  override _handleProxy(socket: net.Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    if (!this.expectsPreamble(socket)) return super._handleProxy(socket, callback);
+    const options = { id: connectionId() };
+    this.readPreamble(socket).then(
+      (client) => {
+        if (!client) return callback(null, options);
+        callback(null, { ...options, remoteAddress: client.remoteIp, remotePort: client.remotePort, localAddress: client.localIp, localPort: client.localPort });
+      },
+      (failure: Error) => {
+        // A late error on a socket being closed must not go unhandled.
+        socket.on('error', () => undefined);
+        if (socket.writableEnded) setTimeout(() => socket.destroy(), PREAMBLE_REPLY_LINGER_MS).unref();
+        else socket.destroy();
+        callback(failure);
+      },
+    );
   }
 
   /** Destroys sockets still before their session (PROXY header or implicit TLS handshake): they have none to finish. */

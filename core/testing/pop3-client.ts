@@ -11,6 +11,8 @@ export interface Pop3ConnectOptions {
   readonly host?: string;
   /** Implicit TLS (pop3s). */
   readonly tls?: boolean;
+  /** Bytes sent first, before TLS and before the greeting: a PROXY header, as a load balancer sends it. */
+  readonly preamble?: Buffer | string;
   /** How long to wait for the greeting and each reply (default 5 s). */
   readonly timeout?: number;
 }
@@ -43,7 +45,9 @@ export class Pop3TestClient {
 
   static async connect(port: number, options: Pop3ConnectOptions = {}): Promise<Pop3TestClient> {
     const host = options.host ?? '127.0.0.1';
-    const socket = options.tls ? tls.connect({ host, port, rejectUnauthorized: false }) : net.connect({ host, port });
+    const plain = net.connect({ host, port });
+    if (options.preamble !== undefined) plain.write(options.preamble);
+    const socket = options.tls ? tls.connect({ socket: plain, rejectUnauthorized: false }) : plain;
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? 'secureConnect' : 'connect', () => resolve());
       socket.once('error', reject);

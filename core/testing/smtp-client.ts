@@ -22,6 +22,8 @@ export interface ConnectOptions {
   readonly localAddress?: string;
   /** Implicit TLS. */
   readonly tls?: boolean;
+  /** Bytes sent first, before TLS and before the greeting: a PROXY header, as a load balancer sends it. */
+  readonly preamble?: Buffer | string;
   /** Milliseconds to wait for each reply (default 10 s). */
   readonly timeout?: number;
 }
@@ -70,6 +72,7 @@ export class SmtpTestClient {
   static async connect(port: number, options: ConnectOptions = {}): Promise<SmtpTestClient> {
     const host = options.host ?? '127.0.0.1';
     const plain = net.connect({ port, host, localAddress: options.localAddress });
+    if (options.preamble !== undefined) plain.write(options.preamble);
     const socket = options.tls ? tls.connect({ socket: plain, servername: 'localhost', rejectUnauthorized: false }) : plain;
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? 'secureConnect' : 'connect', () => resolve());
