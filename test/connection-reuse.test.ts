@@ -7,27 +7,13 @@
  */
 import t, { type Test } from 'tap';
 import { startPostfixReceiver, type PostfixReceiver } from './peers/postfix.js';
-import { BIRTH, maildir, rig } from './queue-rig.js';
+import { injectMessage, maildir, rig } from './queue-rig.js';
 import { needs, tempDir } from './helpers.js';
 import { sleep } from './peers/net.js';
 import type { TestServer } from '../core/testing/index.js';
 
 function injectMany(server: TestServer, n: number, params: Record<string, string> = {}): Promise<string[]> {
-  return Promise.all(
-    Array.from({ length: n }, (_, i) =>
-      server.server.spool.inject(Buffer.from(`Subject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody ${i}\r\n`), {
-        sender: 'alice@example.test',
-        senderParams: {},
-        recipients: [{ address: `user${i % 7}@remote.test`, params }],
-        received: BIRTH,
-        listener: 'test',
-        remoteIp: '127.0.0.1',
-        heloName: undefined,
-        authUser: undefined,
-        prependHeaders: '',
-      }),
-    ),
-  );
+  return Promise.all(Array.from({ length: n }, (_, i) => injectMessage(server, { to: [{ address: `user${i % 7}@remote.test`, params }], body: `Subject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody ${i}\r\n` })));
 }
 
 const onPostfix = needs('postfix', 'postconf');

@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import { startSink } from './peers/sink.js';
-import { maildir, rig } from './queue-rig.js';
+import { injectMessage, maildir, rig } from './queue-rig.js';
 import { needs, run, tempDir } from './helpers.js';
 import { selfSignedKeyPair } from '../core/tls.js';
 
@@ -57,20 +57,7 @@ t.test('NOTIFY=SUCCESS,DELAY to a local mailbox: a success notice with ENVID and
 
 t.test('NOTIFY=NEVER that fails: no bounce; the recipient without NOTIFY beside it gets one', async (t) => {
   const { server, clock } = await rig(t, { sink: { rcpt: () => ({ code: 550, message: '5.1.1 no such user' }) } });
-  const id = await server.server.spool.inject(Buffer.from('Subject: x\r\n\r\nbody\r\n'), {
-    sender: 'alice@example.test',
-    senderParams: {},
-    recipients: [
-      { address: 'quiet@remote.test', params: { NOTIFY: 'NEVER' } },
-      { address: 'loud@remote.test', params: {} },
-    ],
-    received: clock.now(),
-    listener: 'test',
-    remoteIp: '127.0.0.1',
-    heloName: undefined,
-    authUser: undefined,
-    prependHeaders: '',
-  });
+  const id = await injectMessage(server, { to: [{ address: 'quiet@remote.test', params: { NOTIFY: 'NEVER' } }, 'loud@remote.test'], received: clock.now() });
   await server.server.queue.idle();
   const bounces = await maildir(server, 'example.test', 'alice');
   t.equal(bounces.length, 1, 'one bounce');
@@ -121,17 +108,7 @@ t.test('a next hop without DSN: the sender is told the message was relayed', nee
 t.test('RET=FULL returns the whole message in a failure notice; RET=HDRS its headers', async (t) => {
   const { server, clock } = await rig(t, { sink: { rcpt: () => ({ code: 550, message: '5.1.1 no such user' }) } });
   for (const ret of ['FULL', 'HDRS']) {
-    await server.server.spool.inject(Buffer.from(`Subject: ret ${ret}\r\n\r\nbody of ${ret}\r\n`), {
-      sender: 'alice@example.test',
-      senderParams: { RET: ret },
-      recipients: [{ address: 'x@remote.test', params: {} }],
-      received: clock.now(),
-      listener: 'test',
-      remoteIp: '127.0.0.1',
-      heloName: undefined,
-      authUser: undefined,
-      prependHeaders: '',
-    });
+    await injectMessage(server, { to: ['x@remote.test'], senderParams: { RET: ret }, body: `Subject: ret ${ret}\r\n\r\nbody of ${ret}\r\n`, received: clock.now() });
   }
   await server.server.queue.idle();
   const bounces = await maildir(server, 'example.test', 'alice');
@@ -144,9 +121,8 @@ t.test('RET=FULL returns the whole message in a failure notice; RET=HDRS its hea
 
 t.test('NOTIFY=DELAY: a delay notice after 4 h without delayWarning; NOTIFY=FAILURE: none', async (t) => {
   const { server, clock } = await rig(t, { sink: { rcpt: () => ({ code: 451, message: '4.4.0 later' }) } });
-  const base = { senderParams: {}, listener: 'test', remoteIp: '127.0.0.1', heloName: undefined, authUser: undefined, prependHeaders: '' } as const;
-  const delayed = await server.server.spool.inject(Buffer.from('Subject: wants delay\r\n\r\nx\r\n'), { ...base, sender: 'alice@example.test', recipients: [{ address: 'slow@remote.test', params: { NOTIFY: 'DELAY,FAILURE' } }], received: clock.now() });
-  await server.server.spool.inject(Buffer.from('Subject: no delay\r\n\r\nx\r\n'), { ...base, sender: 'carol@example.test', recipients: [{ address: 'slow2@remote.test', params: { NOTIFY: 'FAILURE' } }], received: clock.now() });
+  const delayed = await injectMessage(server, { to: [{ address: 'slow@remote.test', params: { NOTIFY: 'DELAY,FAILURE' } }], received: clock.now() });
+  await injectMessage(server, { sender: 'carol@example.test', to: [{ address: 'slow2@remote.test', params: { NOTIFY: 'FAILURE' } }], received: clock.now() });
   await server.server.queue.idle();
   for (let i = 0; i < 8; i++) {
     clock.advance(2000_000);
@@ -195,19 +171,7 @@ t.test('REQUIRETLS: announced only over TLS, refused in clear; a message with it
   t.equal((await c.command('MAIL FROM:<a@example.net> REQUIRETLS')).code, 250);
   c.close();
 
-  const message = (to: string) =>
-    server.server.spool.inject(Buffer.from('Subject: secret\r\n\r\nx\r\n'), {
-      sender: 'alice@example.test',
-      senderParams: { REQUIRETLS: true },
-      recipients: [{ address: to, params: {} }],
-      received: clock.now(),
-      listener: 'test',
-      remoteIp: '127.0.0.1',
-      heloName: undefined,
-      authUser: undefined,
-      prependHeaders: '',
-    });
-  await message('x@remote.test');
+  await injectMessage(server, { to: ['x@remote.test'], senderParams: { REQUIRETLS: true }, received: clock.now() });
   await server.server.queue.idle();
   t.equal(clear.messages.length, 0, 'never sent in clear');
   const [bounce] = await maildir(server, 'example.test', 'alice');
@@ -216,17 +180,7 @@ t.test('REQUIRETLS: announced only over TLS, refused in clear; a message with it
 
   // The same to a server with STARTTLS and REQUIRETLS but a certificate nobody vouches for.
   const { server: other, clock: otherClock } = await rig(t, { sinkPeer: unverified });
-  await other.server.spool.inject(Buffer.from('Subject: secret\r\n\r\nx\r\n'), {
-    sender: 'alice@example.test',
-    senderParams: { REQUIRETLS: true },
-    recipients: [{ address: 'y@remote.test', params: {} }],
-    received: otherClock.now(),
-    listener: 'test',
-    remoteIp: '127.0.0.1',
-    heloName: undefined,
-    authUser: undefined,
-    prependHeaders: '',
-  });
+  await injectMessage(other, { to: ['y@remote.test'], senderParams: { REQUIRETLS: true }, received: otherClock.now() });
   await other.server.queue.idle();
   t.equal(unverified.messages.length, 0, 'never sent to an unverified server');
   const [bounce2] = await maildir(other, 'example.test', 'alice');

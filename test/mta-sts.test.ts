@@ -10,7 +10,7 @@ import https from 'node:https';
 import t, { type Test } from 'tap';
 import { makeCa, type TestCa } from './peers/ca.js';
 import { startSink, type Sink } from './peers/sink.js';
-import { BIRTH, rig } from './queue-rig.js';
+import { BIRTH, injectMessage, rig } from './queue-rig.js';
 import type { DnsServer } from './peers/dns.js';
 import { needs, tempDir } from './helpers.js';
 import { mxMatches, parsePolicy } from '../core/queue/mta-sts.js';
@@ -49,18 +49,8 @@ const ZONES = (id: string) => ({
 
 const POLICY = (mode: string, mx = 'mx.remote.test') => `version: STSv1\r\nmode: ${mode}\r\nmx: ${mx}\r\nmax_age: 86400\r\n`;
 
-async function send(server: TestServer, to = 'x@remote.test', received = BIRTH): Promise<string> {
-  return server.server.spool.inject(Buffer.from('Subject: sts\r\n\r\nbody\r\n'), {
-    sender: 'alice@example.test',
-    senderParams: {},
-    recipients: [{ address: to, params: {} }],
-    received,
-    listener: 'test',
-    remoteIp: '127.0.0.1',
-    heloName: undefined,
-    authUser: undefined,
-    prependHeaders: '',
-  });
+function send(server: TestServer, to = 'x@remote.test', received = BIRTH): Promise<string> {
+  return injectMessage(server, { to: [to], received });
 }
 
 async function setup(t: Test, o: { policy: string; certFor: string; id?: string }): Promise<{ server: TestServer; sink: Sink; policy: PolicyServer; ca: TestCa; dns: DnsServer; clock: ManualClock }> {

@@ -67,11 +67,21 @@ export async function maildir(s: TestServer, domain: string, user: string): Prom
 
 /** Queues a message for remote recipients without an SMTP client (the spool's own entry point). */
 export function inject(s: TestServer, sender: string, recipients: string[], body = 'Subject: out\r\nMessage-ID: <orig@example.test>\r\n\r\nbody\r\n', received = BIRTH): Promise<string> {
-  return s.server.spool.inject(Buffer.from(body), {
-    sender,
-    senderParams: {},
-    recipients: recipients.map((address) => ({ address, params: {} })),
-    received,
+  return injectMessage(s, { sender, to: recipients, body, received });
+}
+
+type Params = Record<string, string | true>;
+
+/** Queues a message with SMTP parameters (DSN, REQUIRETLS) as a session would have kept them. */
+export function injectMessage(
+  s: TestServer,
+  o: { sender?: string; to: ReadonlyArray<string | { address: string; params: Params }>; senderParams?: Params; body?: string; received?: number },
+): Promise<string> {
+  return s.server.spool.inject(Buffer.from(o.body ?? 'Subject: out\r\nMessage-ID: <orig@example.test>\r\n\r\nbody\r\n'), {
+    sender: o.sender ?? 'alice@example.test',
+    senderParams: o.senderParams ?? {},
+    recipients: o.to.map((r) => (typeof r === 'string' ? { address: r, params: {} } : r)),
+    received: o.received ?? BIRTH,
     listener: 'test',
     remoteIp: '127.0.0.1',
     heloName: undefined,
@@ -79,4 +89,3 @@ export function inject(s: TestServer, sender: string, recipients: string[], body
     prependHeaders: '',
   });
 }
-
