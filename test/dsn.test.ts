@@ -186,3 +186,13 @@ t.test('REQUIRETLS: announced only over TLS, refused in clear; a message with it
   const [bounce2] = await maildir(other, 'example.test', 'alice');
   t.match(bounce2, /Status: 5\.7\.10/);
 });
+
+t.test('BODY=BINARYMIME cannot be relayed with DATA: returned 5.6.3, not sent', async (t) => {
+  const { server, sink, clock } = await rig(t);
+  await injectMessage(server, { to: ['bin@remote.test'], senderParams: { BODY: 'BINARYMIME' }, received: clock.now() });
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 0, 'never sent');
+  const [bounce] = await maildir(server, 'example.test', 'alice');
+  t.match(bounce, /Status: 5\.6\.3/);
+  t.match(bounce, /BINARYMIME/);
+});

@@ -30,6 +30,8 @@ export interface RemoteJob {
   readonly dsn?: { readonly ret?: string; readonly envid?: string; readonly recipient: (address: string) => RecipientDsn };
   /** REQUIRETLS (RFC 8689): only over STARTTLS with a verified certificate, to a server announcing REQUIRETLS. */
   readonly requireTls?: boolean;
+  /** BODY=BINARYMIME (RFC 3030): binary content, which DATA cannot carry. */
+  readonly binary?: boolean;
 }
 
 export interface RemoteDeps {
@@ -220,6 +222,8 @@ const STS_FAILED = (domain: string, why: string) => temporary('4.7.5', `MTA-STS 
 
 export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
   const { config, cache } = deps;
+  // RFC 3030 3: a relay that cannot pass binary on converts or returns the message; nodemailer sends with DATA only.
+  if (job.binary) return all(job.recipients, permanent('5.6.3', `Sorry, this message was sent with BODY=BINARYMIME and can only be delivered here: I send onward with DATA, which cannot carry binary content. (#5.6.3)`));
   const smart = relayFor(job.domain, config);
   const found = await targets(job.domain, smart, deps);
   if (!Array.isArray(found)) return all(job.recipients, found);

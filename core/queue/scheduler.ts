@@ -496,6 +496,7 @@ export class Scheduler {
         message: () => spool.openMessage(job.msg.id, env),
         dsn: hasDsn(env) ? { ...senderDsnOf(env.senderParams), recipient: (a) => recipientDsnOf(this.paramsOf(env, a)) } : undefined,
         requireTls: env.senderParams.REQUIRETLS === true,
+        binary: typeof env.senderParams.BODY === 'string' && env.senderParams.BODY.toUpperCase() === 'BINARYMIME',
       },
       {
         dns: this.deps.dns,
