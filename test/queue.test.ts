@@ -330,6 +330,24 @@ t.test('per-domain concurrency: never more parallel deliveries to one domain tha
   t.equal(sink.maxConcurrent, 2);
 });
 
+t.test('queue.destinations: a domain\'s own concurrency, and a rate delay between its deliveries', async (t) => {
+  const { server, sink } = await rig(t, { sink: { dataDelayMs: 100 }, config: { queue: { concurrencyPerDomain: 5, destinations: { 'remote.test': { concurrency: 3 } } } } });
+  for (let i = 0; i < 6; i++) await inject(server, 'alice@example.test', [`u${i}@remote.test`]);
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 6);
+  t.equal(sink.maxConcurrent, 3, "the domain's own 3, not concurrencyPerDomain's 5");
+
+  const paced = await rig(t, { config: { queue: { destinations: { 'remote.test': { rateDelay: '250ms' } } } } });
+  const started = performance.now();
+  for (let i = 0; i < 4; i++) await inject(paced.server, 'alice@example.test', [`p${i}@remote.test`]);
+  await paced.server.server.queue.idle();
+  const elapsed = performance.now() - started;
+  t.equal(paced.sink.messages.length, 4);
+  t.equal(paced.sink.maxConcurrent, 1, 'one at a time');
+  t.ok(elapsed >= 3 * 250, `4 deliveries 250 ms apart took ${Math.round(elapsed)} ms`);
+  t.equal(paced.sink.connections, 1, 'and over one session, reused within its 5 s idle time');
+});
+
 t.test('delay warning: optional, once, to the sender, while the message stays queued', async (t) => {
   const { server, clock } = await rig(t, { sink: { rcpt: () => ({ code: 451, message: '4.4.0 later' }) }, config: { queue: { delayWarning: '1h' } } });
   const id = await inject(server, 'alice@example.test', ['slow@remote.test']);

@@ -301,6 +301,9 @@ export const logSchema = z.strictObject({
   syslog: z.preprocess((v) => (v === null ? {} : v), syslogSchema).optional(),
 });
 
+/** `example.com` is that domain only, `.example.com` every name below it (smtproutes' own rule). */
+const routeKey = z.string().regex(/^\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'a domain, or .domain for the names below it');
+
 export const queueSchema = z.strictObject({
   /** Parallel local deliveries (qmail's concurrencylocal); 0 holds local mail. */
   concurrencyLocal: z.number().int().min(0).default(10),
@@ -308,6 +311,12 @@ export const queueSchema = z.strictObject({
   concurrencyRemote: z.number().int().min(0).default(20),
   /** Parallel remote deliveries to one destination domain. */
   concurrencyPerDomain: positiveInt.default(10),
+  /**
+   * Limits for some destination domains (`example.com`, or `.example.com` for every name
+   * below it): `concurrency` in place of concurrencyPerDomain, and `rateDelay`, the least
+   * time between two deliveries to it (Postfix's destination_rate_delay; one at a time).
+   */
+  destinations: z.record(routeKey, z.strictObject({ concurrency: positiveInt.optional(), rateDelay: duration.optional() })).default({}),
   /** After this long in the queue a temporary failure is final (queuelifetime). */
   lifetime: duration.default(7 * 86_400_000),
   /**
@@ -353,8 +362,6 @@ export const routeSchema = z.strictObject({
   verifyCertificate: z.boolean().default(true),
 });
 
-/** `example.com` is that domain only, `.example.com` every name below it (smtproutes' own rule). */
-const routeKey = z.string().regex(/^\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'a domain, or .domain for the names below it');
 
 export const deliverySchema = z.strictObject({
   /** Plugins serving the deliver hook, in order; the first to accept, defer or reject a recipient decides. Entries as in a listener. */

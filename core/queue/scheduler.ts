@@ -31,7 +31,7 @@ import type { Metrics, QueueDepth } from '../services/metrics.js';
 import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
 import { SharedMessage } from './shared-message.js';
-import { DeliverySlots } from './slots.js';
+import { DeliverySlots, type DestinationLimits } from './slots.js';
 import { ConnectionCache } from './connection-cache.js';
 import { MtaSts } from './mta-sts.js';
 import { Timetable } from './timetable.js';
@@ -80,6 +80,26 @@ type Job = (
 ) & { /** performance.now() when it was launched, for the attempt's duration. */ started?: number };
 
 const NO_MAILBOX: Outcome = { kind: 'permanent', status: '5.1.1', text: 'Sorry, no mailbox here by that name. (#5.1.1)' };
+/**
+ * A remote domain's limits: its entry in queue.destinations, else that of the
+ * nearest `.parent` key (smtproutes' order), else concurrencyPerDomain and no
+ * rate delay. A rate delay makes deliveries to the domain one at a time, as
+ * Postfix's destination_rate_delay does.
+ */
+export function destinationLimits(domain: string, q: QueueConfig): DestinationLimits {
+  const d = domain.toLowerCase();
+  const keys = [d];
+  for (let i = d.indexOf('.'); i >= 0; i = d.indexOf('.', i + 1)) keys.push(d.slice(i));
+  for (const key of keys) {
+    const entry = q.destinations[key];
+    if (entry) {
+      const rateDelay = entry.rateDelay ?? 0;
+      return { concurrency: rateDelay > 0 ? 1 : (entry.concurrency ?? q.concurrencyPerDomain), rateDelay };
+    }
+  }
+  return { concurrency: q.concurrencyPerDomain, rateDelay: 0 };
+}
+
 /** NOTIFY=DELAY on a site without delayWarning: warned after this long (Postfix's usual delay_warning_time). */
 const DELAY_ASKED = 4 * 3600_000;
 
@@ -119,6 +139,8 @@ export class Scheduler {
   private readonly delivering: DeliveryContext;
   /** Bounces and delay notices. */
   private readonly notices: Notices;
+  /** Set while a destination's rate delay holds a job back. */
+  private rateTimer: NodeJS.Timeout | undefined;
   /** Remote SMTP sessions kept between messages to the same destination. */
   readonly sessions: ConnectionCache;
   /** MTA-STS policies of destination domains. */
@@ -262,6 +284,7 @@ export class Scheduler {
       await this.settled(STOP_GRACE_MS);
     }
     this.sessions.close();
+    if (this.rateTimer) clearTimeout(this.rateTimer);
   }
 
   /** Waits up to `ms` for the deliveries in progress (their outcomes on disk included). */
@@ -402,7 +425,16 @@ export class Scheduler {
     if (this.stopped) return;
     const q = this.deps.queue();
     const limits: Record<Channel, number> = { local: q.concurrencyLocal, remote: q.concurrencyRemote };
-    for (const job of this.slots.take(limits, q.concurrencyPerDomain)) this.launch(job);
+    for (const job of this.slots.take(limits, (domain) => destinationLimits(domain, q))) this.launch(job);
+    // A destination's rate delay held a job back: look again when it has passed.
+    const wake = this.slots.rateWake;
+    if (wake !== undefined && !this.rateTimer) {
+      this.rateTimer = setTimeout(() => {
+        this.rateTimer = undefined;
+        this.dispatch();
+      }, Math.max(1, wake - performance.now()));
+      this.rateTimer.unref();
+    }
   }
 
   private launch(job: Job): void {

@@ -15,12 +15,23 @@ import type { Channel } from './retry.js';
 
 export type SlotJob = { readonly channel: 'local'; readonly rcpts: readonly unknown[] } | { readonly channel: 'remote'; readonly domain: string };
 
+/** What one remote destination domain may have: deliveries at once, and the least time between two starts. */
+export interface DestinationLimits {
+  readonly concurrency: number;
+  /** Milliseconds; 0 for none (Postfix's destination_rate_delay). */
+  readonly rateDelay: number;
+}
+
 export class DeliverySlots<J extends SlotJob> {
   private readonly queues: Record<Channel, J[]> = { local: [], remote: [] };
   private readonly running: Record<Channel, number> = { local: 0, remote: 0 };
   private readonly perDomain = new Map<string, number>();
   /** Slots each running job holds (a local job may hold several). */
   private readonly held = new Map<J, number>();
+  /** Per domain with a rate delay: when (performance.now()) its next delivery may start. */
+  private readonly nextStart = new Map<string, number>();
+  /** After take(): the earliest a remote job held back by its rate delay may start, if one is. */
+  rateWake: number | undefined;
 
   /** Queues a job for a slot of its channel. */
   wait(job: J): void {
@@ -36,15 +47,28 @@ export class DeliverySlots<J extends SlotJob> {
    * slot would deliver its recipients one by one. Each must be given back
    * with release().
    */
-  take(limits: Record<Channel, number>, perDomain: number): J[] {
+  take(limits: Record<Channel, number>, destination: (domain: string) => DestinationLimits, now = performance.now()): J[] {
     const taken: J[] = [];
+    this.rateWake = undefined;
     for (const channel of ['local', 'remote'] as const) {
       const queue = this.queues[channel];
       for (let i = 0; i < queue.length && this.running[channel] < limits[channel]; ) {
         const job = queue[i]!;
-        if (job.channel === 'remote' && (this.perDomain.get(job.domain) ?? 0) >= perDomain) {
-          i++;
-          continue;
+        if (job.channel === 'remote') {
+          const d = destination(job.domain);
+          if ((this.perDomain.get(job.domain) ?? 0) >= d.concurrency) {
+            i++;
+            continue;
+          }
+          if (d.rateDelay > 0) {
+            const at = this.nextStart.get(job.domain) ?? 0;
+            if (at > now) {
+              this.rateWake = Math.min(this.rateWake ?? at, at);
+              i++;
+              continue;
+            }
+            this.nextStart.set(job.domain, now + d.rateDelay);
+          }
         }
         // In order: a wide job waiting is not overtaken by narrower ones behind it.
         if (job.channel === 'local' && limits.local - this.running.local < Math.min(job.rcpts.length, Math.ceil(limits.local / 2))) break;
