@@ -178,6 +178,7 @@ export class YubinServer {
       runtime: () => server.deliveryRuntime(),
       isOwnSocket: (ip, port) => server.isOwnSocket(ip, port),
       metrics,
+      tlsReportDir: path.join(config.dataDir, 'tlsrpt'),
     });
     server.scheduler = scheduler;
     metrics.watchQueue(() => scheduler.depth());

@@ -10,7 +10,8 @@ import https from 'node:https';
 import t, { type Test } from 'tap';
 import { makeCa, type TestCa } from './peers/ca.js';
 import { startSink, type Sink } from './peers/sink.js';
-import { BIRTH, injectMessage, rig } from './queue-rig.js';
+import { BIRTH, injectMessage, maildir, rig } from './queue-rig.js';
+import { gunzipSync } from 'node:zlib';
 import type { DnsServer } from './peers/dns.js';
 import { needs, tempDir } from './helpers.js';
 import { mxMatches, parsePolicy } from '../core/queue/mta-sts.js';
@@ -99,6 +100,9 @@ t.test('enforce with the right certificate: delivered over verified TLS; the pol
   t.equal(sink.messages.length, 2, 'delivered');
   t.same(sink.secure, [true, true], 'over TLS');
   t.equal(policy.fetches, 1, 'cached for its max_age');
+  const counts = await server.server.queue.tlsReports!.counts(new Date(BIRTH).toISOString().slice(0, 10));
+  t.equal(counts?.['remote.test']?.success, 1, 'TLS-RPT: one verified session (the second message reused it)');
+  t.same(counts?.['remote.test']?.failures, []);
 });
 
 t.test('enforce: an MX the policy does not name is not used', needs('openssl'), async (t) => {
@@ -135,4 +139,37 @@ t.test('a new id in the TXT record fetches the policy again; without a TXT recor
   t.equal(policy.fetches, 2, 'no fetch');
   t.equal(server.server.queue.mtaSts.cached('remote.test')?.mode, 'enforce', 'RFC 8461 5.1: the cached policy runs out with its max_age, not with the TXT record');
   t.equal(sink.messages.length, 3);
+});
+
+t.test('TLS-RPT: sessions to a policy domain are counted per day and reported the next day to its rua, gzipped JSON', needs('openssl'), async (t) => {
+  const { server, sink, dns, clock } = await setup(t, { policy: POLICY('testing'), certFor: 'other.test' });
+  dns.zones.set('_smtp._tls.remote.test', { TXT: ['v=TLSRPTv1; rua=mailto:tlsrpt@example.test'] });
+  await send(server, 'x@remote.test', clock.now());
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1, 'testing mode: delivered after the verified try failed');
+  const reports = server.server.queue.tlsReports!;
+  const day = new Date(clock.now()).toISOString().slice(0, 10);
+  const counts = await reports.counts(day);
+  t.equal(counts?.['remote.test']?.failures[0]?.resultType, 'certificate-host-mismatch');
+  t.equal(await reports.sendDue(), 0, 'nothing before the day is over');
+  clock.advance(86_400_000);
+  t.equal(await reports.sendDue(), 1, 'one report the next day');
+  await server.server.queue.idle();
+  const [mail] = await maildir(server, 'example.test', 'tlsrpt');
+  t.ok(mail, 'the report reached the rua mailbox');
+  t.match(mail, new RegExp(`\nSubject: Report Domain: remote\\.test Submitter: mx\\.test Report-ID: <${day}`));
+  t.match(mail, /\nTLS-Report-Domain: remote\.test\n/);
+  t.match(mail, /Content-Type: multipart\/report; report-type="tlsrpt"/);
+  const b64 = /Content-Disposition: attachment; filename="mx\.test!remote\.test![^"]+\.json\.gz"\n\n([A-Za-z0-9+/=\n]+)\n--/.exec(mail!)?.[1];
+  t.ok(b64, 'a .json.gz attachment');
+  const report = JSON.parse(gunzipSync(Buffer.from(b64!.replace(/\n/g, ''), 'base64')).toString()) as {
+    policies: Array<{ policy: { 'policy-type': string; 'policy-domain': string }; summary: Record<string, number>; 'failure-details': Array<Record<string, unknown>> }>;
+    'date-range': { 'start-datetime': string };
+  };
+  t.equal(report['date-range']['start-datetime'], `${day}T00:00:00Z`);
+  t.equal(report.policies[0]?.policy['policy-type'], 'sts');
+  t.equal(report.policies[0]?.policy['policy-domain'], 'remote.test');
+  t.same(report.policies[0]?.summary, { 'total-successful-session-count': 0, 'total-failure-session-count': 1 });
+  t.match(report.policies[0]?.['failure-details'][0], { 'result-type': 'certificate-host-mismatch', 'receiving-mx-hostname': 'mx.remote.test', 'receiving-ip': '127.0.0.1', 'failed-session-count': 1 });
+  t.equal(await reports.counts(day), undefined, 'the day is forgotten once reported');
 });

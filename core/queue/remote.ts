@@ -13,7 +13,8 @@ import type { Dns, MxRecord } from '../services/dns.js';
 import type { RecipientDsn } from './dsn.js';
 import { serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
 import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
-import { mxMatches, type MtaSts } from './mta-sts.js';
+import { mxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
+import { classifyTlsFailure, type TlsReports, type TlsSessionResult } from './tls-report.js';
 
 export type RemoteOutcome =
   /** `relayed`: the next hop was an SMTP server; `dsn` true when it took the DSN request on (so it reports success itself). */
@@ -46,6 +47,8 @@ export interface RemoteDeps {
   readonly mtaSts?: MtaSts;
   /** Extra trusted certificates (PEM) for servers whose certificate is verified. */
   readonly ca?: Buffer;
+  /** Where sessions to domains with an MTA-STS policy are counted for TLS-RPT. */
+  readonly tlsReports?: Pick<TlsReports, 'record'>;
 }
 
 interface Target {
@@ -238,6 +241,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
   let hosts = found;
   if (enforced) {
     hosts = found.filter((t) => mxMatches(enforced, t.name));
+    for (const t of found.filter((x) => !hosts.includes(x))) deps.tlsReports?.record(job.domain, enforced, { kind: 'failure', resultType: 'validation-failure', mx: t.name, ip: t.ips[0] ?? '', detail: 'MX not named by the policy' });
     if (!hosts.length) return all(job.recipients, STS_FAILED(job.domain, `no MX host matches its mx patterns (${enforced.mx.join(', ')})`));
   }
   const key = cacheKey(job, smart, port) + (enforced ? ' mta-sts' : '');
@@ -249,6 +253,25 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
     if (sent.usable || [...sent.outcomes.values()].some((o) => o.kind !== 'temporary')) return sent.outcomes;
   }
   const opportunistic = !verified && (smart ? smart.tls === 'opportunistic' : config.opportunisticTls);
+  // A testing-mode policy: each session is tried verified first, for the TLS report, and opportunistically if that fails.
+  const trial = sts?.mode === 'testing' && !verified ? sts : undefined;
+  // `strict`: this attempt must be STARTTLS with a verified certificate (REQUIRETLS, MTA-STS, or a testing policy's first try).
+  const options = (target: Target, ip: string, strict: boolean): SMTPConnection.Options =>
+    ({
+      host: ip,
+      port,
+      name: deps.heloName,
+      secure: smart?.tls === 'implicit',
+      ignoreTLS: !strict && (smart ? smart.tls === 'none' : !config.opportunisticTls),
+      requireTLS: strict || smart?.tls === 'starttls',
+      opportunisticTLS: !strict && opportunistic,
+      tls: { rejectUnauthorized: strict || (smart !== undefined && smart.tls !== 'opportunistic' && smart.verifyCertificate), servername: isIP(target.name) ? undefined : target.name, ca: deps.ca },
+      connectionTimeout: config.connectTimeout,
+      greetingTimeout: config.greetingTimeout,
+      socketTimeout: config.commandTimeout,
+      allowInternalNetworkInterfaces: true,
+    }) as SMTPConnection.Options;
+  const report = (policy: StsPolicy | undefined, result: TlsSessionResult) => policy && deps.tlsReports?.record(job.domain, policy, result);
   const failures: string[] = [];
   let tlsRefusals = 0;
   for (const target of hosts) {
@@ -256,29 +279,27 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       if (!smart && deps.isOwnSocket(ip, port)) {
         return all(job.recipients, permanent('5.4.6', `Sorry, the MX ${target.name} of ${job.domain} is this server: mail would loop back to myself. (#5.4.6)`));
       }
-      const verify = verified || (smart !== undefined && smart.tls !== 'opportunistic' && smart.verifyCertificate);
       let conn: SMTPConnection;
       try {
-        conn = await openConnection({
-          host: ip,
-          port,
-          name: deps.heloName,
-          secure: smart?.tls === 'implicit',
-          ignoreTLS: !verified && (smart ? smart.tls === 'none' : !config.opportunisticTls),
-          requireTLS: verified || smart?.tls === 'starttls',
-          opportunisticTLS: opportunistic,
-          tls: { rejectUnauthorized: verify, servername: isIP(target.name) ? undefined : target.name, ca: deps.ca },
-          connectionTimeout: config.connectTimeout,
-          greetingTimeout: config.greetingTimeout,
-          socketTimeout: config.commandTimeout,
-          allowInternalNetworkInterfaces: true,
-        } as SMTPConnection.Options);
+        conn = await openConnection(options(target, ip, verified || trial !== undefined));
+        report(enforced ?? trial, { kind: 'success' });
       } catch (err) {
         // Not reachable, or refused us at the greeting: the next host may do better.
         const e = err as SmtpError;
-        if (verified && isTlsRefusal(e)) tlsRefusals++;
-        failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
-        continue;
+        const refusal = (verified || trial !== undefined) && isTlsRefusal(e);
+        if (refusal) report(enforced ?? trial, { kind: 'failure', resultType: classifyTlsFailure(e.message), mx: target.name, ip, detail: e.message });
+        if (refusal && trial) {
+          try {
+            conn = await openConnection(options(target, ip, false));
+          } catch (err2) {
+            failures.push(`${target.name} [${ip}]: ${((err2 as SmtpError).response ?? (err2 as Error).message).trim()}`);
+            continue;
+          }
+        } else {
+          if (verified && refusal) tlsRefusals++;
+          failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
+          continue;
+        }
       }
       cache?.madeNew();
       const session: CachedSession = { conn, host: target.name, opened: Date.now(), messages: 0 };

@@ -34,6 +34,7 @@ import { SharedMessage } from './shared-message.js';
 import { DeliverySlots, type DestinationLimits } from './slots.js';
 import { ConnectionCache } from './connection-cache.js';
 import { MtaSts } from './mta-sts.js';
+import { TlsReports } from './tls-report.js';
 import { Timetable } from './timetable.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
 import { nextAttempt, TOO_LONG, type Channel } from './retry.js';
@@ -58,6 +59,8 @@ export interface SchedulerDeps {
   readonly isOwnSocket: (ip: string, port: number) => boolean;
   /** Delivery outcomes and times go here. */
   readonly metrics?: Metrics;
+  /** Where TLS-RPT counts are kept between reports; without it nothing is counted. */
+  readonly tlsReportDir?: string;
 }
 
 type Outcome = RemoteOutcome;
@@ -145,6 +148,9 @@ export class Scheduler {
   readonly sessions: ConnectionCache;
   /** MTA-STS policies of destination domains. */
   readonly mtaSts: MtaSts;
+  /** TLS-RPT counts of sessions to domains with a policy, reported daily. */
+  readonly tlsReports: TlsReports | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
   /** delivery.caFile as read, by its path (read again after a reload names another). */
   private caRead: { path: string; pem: Buffer | undefined } | undefined;
 
@@ -152,6 +158,9 @@ export class Scheduler {
     this.delivering = new DeliveryContext({ spool: deps.spool, clock: deps.clock, log: deps.log, runtime: deps.runtime, stopping: this.stopping });
     this.notices = new Notices(deps);
     this.sessions = new ConnectionCache(() => deps.delivery().connectionReuse);
+    this.tlsReports = deps.tlsReportDir
+      ? new TlsReports({ dir: deps.tlsReportDir, dns: deps.dns, spool: deps.spool, log: deps.log, hostname: deps.hostname, now: () => deps.clock.now() })
+      : undefined;
     this.mtaSts = new MtaSts(deps.dns, () => {
       const d = deps.delivery();
       return { port: d.mtaSts.port, timeoutMs: d.mtaSts.timeout, ca: this.ca() };
@@ -180,6 +189,14 @@ export class Scheduler {
     // qmail-send looks at its queue every 25 minutes whatever the triggers said; so do we, more often.
     this.rescanTimer = setInterval(() => void this.rescan().catch(() => undefined), RESCAN_MS);
     this.rescanTimer.unref();
+    // Yesterday's TLS reports go out in the first hour of a day (and whatever an earlier run left).
+    if (this.tlsReports) {
+      const reports = this.tlsReports;
+      const sendReports = () => void reports.sendDue().catch((err: Error) => this.deps.log.error({ event: 'tlsrpt', err: err.message }, 'cannot send TLS reports'));
+      sendReports();
+      this.reportTimer = setInterval(sendReports, 3_600_000);
+      this.reportTimer.unref();
+    }
     this.pump();
   }
 
@@ -285,6 +302,8 @@ export class Scheduler {
     }
     this.sessions.close();
     if (this.rateTimer) clearTimeout(this.rateTimer);
+    if (this.reportTimer) clearInterval(this.reportTimer);
+    await this.tlsReports?.flush().catch(() => undefined);
   }
 
   /** Waits up to `ms` for the deliveries in progress (their outcomes on disk included). */
@@ -537,6 +556,7 @@ export class Scheduler {
         isOwnSocket: this.deps.isOwnSocket,
         cache: this.sessions,
         mtaSts: delivery.mtaSts.enabled ? this.mtaSts : undefined,
+        tlsReports: this.tlsReports,
         ca: this.ca(),
       },
     );
