@@ -59,17 +59,12 @@ export function originalRecipientOf(params: Params | undefined): string | undefi
   return typeof v === 'string' ? v : undefined;
 }
 
-/** The parameters of each recipient of an envelope, by address. */
-export function paramsByAddress(recipients: readonly EnvelopeAddress[]): Map<string, Params> {
-  return new Map(recipients.map((r) => [r.address, r.params]));
-}
-
 const byEnvelope = new WeakMap<readonly EnvelopeAddress[], Map<string, Params>>();
 
 /** One recipient's parameters, looked up through a map made once per envelope (a message may have hundreds). */
 export function recipientParams(recipients: readonly EnvelopeAddress[], address: string): Params | undefined {
   let map = byEnvelope.get(recipients);
-  if (!map) byEnvelope.set(recipients, (map = paramsByAddress(recipients)));
+  if (!map) byEnvelope.set(recipients, (map = new Map(recipients.map((r) => [r.address, r.params]))));
   return map.get(address);
 }
 

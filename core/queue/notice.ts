@@ -10,7 +10,7 @@ import { rfc5322Date } from '../date.js';
 import type { Clock } from '../services/clock.js';
 import type { LocalDomains } from '../services/local-domains.js';
 import { buildBounce, readHeaderSection, type ReportedRecipient, type ReportKind } from './bounce.js';
-import { envelopeIdOf, originalRecipientOf, paramsByAddress, returnsFullMessage } from './dsn.js';
+import { envelopeIdOf, originalRecipientOf, recipientParams, returnsFullMessage } from './dsn.js';
 import type { QueuedMessage } from './delivery-context.js';
 import type { RecipientState, Spool } from './spool.js';
 
@@ -50,7 +50,6 @@ export class Notices {
     // Nothing is ever sent to the null sender: a failed bounce goes to the postmaster.
     const to = double ? (q.doubleBounceTo ?? `postmaster@${this.deps.localDomains.has(hostname) ? hostname : (this.deps.localDomains.list()[0] ?? hostname)}`) : env.sender;
     const now = clock.now();
-    const params = paramsByAddress(env.recipients);
     const action = (r: RecipientState): ReportedRecipient['action'] => (kind === 'failure' ? 'failed' : kind === 'delay' ? 'delayed' : (r.notified ?? 'delivered'));
     const content = buildBounce({
       hostname,
@@ -60,7 +59,7 @@ export class Notices {
       arrival: env.received,
       now,
       kind,
-      recipients: rcpts.map((r) => ({ ...r, action: action(r), originalRecipient: originalRecipientOf(params.get(r.address)) })),
+      recipients: rcpts.map((r) => ({ ...r, action: action(r), originalRecipient: originalRecipientOf(recipientParams(env.recipients, r.address)) })),
       original: await this.original(msg, kind === 'failure' && !double && returnsFullMessage(env.senderParams)),
       double,
       envelopeId: envelopeIdOf(env.senderParams),

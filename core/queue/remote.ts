@@ -11,6 +11,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { DeliveryConfig, RouteConfig } from '../config/schema.js';
 import type { Dns, MxRecord } from '../services/dns.js';
 import type { RecipientDsn } from './dsn.js';
+import { domainKeys } from './domain-keys.js';
 import { serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
 import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
 import { mxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
@@ -94,10 +95,7 @@ type Relay = Pick<RouteConfig, 'host' | 'port' | 'tls' | 'user' | 'password' | '
  * then the smarthost. A route with host "" means the MX, whatever follows.
  */
 export function relayFor(domain: string, config: DeliveryConfig): Relay | undefined {
-  const d = domain.toLowerCase();
-  const keys = [d];
-  for (let i = d.indexOf('.'); i >= 0; i = d.indexOf('.', i + 1)) keys.push(d.slice(i));
-  for (const key of keys) {
+  for (const key of domainKeys(domain)) {
     const route = config.routes[key];
     if (route) return route.host === '' ? undefined : { ...route, what: `the route for ${key}, ${route.host}` };
   }

@@ -32,6 +32,7 @@ import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
 import { SharedMessage } from './shared-message.js';
 import { DeliverySlots, type DestinationLimits } from './slots.js';
+import { domainKeys } from './domain-keys.js';
 import { ConnectionCache } from './connection-cache.js';
 import { MtaSts } from './mta-sts.js';
 import { TlsReports } from './tls-report.js';
@@ -90,10 +91,7 @@ const NO_MAILBOX: Outcome = { kind: 'permanent', status: '5.1.1', text: 'Sorry, 
  * Postfix's destination_rate_delay does.
  */
 export function destinationLimits(domain: string, q: QueueConfig): DestinationLimits {
-  const d = domain.toLowerCase();
-  const keys = [d];
-  for (let i = d.indexOf('.'); i >= 0; i = d.indexOf('.', i + 1)) keys.push(d.slice(i));
-  for (const key of keys) {
+  for (const key of domainKeys(domain)) {
     const entry = q.destinations[key];
     if (entry) {
       const rateDelay = entry.rateDelay ?? 0;
@@ -574,8 +572,8 @@ export class Scheduler {
     if (outcome.kind === 'delivered') {
       r.status = 'delivered';
       delete r.error;
-      // RFC 3461 5.2: a next hop that speaks DSN was handed the request and reports itself.
-      if (wantsSuccessNotice(this.paramsOf(env, r.address)) && !outcome.relayed?.dsn) r.notified = outcome.relayed ? 'relayed' : 'delivered';
+      // RFC 3461 5.2: a next hop that speaks DSN was handed the request and reports itself. Nothing goes to the null sender.
+      if (env.sender && wantsSuccessNotice(this.paramsOf(env, r.address)) && !outcome.relayed?.dsn) r.notified = outcome.relayed ? 'relayed' : 'delivered';
       this.deps.metrics?.delivery(job.channel, 'success', seconds, (now - env.received) / 1000);
       this.deps.log.info({ ...base, result: 'success', text: outcome.text }, `delivery ${job.msg.id} to ${r.address}: success: ${outcome.text}`);
       return;
