@@ -22,12 +22,23 @@ interface PolicyServer {
   readonly port: number;
   fetches: number;
   policy: string;
+  /** TLS reports POSTed to /tlsrpt. */
+  readonly posts: Array<{ type: string; body: Buffer }>;
 }
 
 async function policyServer(t: Test, ca: TestCa, policy: string): Promise<PolicyServer> {
   const pair = await ca.issue(['mta-sts.remote.test']);
-  const state: PolicyServer = { port: 0, fetches: 0, policy };
+  const state: PolicyServer = { port: 0, fetches: 0, policy, posts: [] };
   const server = https.createServer(pair, (req, res) => {
+    if (req.method === 'POST' && req.url === '/tlsrpt') {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        state.posts.push({ type: req.headers['content-type'] ?? '', body: Buffer.concat(chunks) });
+        res.writeHead(201).end();
+      });
+      return;
+    }
     if (req.url !== '/.well-known/mta-sts.txt') {
       res.writeHead(404).end();
       return;
@@ -142,8 +153,8 @@ t.test('a new id in the TXT record fetches the policy again; without a TXT recor
 });
 
 t.test('TLS-RPT: sessions to a policy domain are counted per day and reported the next day to its rua, gzipped JSON', needs('openssl'), async (t) => {
-  const { server, sink, dns, clock } = await setup(t, { policy: POLICY('testing'), certFor: 'other.test' });
-  dns.zones.set('_smtp._tls.remote.test', { TXT: ['v=TLSRPTv1; rua=mailto:tlsrpt@example.test'] });
+  const { server, sink, dns, clock, policy } = await setup(t, { policy: POLICY('testing'), certFor: 'other.test' });
+  dns.zones.set('_smtp._tls.remote.test', { TXT: [`v=TLSRPTv1; rua=mailto:tlsrpt@example.test,https://mta-sts.remote.test:${policy.port}/tlsrpt`] });
   await send(server, 'x@remote.test', clock.now());
   await server.server.queue.idle();
   t.equal(sink.messages.length, 1, 'testing mode: delivered after the verified try failed');
@@ -153,7 +164,11 @@ t.test('TLS-RPT: sessions to a policy domain are counted per day and reported th
   t.equal(counts?.['remote.test']?.failures[0]?.resultType, 'certificate-host-mismatch');
   t.equal(await reports.sendDue(), 0, 'nothing before the day is over');
   clock.advance(86_400_000);
-  t.equal(await reports.sendDue(), 1, 'one report the next day');
+  t.equal(await reports.sendDue(), 2, 'the next day: one report mailed, one posted');
+  t.equal(policy.posts.length, 1, 'POSTed to the https: rua');
+  t.equal(policy.posts[0]?.type, 'application/tlsrpt+gzip');
+  const posted = JSON.parse(gunzipSync(policy.posts[0]!.body).toString()) as { policies: Array<{ summary: Record<string, number> }> };
+  t.equal(posted.policies[0]?.summary['total-failure-session-count'], 1, 'the same report');
   await server.server.queue.idle();
   const [mail] = await maildir(server, 'example.test', 'tlsrpt');
   t.ok(mail, 'the report reached the rua mailbox');

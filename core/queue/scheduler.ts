@@ -157,7 +157,7 @@ export class Scheduler {
     this.notices = new Notices(deps);
     this.sessions = new ConnectionCache(() => deps.delivery().connectionReuse);
     this.tlsReports = deps.tlsReportDir
-      ? new TlsReports({ dir: deps.tlsReportDir, dns: deps.dns, spool: deps.spool, log: deps.log, hostname: deps.hostname, now: () => deps.clock.now() })
+      ? new TlsReports({ dir: deps.tlsReportDir, dns: deps.dns, spool: deps.spool, log: deps.log, hostname: deps.hostname, now: () => deps.clock.now(), ca: () => this.ca() })
       : undefined;
     this.mtaSts = new MtaSts(deps.dns, () => {
       const d = deps.delivery();

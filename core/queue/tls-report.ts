@@ -4,13 +4,15 @@
  * kind, per UTC day; after the day ends, the day's counts for a domain go as
  * one JSON report (gzipped, in a multipart/report mail) to the `mailto:`
  * addresses of its `_smtp._tls` TXT record, injected into the queue like a
- * bounce. The day's counts are kept in `dataDir/tlsrpt/DAY.json` (written a
+ * bounce, and by HTTPS POST to its `https:` ones. The day's counts are kept in `dataDir/tlsrpt/DAY.json` (written a
  * second after a change), so a restart keeps them; a kill -9 loses at most
- * that second. `https:` report addresses are not supported yet (logged).
+ * that second. `https:` report addresses get the same gzipped JSON by POST.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import https from 'node:https';
+import { checkServerIdentity } from 'node:tls';
 import { gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { rfc5322Date } from '../date.js';
@@ -57,6 +59,8 @@ export interface TlsReportDeps {
   readonly log: Logger;
   readonly hostname: string;
   readonly now: () => number;
+  /** Extra trusted CAs for https: report addresses (delivery.caFile). */
+  readonly ca?: () => Buffer | undefined;
 }
 
 export class TlsReports {
@@ -120,8 +124,9 @@ export class TlsReports {
     }
     const targets = rua.split(',').map((x) => x.trim());
     const mailto = targets.filter((x) => /^mailto:/i.test(x)).map((x) => decodeURIComponent(x.slice(7)).replace(/\?.*$/, ''));
-    for (const other of targets.filter((x) => !/^mailto:/i.test(x))) log.warn({ event: 'tlsrpt', domain, rua: other }, `TLS-RPT: report address ${other} of ${domain} is not mailto: (not supported yet)`);
-    if (!mailto.length) return 0;
+    const posts = targets.filter((x) => /^https:\/\//i.test(x));
+    for (const other of targets.filter((x) => !/^(mailto:|https:\/\/)/i.test(x))) log.warn({ event: 'tlsrpt', domain, rua: other }, `TLS-RPT: report address ${other} of ${domain} is neither mailto: nor https:`);
+    if (!mailto.length && !posts.length) return 0;
     const id = `${day}T00:00:00Z_${domain}@${hostname}.${randomBytes(3).toString('hex')}`;
     const json = {
       'organization-name': hostname,
@@ -148,6 +153,17 @@ export class TlsReports {
       ],
     };
     const gz = gzipSync(Buffer.from(JSON.stringify(json)));
+    let sent = 0;
+    for (const url of posts) {
+      try {
+        await this.post(url, gz);
+        sent++;
+        log.info({ event: 'tlsrpt', domain, day, to: url }, `TLS-RPT: report of ${day} for ${domain} posted to ${url}`);
+      } catch (err) {
+        log.warn({ event: 'tlsrpt', domain, day, to: url, err: (err as Error).message }, `TLS-RPT: cannot post the report of ${day} for ${domain} to ${url}: ${(err as Error).message}`);
+      }
+    }
+    if (!mailto.length) return sent;
     const start = Date.parse(`${day}T00:00:00Z`) / 1000;
     const fileName = `${hostname}!${domain}!${start}!${start + 86_399}!${randomBytes(4).toString('hex')}.json.gz`;
     const boundary = `tlsrpt.${randomBytes(8).toString('hex')}`;
@@ -192,7 +208,38 @@ export class TlsReports {
       kind: 'bounce',
     });
     log.info({ event: 'tlsrpt', domain, day, id: queued, to: mailto }, `TLS-RPT: report of ${day} for ${domain} to ${mailto.join(', ')} as ${queued}`);
-    return 1;
+    return sent + 1;
+  }
+
+  /** RFC 8460 5.4: POST the gzipped report over verified HTTPS (the name looked up through our DNS service); any 2xx is a receipt. */
+  private async post(url: string, gz: Buffer): Promise<void> {
+    const target = new URL(url);
+    const host = target.hostname;
+    const a = await this.deps.dns.a(host);
+    if (a.kind !== 'found' || !a.records.length) throw new Error(`${host} has no address`);
+    const options: https.RequestOptions = {
+      method: 'POST',
+      host: a.records[0],
+      port: target.port || 443,
+      path: `${target.pathname}${target.search}`,
+      servername: host,
+      headers: { host: target.host, 'content-type': 'application/tlsrpt+gzip', 'content-length': gz.length },
+      ca: this.deps.ca?.(),
+      checkServerIdentity: (_h, cert) => checkServerIdentity(host, cert),
+      timeout: 30_000,
+      agent: false,
+    };
+    return new Promise((resolve, reject) => {
+      const req = https.request(options, (res) => {
+        res.resume();
+        const code = res.statusCode ?? 0;
+        if (code >= 200 && code < 300) resolve();
+        else reject(new Error(`HTTP ${code}`));
+      });
+      req.on('timeout', () => req.destroy(new Error('no answer within 30 s')));
+      req.on('error', reject);
+      req.end(gz);
+    });
   }
 
   private file(day: string): string {
