@@ -9,9 +9,8 @@
  * whose web server is briefly down keeps its protection (RFC 8461 5.1:
  * failing to fetch keeps the cached policy).
  */
-import https from 'node:https';
-import { checkServerIdentity } from 'node:tls';
 import type { Dns } from '../services/dns.js';
+import { verifiedHttps } from './verified-https.js';
 
 export type StsMode = 'enforce' | 'testing' | 'none';
 
@@ -75,48 +74,6 @@ async function recordId(dns: Dns, domain: string): Promise<string | undefined> {
   // RFC 8461 3.1: more than one record is as good as none.
   if (records.length !== 1) return undefined;
   return /(?:^|;)\s*id=([A-Za-z0-9]{1,32})\s*(?:;|$)/.exec(records[0]!)?.[1];
-}
-
-/** GETs https://mta-sts.DOMAIN/.well-known/mta-sts.txt, verified, no redirects. */
-function fetchPolicy(domain: string, ip: string, options: StsFetchOptions): Promise<string> {
-  const host = `mta-sts.${domain}`;
-  return new Promise((resolve, reject) => {
-    const req = https.get(
-      {
-        host: ip,
-        servername: host,
-        port: options.port,
-        path: '/.well-known/mta-sts.txt',
-        headers: { host },
-        ca: options.ca,
-        rejectUnauthorized: true,
-        // The certificate must be valid for mta-sts.DOMAIN, whatever address we reached.
-        checkServerIdentity: (_h, cert) => checkServerIdentity(host, cert),
-        timeout: options.timeoutMs,
-        agent: false,
-      },
-      (res) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          return reject(new Error(`${host} answered HTTP ${res.statusCode} (redirects are not followed)`));
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > MAX_POLICY_BYTES) {
-            req.destroy(new Error(`the policy at ${host} is larger than 64 KiB`));
-            return;
-          }
-          chunks.push(c);
-        });
-        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`${host} did not answer within ${options.timeoutMs} ms`)));
-    req.on('error', reject);
-  });
 }
 
 export interface StsLookup {
@@ -184,11 +141,11 @@ export class MtaSts {
   }
 
   private async fetch(domain: string, id: string): Promise<StsPolicy> {
-    const host = `mta-sts.${domain}`;
-    const a = await this.dns.a(host);
-    if (a.kind !== 'found' || !a.records.length) throw new Error(`${host} has no address${a.kind === 'failed' ? `: ${a.error}` : ''}`);
-    const text = await fetchPolicy(domain, a.records[0]!, this.options());
-    const policy = parsePolicy(text, id, this.now());
+    const o = this.options();
+    const url = new URL(`https://mta-sts.${domain}:${o.port}/.well-known/mta-sts.txt`);
+    const res = await verifiedHttps(this.dns, { url, ca: o.ca, timeoutMs: o.timeoutMs, maxBytes: MAX_POLICY_BYTES });
+    if (res.status !== 200) throw new Error(`${url.hostname} answered HTTP ${res.status} (redirects are not followed)`);
+    const policy = parsePolicy(res.body.toString('utf8'), id, this.now());
     this.cache.set(domain, policy);
     return policy;
   }

@@ -2,23 +2,22 @@
  * TLS-RPT (RFC 8460), the sending side: every outbound session to a domain
  * with an MTA-STS policy counts as a success or as a failure of a given
  * kind, per UTC day; after the day ends, the day's counts for a domain go as
- * one JSON report (gzipped, in a multipart/report mail) to the `mailto:`
- * addresses of its `_smtp._tls` TXT record, injected into the queue like a
- * bounce, and by HTTPS POST to its `https:` ones. The day's counts are kept in `dataDir/tlsrpt/DAY.json` (written a
- * second after a change), so a restart keeps them; a kill -9 loses at most
- * that second. `https:` report addresses get the same gzipped JSON by POST.
+ * one JSON report (gzipped) to the addresses of its `_smtp._tls` TXT record:
+ * in a multipart/report mail to the `mailto:` ones, injected into the queue
+ * like a bounce, and by HTTPS POST to the `https:` ones. The day's counts are
+ * kept in `dataDir/tlsrpt/DAY.json` (written a second after a change), so a
+ * restart keeps them; a kill -9 loses at most that second.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import https from 'node:https';
-import { checkServerIdentity } from 'node:tls';
 import { gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { rfc5322Date } from '../date.js';
 import type { Dns } from '../services/dns.js';
 import type { StsPolicy } from './mta-sts.js';
 import type { Spool } from './spool.js';
+import { verifiedHttps } from './verified-https.js';
 
 /** RFC 8460 4.3's result types that sending can observe. */
 export type TlsResultType = 'starttls-not-supported' | 'certificate-host-mismatch' | 'certificate-expired' | 'certificate-not-trusted' | 'validation-failure';
@@ -211,35 +210,10 @@ export class TlsReports {
     return sent + 1;
   }
 
-  /** RFC 8460 5.4: POST the gzipped report over verified HTTPS (the name looked up through our DNS service); any 2xx is a receipt. */
+  /** RFC 8460 5.4: POST the gzipped report over verified HTTPS; any 2xx is a receipt. */
   private async post(url: string, gz: Buffer): Promise<void> {
-    const target = new URL(url);
-    const host = target.hostname;
-    const a = await this.deps.dns.a(host);
-    if (a.kind !== 'found' || !a.records.length) throw new Error(`${host} has no address`);
-    const options: https.RequestOptions = {
-      method: 'POST',
-      host: a.records[0],
-      port: target.port || 443,
-      path: `${target.pathname}${target.search}`,
-      servername: host,
-      headers: { host: target.host, 'content-type': 'application/tlsrpt+gzip', 'content-length': gz.length },
-      ca: this.deps.ca?.(),
-      checkServerIdentity: (_h, cert) => checkServerIdentity(host, cert),
-      timeout: 30_000,
-      agent: false,
-    };
-    return new Promise((resolve, reject) => {
-      const req = https.request(options, (res) => {
-        res.resume();
-        const code = res.statusCode ?? 0;
-        if (code >= 200 && code < 300) resolve();
-        else reject(new Error(`HTTP ${code}`));
-      });
-      req.on('timeout', () => req.destroy(new Error('no answer within 30 s')));
-      req.on('error', reject);
-      req.end(gz);
-    });
+    const res = await verifiedHttps(this.deps.dns, { url: new URL(url), method: 'POST', body: gz, contentType: 'application/tlsrpt+gzip', ca: this.deps.ca?.(), timeoutMs: 30_000, maxBytes: 64 * 1024 });
+    if (res.status < 200 || res.status >= 300) throw new Error(`HTTP ${res.status}`);
   }
 
   private file(day: string): string {
