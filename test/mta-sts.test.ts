@@ -6,9 +6,9 @@
  * mismatched certificate (the reason in the queue state `queue list`
  * shows) and delivers over a matching one; testing mode delivers anyway.
  */
-import https from 'node:https';
 import t, { type Test } from 'tap';
 import { makeCa, type TestCa } from './peers/ca.js';
+import { policyServer, type PolicyServer } from './peers/mta-sts-policy.js';
 import { startSink, type Sink } from './peers/sink.js';
 import { BIRTH, injectMessage, maildir, rig } from './queue-rig.js';
 import { gunzipSync } from 'node:zlib';
@@ -17,40 +17,6 @@ import { needs, tempDir } from './helpers.js';
 import { mxMatches, parsePolicy } from '../core/queue/mta-sts.js';
 import type { TestServer } from '../core/testing/index.js';
 import type { ManualClock } from '../core/index.js';
-
-interface PolicyServer {
-  readonly port: number;
-  fetches: number;
-  policy: string;
-  /** TLS reports POSTed to /tlsrpt. */
-  readonly posts: Array<{ type: string; body: Buffer }>;
-}
-
-async function policyServer(t: Test, ca: TestCa, policy: string): Promise<PolicyServer> {
-  const pair = await ca.issue(['mta-sts.remote.test']);
-  const state: PolicyServer = { port: 0, fetches: 0, policy, posts: [] };
-  const server = https.createServer(pair, (req, res) => {
-    if (req.method === 'POST' && req.url === '/tlsrpt') {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        state.posts.push({ type: req.headers['content-type'] ?? '', body: Buffer.concat(chunks) });
-        res.writeHead(201).end();
-      });
-      return;
-    }
-    if (req.url !== '/.well-known/mta-sts.txt') {
-      res.writeHead(404).end();
-      return;
-    }
-    state.fetches++;
-    res.writeHead(200, { 'content-type': 'text/plain' }).end(state.policy);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  (state as { port: number }).port = (server.address() as { port: number }).port;
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return state;
-}
 
 const ZONES = (id: string) => ({
   'remote.test': { MX: [{ preference: 10, exchange: 'mx.remote.test' }] },

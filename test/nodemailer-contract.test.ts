@@ -8,8 +8,11 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import t from 'tap';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import { NODEMAILER_INTERNALS, NODEMAILER_VERSION, serverSupports } from '../core/queue/smtp-client-adapter.js';
+import { X509Certificate } from 'node:crypto';
+import { NODEMAILER_INTERNALS, NODEMAILER_VERSION, peerChain, serverSupports } from '../core/queue/smtp-client-adapter.js';
 import { startSink } from './peers/sink.js';
+import { makeCa } from './peers/ca.js';
+import { needs, tempDir } from './helpers.js';
 
 const installed = (createRequire(import.meta.url)('nodemailer/package.json') as { version: string }).version;
 const pinned = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string> }).dependencies.nodemailer;
@@ -19,9 +22,9 @@ t.test('nodemailer is pinned to the version the adapter was written against', as
   t.equal(installed, NODEMAILER_VERSION, 'the installed one is that version');
 });
 
-function connect(port: number): Promise<SMTPConnection> {
+function connect(port: number, tls = false): Promise<SMTPConnection> {
   return new Promise((resolve, reject) => {
-    const conn = new SMTPConnection({ host: '127.0.0.1', port, ignoreTLS: true });
+    const conn = new SMTPConnection({ host: '127.0.0.1', port, ...(tls ? { requireTLS: true, tls: { rejectUnauthorized: false } } : { ignoreTLS: true }) });
     conn.once('error', reject);
     conn.connect(() => resolve(conn));
   });
@@ -40,4 +43,21 @@ t.test('the EHLO keywords are where the adapter reads them, for a server with DS
     conn.quit();
     await sink.close();
   }
+});
+
+t.test('after STARTTLS the socket shows the chain the server sent (DANE checks it against TLSA records)', needs('openssl'), async (t) => {
+  const ca = await makeCa(await tempDir(t, 'yubin-ca-'));
+  const leaf = await ca.issue(['mx.example.test']);
+  const sink = await startSink({ tls: { key: leaf.key, cert: Buffer.concat([leaf.cert, ca.caPem]) } });
+  t.teardown(() => sink.close());
+  const conn = await connect(sink.port, true);
+  t.equal(typeof Reflect.get(conn, '_socket'), NODEMAILER_INTERNALS.connection._socket, 'SMTPConnection._socket is an object');
+  const chain = peerChain(conn);
+  t.equal(chain?.length, 2, 'leaf and CA, as sent');
+  t.ok(chain?.[0]?.raw.equals(new X509Certificate(leaf.cert).raw), 'the leaf first');
+  t.ok(chain?.[1]?.raw.equals(new X509Certificate(ca.caPem).raw), 'then its issuer');
+  conn.quit();
+  const clear = await connect(sink.port);
+  t.equal(peerChain(clear), undefined, 'nothing in clear text');
+  clear.quit();
 });

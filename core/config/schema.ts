@@ -390,6 +390,20 @@ export const deliverySchema = z.strictObject({
       timeout: duration.default(10_000),
     })
     .default({ enabled: true, port: 443, timeout: 10_000 }),
+  /**
+   * DANE (RFC 7672): MX hosts with DNSSEC-signed TLSA records are only used over
+   * STARTTLS with a certificate the records name. Needs a validating resolver
+   * whose AD bit can be trusted: one on this host (Postfix's "dane" level asks the same).
+   */
+  dane: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** The trusted validating resolver: IP, IP:port or [IPv6]:port. Only its AD bit is believed. */
+      resolver: dnsServer.default('127.0.0.1'),
+      /** Limit for one query. */
+      timeout: duration.default(5_000),
+    })
+    .default({ enabled: false, resolver: '127.0.0.1', timeout: 5_000 }),
   /** Extra trusted CA certificates (PEM file) for verified TLS: MTA-STS, REQUIRETLS, relays (Postfix's smtp_tls_CAfile). */
   caFile: z.string().min(1).optional(),
   /** Sessions kept open for the next message to the same destination (Postfix's connection cache). */

@@ -12,7 +12,8 @@ import type { DeliveryConfig, RouteConfig } from '../config/schema.js';
 import type { Dns, MxRecord } from '../services/dns.js';
 import type { RecipientDsn } from './dsn.js';
 import { domainKeys } from './domain-keys.js';
-import { serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
+import { peerChain, serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
+import { checkChain, type Dane, type DaneLookup } from './dane.js';
 import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
 import { mxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
 import { classifyTlsFailure, type TlsReports, type TlsSessionResult } from './tls-report.js';
@@ -50,6 +51,8 @@ export interface RemoteDeps {
   readonly ca?: Buffer;
   /** Where sessions to domains with an MTA-STS policy are counted for TLS-RPT. */
   readonly tlsReports?: Pick<TlsReports, 'record'>;
+  /** TLSA records of MX hosts (DANE); without it none are looked up. */
+  readonly dane?: Dane;
 }
 
 interface Target {
@@ -221,6 +224,12 @@ function cacheKey(job: RemoteJob, smart: Relay | undefined, port: number): strin
 /** RFC 8461 5: a policy in enforce mode that no MX satisfies defers the message (and it bounces only at the end of its lifetime). */
 const STS_FAILED = (domain: string, why: string) => temporary('4.7.5', `MTA-STS policy of ${domain} (enforce) not met: ${why}`);
 
+/** RFC 7672 2.2: an MX host with secure TLSA records that no session satisfied: deferred, as Postfix does. */
+const DANE_FAILED = (domain: string, why: string) => temporary('4.7.5', `DANE TLSA authentication for ${domain} failed: ${why}`);
+
+/** How one session is secured: `strict` verified by CAs, `dane` STARTTLS checked here against TLSA records, `usual` as configured. */
+type Security = 'strict' | 'dane' | 'usual';
+
 export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<Outcomes> {
   const { config, cache } = deps;
   // RFC 3030 3: a relay that cannot pass binary on converts or returns the message; nodemailer sends with DATA only.
@@ -242,7 +251,11 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
     for (const t of found.filter((x) => !hosts.includes(x))) deps.tlsReports?.record(job.domain, enforced, { kind: 'failure', resultType: 'validation-failure', mx: t.name, ip: t.ips[0] ?? '', detail: 'MX not named by the policy' });
     if (!hosts.length) return all(job.recipients, STS_FAILED(job.domain, `no MX host matches its mx patterns (${enforced.mx.join(', ')})`));
   }
-  const key = cacheKey(job, smart, port) + (enforced ? ' mta-sts' : '');
+  // DANE applies to MX hosts, as MTA-STS does; where a host has secure TLSA records they decide, not the policy (RFC 8461 2).
+  const daneOf = new Map<string, DaneLookup>();
+  if (deps.dane && !smart) await Promise.all(hosts.map(async (t) => daneOf.set(t.name, await deps.dane!.lookup(t.name, port))));
+  const daneUsed = [...daneOf.values()].some((d) => d.kind === 'dane' || d.kind === 'encrypt');
+  const key = cacheKey(job, smart, port) + (enforced ? ' mta-sts' : '') + (daneUsed ? ' dane' : '');
   const cached = await cache?.take(key);
   if (cached) {
     const sent = await sendAll(cached, job);
@@ -254,41 +267,70 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
   // A testing-mode policy: each session is tried verified first, for the TLS report, and opportunistically if that fails.
   const trial = sts?.mode === 'testing' && !verified ? sts : undefined;
   // `strict`: this attempt must be STARTTLS with a verified certificate (REQUIRETLS, MTA-STS, or a testing policy's first try).
-  const options = (target: Target, ip: string, strict: boolean): SMTPConnection.Options =>
-    ({
+  const options = (target: Target, ip: string, security: Security): SMTPConnection.Options => {
+    const strict = security === 'strict';
+    const required = security !== 'usual';
+    return {
       host: ip,
       port,
       name: deps.heloName,
       secure: smart?.tls === 'implicit',
-      ignoreTLS: !strict && (smart ? smart.tls === 'none' : !config.opportunisticTls),
-      requireTLS: strict || smart?.tls === 'starttls',
-      opportunisticTLS: !strict && opportunistic,
+      ignoreTLS: !required && (smart ? smart.tls === 'none' : !config.opportunisticTls),
+      requireTLS: required || smart?.tls === 'starttls',
+      opportunisticTLS: !required && opportunistic,
+      // DANE: the chain is checked against the TLSA records once connected, not against CAs; SNI is the MX name (RFC 7672 8.1).
       tls: { rejectUnauthorized: strict || (smart !== undefined && smart.tls !== 'opportunistic' && smart.verifyCertificate), servername: isIP(target.name) ? undefined : target.name, ca: deps.ca },
       connectionTimeout: config.connectTimeout,
       greetingTimeout: config.greetingTimeout,
       socketTimeout: config.commandTimeout,
       allowInternalNetworkInterfaces: true,
-    }) as SMTPConnection.Options;
+    } as SMTPConnection.Options;
+  };
   const report = (policy: StsPolicy | undefined, result: TlsSessionResult) => policy && deps.tlsReports?.record(job.domain, policy, result);
   const failures: string[] = [];
   let tlsRefusals = 0;
+  let daneFailures = 0;
   for (const target of hosts) {
+    const dane = daneOf.get(target.name);
+    if (dane?.kind === 'failed') {
+      // RFC 7672 2.2: without an answer we cannot tell whether this host must be authenticated, so it is not used.
+      daneFailures++;
+      failures.push(`${target.name}: ${dane.error}`);
+      continue;
+    }
+    // REQUIRETLS wants an authenticated server: TLSA records that only demand encryption do not give one.
+    const byDane = dane?.kind === 'dane' || (dane?.kind === 'encrypt' && !job.requireTls) ? dane : undefined;
+    const security: Security = byDane ? 'dane' : verified || trial !== undefined ? 'strict' : 'usual';
     for (const ip of target.ips) {
       if (!smart && deps.isOwnSocket(ip, port)) {
         return all(job.recipients, permanent('5.4.6', `Sorry, the MX ${target.name} of ${job.domain} is this server: mail would loop back to myself. (#5.4.6)`));
       }
       let conn: SMTPConnection;
       try {
-        conn = await openConnection(options(target, ip, verified || trial !== undefined));
-        report(enforced ?? trial, { kind: 'success' });
+        conn = await openConnection(options(target, ip, security));
+        if (byDane?.kind === 'dane') {
+          const check = checkChain(byDane.records, peerChain(conn) ?? [], target.name, Date.now());
+          if (!check.ok) {
+            conn.close();
+            daneFailures++;
+            failures.push(`${target.name} [${ip}]: ${check.why}`);
+            continue;
+          }
+        }
+        if (!byDane) report(enforced ?? trial, { kind: 'success' });
       } catch (err) {
         // Not reachable, or refused us at the greeting: the next host may do better.
         const e = err as SmtpError;
+        if (byDane) {
+          if (isTlsRefusal(e)) daneFailures++;
+          failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
+          continue;
+        }
         const refusal = (verified || trial !== undefined) && isTlsRefusal(e);
         if (refusal) report(enforced ?? trial, { kind: 'failure', resultType: classifyTlsFailure(e.message), mx: target.name, ip, detail: e.message });
         if (refusal && trial) {
           try {
-            conn = await openConnection(options(target, ip, false));
+            conn = await openConnection(options(target, ip, 'usual'));
           } catch (err2) {
             failures.push(`${target.name} [${ip}]: ${((err2 as SmtpError).response ?? (err2 as Error).message).trim()}`);
             continue;
@@ -323,6 +365,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       }
     }
   }
+  if (daneFailures > 0) return all(job.recipients, DANE_FAILED(job.domain, failures.join('; ')));
   if (job.requireTls && tlsRefusals > 0 && tlsRefusals === failures.length) return all(job.recipients, REQUIRETLS_FAILED(job.domain, failures.join('; ')));
   if (enforced && tlsRefusals > 0) return all(job.recipients, STS_FAILED(job.domain, failures.join('; ')));
   return all(job.recipients, temporary('4.4.1', `No host for ${job.domain} took the message: ${failures.join('; ')}`));

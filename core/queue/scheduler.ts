@@ -35,6 +35,8 @@ import { DeliverySlots, type DestinationLimits } from './slots.js';
 import { domainKeys } from './domain-keys.js';
 import { ConnectionCache } from './connection-cache.js';
 import { MtaSts } from './mta-sts.js';
+import { Dane } from './dane.js';
+import { SecureResolver } from '../services/secure-dns.js';
 import { TlsReports } from './tls-report.js';
 import { Timetable } from './timetable.js';
 import { deliverRemote, type RemoteOutcome } from './remote.js';
@@ -146,6 +148,8 @@ export class Scheduler {
   readonly sessions: ConnectionCache;
   /** MTA-STS policies of destination domains. */
   readonly mtaSts: MtaSts;
+  /** TLSA lookups of MX hosts through the trusted resolver (delivery.dane). */
+  readonly dane: Dane;
   /** TLS-RPT counts of sessions to domains with a policy, reported daily. */
   readonly tlsReports: TlsReports | undefined;
   private reportTimer: NodeJS.Timeout | undefined;
@@ -163,6 +167,10 @@ export class Scheduler {
       const d = deps.delivery();
       return { port: d.mtaSts.port, timeoutMs: d.mtaSts.timeout, ca: this.ca() };
     }, () => deps.clock.now());
+    this.dane = new Dane(() => {
+      const { resolver, timeout } = deps.delivery().dane;
+      return new SecureResolver({ server: resolver, timeoutMs: timeout });
+    });
     this.timetable = new Timetable(deps.clock);
   }
 
@@ -556,6 +564,7 @@ export class Scheduler {
         mtaSts: delivery.mtaSts.enabled ? this.mtaSts : undefined,
         tlsReports: this.tlsReports,
         ca: this.ca(),
+        dane: delivery.dane.enabled ? this.dane : undefined,
       },
     );
     for (const r of viaSmtp) this.record(job, r, outcomes.get(r.address) ?? { kind: 'temporary', status: '4.4.2', text: 'no result from remote delivery' });

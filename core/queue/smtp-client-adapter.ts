@@ -10,7 +10,12 @@
  *   we, sends the success notice): `_supportedExtensions`.
  * - Its typings (@types/nodemailer 8) lack `requireTLSExtensionEnabled`,
  *   the envelope flag that sends REQUIRETLS (RFC 8689) on MAIL.
+ * - No access to the TLS socket after STARTTLS. DANE (RFC 7672) checks the
+ *   certificate chain the server sent against its TLSA records itself,
+ *   since Node verifies only against CAs: `_socket`.
  */
+import type { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 
 /** The version this adapter was written against; package.json pins the same. */
@@ -20,6 +25,7 @@ export const NODEMAILER_VERSION = '10.6.1';
 export const NODEMAILER_INTERNALS = {
   connection: {
     _supportedExtensions: 'Array', // the EHLO keywords nodemailer recognised, filled on connect
+    _socket: 'object', // the socket: a TLSSocket once STARTTLS is done
   },
 } as const;
 
@@ -38,3 +44,20 @@ export type ClientEnvelope = SMTPConnection.Envelope & {
   /** Send REQUIRETLS on MAIL; nodemailer refuses (EREQUIRETLS) a server without TLS or without the keyword. */
   requireTLSExtensionEnabled?: boolean;
 };
+
+/**
+ * The certificates the server sent, leaf first, once the session is
+ * encrypted; undefined in clear text.
+ */
+export function peerChain(conn: SMTPConnection): X509Certificate[] | undefined {
+  const socket = (conn as unknown as { _socket?: unknown })._socket;
+  if (!conn.secure || !socket || typeof (socket as TLSSocket).getPeerCertificate !== 'function') return undefined;
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
+  // getPeerCertificate(true) links each certificate to its issuer; a self-signed one links to itself.
+  for (let c = (socket as TLSSocket).getPeerCertificate(true); c?.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
+    seen.add(c.fingerprint256);
+    chain.push(new X509Certificate(c.raw));
+  }
+  return chain;
+}
