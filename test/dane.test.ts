@@ -15,7 +15,9 @@ import { makeCa } from './peers/ca.js';
 import { policyServer } from './peers/mta-sts-policy.js';
 import { startSink, type Sink } from './peers/sink.js';
 import { startUnbound, type Zone } from './peers/unbound.js';
-import { BIRTH, injectMessage, rig } from './queue-rig.js';
+import { gunzipSync } from 'node:zlib';
+import { BIRTH, injectMessage, maildir, rig } from './queue-rig.js';
+import type { ManualClock } from '../core/index.js';
 import { needs, tempDir } from './helpers.js';
 import { SecureResolver, resolverAddress } from '../core/services/secure-dns.js';
 import { checkChain, usableTlsa } from '../core/queue/dane.js';
@@ -27,6 +29,7 @@ interface World {
   readonly server: TestServer;
   readonly sink: Sink;
   readonly resolver: string;
+  readonly clock: ManualClock;
 }
 
 async function world(t: Test): Promise<World> {
@@ -43,7 +46,7 @@ async function world(t: Test): Promise<World> {
   const policy = await policyServer(t, ca, 'version: STSv1\r\nmode: enforce\r\nmx: mx.sts.test\r\nmax_age: 86400\r\n', 'sts.test');
   const zones: Zone[] = [
     { name: 'good.test', signed: true, records: [...mx, tlsa('mx', `3 1 1 ${spki}`)] },
-    { name: 'bad.test', signed: true, records: [...mx, tlsa('mx', `3 1 1 ${'ab'.repeat(32)}`)] },
+    { name: 'bad.test', signed: true, records: [...mx, tlsa('mx', `3 1 1 ${'ab'.repeat(32)}`), '_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.test"'] },
     { name: 'ta.test', signed: true, records: [...mx, tlsa('mx', `2 0 1 ${caDigest}`)] },
     { name: 'tawrong.test', signed: true, records: [...mx, tlsa('mx', `2 0 1 ${caDigest}`)] },
     { name: 'pkix.test', signed: true, records: [...mx, tlsa('mx', `1 1 1 ${'cd'.repeat(32)}`)] },
@@ -57,12 +60,12 @@ async function world(t: Test): Promise<World> {
     },
   ];
   const unbound = await startUnbound(t, dir, zones);
-  const { server } = await rig(t, {
+  const { server, clock } = await rig(t, {
     sinkPeer: sink,
     config: { dns: { servers: [unbound.address], timeout: '2s', tries: 1 } },
     delivery: { caFile: ca.caFile, mtaSts: { port: policy.port, timeout: '5s' }, dane: { enabled: true, resolver: unbound.address, timeout: '2s' } },
   });
-  return { server, sink, resolver: unbound.address };
+  return { server, sink, resolver: unbound.address, clock };
 }
 
 async function deliver(w: World, to: string): Promise<{ delivered: boolean; error: string | undefined; status: string | undefined }> {
@@ -113,6 +116,21 @@ t.test('DANE on the way out: right TLSA delivered, wrong TLSA deferred with the 
   const bogus = await deliver(w, 'x@bogus.test');
   t.notOk(bogus.delivered, 'bogus DNSSEC: not delivered');
   t.equal(bogus.status, 'pending', 'deferred');
+
+  // TLS-RPT counts DANE sessions under policy-type tlsa, per MX host.
+  const reports = w.server.server.queue.tlsReports!;
+  const day = new Date(w.clock.now()).toISOString().slice(0, 10);
+  const counts = await reports.counts(day);
+  t.equal(counts?.['good.test tlsa mx.good.test']?.success, 1, 'TLS-RPT: the good session');
+  t.match(counts?.['bad.test tlsa mx.bad.test']?.failures, [{ resultType: 'tlsa-invalid', mx: 'mx.bad.test', ip: '127.0.0.1', count: 1 }]);
+  w.clock.advance(86_400_000);
+  t.equal(await reports.sendDue(), 1, 'one report: bad.test is the only one publishing a rua');
+  await w.server.server.queue.idle();
+  const [mail] = await maildir(w.server, 'example.test', 'tlsrpt');
+  const b64 = /filename="[^"]+\.json\.gz"\n\n([A-Za-z0-9+/=\n]+)\n--/.exec(mail ?? '')?.[1];
+  const report = JSON.parse(gunzipSync(Buffer.from(b64 ?? '', 'base64')).toString()) as { policies: Array<{ policy: Record<string, unknown>; 'failure-details': unknown[] }> };
+  t.match(report.policies[0]?.policy, { 'policy-type': 'tlsa', 'policy-string': [`3 1 1 ${'ab'.repeat(32)}`], 'policy-domain': 'bad.test', 'mx-host': ['mx.bad.test'] });
+  t.match(report.policies[0]?.['failure-details'], [{ 'result-type': 'tlsa-invalid', 'receiving-mx-hostname': 'mx.bad.test', 'failed-session-count': 1 }]);
 });
 
 t.test('MTA-STS records served by unbound: an enforce policy with a certificate for other names is deferred', needs('unbound', 'ldns-signzone', 'ldns-keygen', 'openssl'), async (t) => {

@@ -16,7 +16,7 @@ import { peerChain, serverSupports, type ClientEnvelope } from './smtp-client-ad
 import { checkChain, type Dane, type DaneLookup } from './dane.js';
 import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
 import { mxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
-import { classifyTlsFailure, type TlsReports, type TlsSessionResult } from './tls-report.js';
+import { classifyTlsFailure, type ReportedPolicy, type TlsaPolicy, type TlsReports, type TlsSessionResult } from './tls-report.js';
 
 export type RemoteOutcome =
   /** `relayed`: the next hop was an SMTP server; `dsn` true when it took the DSN request on (so it reports success itself). */
@@ -286,7 +286,12 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       allowInternalNetworkInterfaces: true,
     } as SMTPConnection.Options;
   };
-  const report = (policy: StsPolicy | undefined, result: TlsSessionResult) => policy && deps.tlsReports?.record(job.domain, policy, result);
+  const report = (policy: ReportedPolicy | undefined, result: TlsSessionResult) => policy && deps.tlsReports?.record(job.domain, policy, result);
+  const tlsaPolicy = (target: Target, lookup: DaneLookup): TlsaPolicy => ({
+    type: 'tlsa',
+    mx: target.name,
+    records: lookup.kind === 'dane' ? lookup.records.map((r) => `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toString('hex')}`) : [],
+  });
   const failures: string[] = [];
   let tlsRefusals = 0;
   let daneFailures = 0;
@@ -296,6 +301,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       // RFC 7672 2.2: without an answer we cannot tell whether this host must be authenticated, so it is not used.
       daneFailures++;
       failures.push(`${target.name}: ${dane.error}`);
+      report(tlsaPolicy(target, dane), { kind: 'failure', resultType: 'dnssec-invalid', mx: target.name, ip: target.ips[0] ?? '', detail: dane.error });
       continue;
     }
     // REQUIRETLS wants an authenticated server: TLSA records that only demand encryption do not give one.
@@ -314,15 +320,19 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
             conn.close();
             daneFailures++;
             failures.push(`${target.name} [${ip}]: ${check.why}`);
+            report(tlsaPolicy(target, byDane), { kind: 'failure', resultType: 'tlsa-invalid', mx: target.name, ip, detail: check.why });
             continue;
           }
         }
-        if (!byDane) report(enforced ?? trial, { kind: 'success' });
+        report(byDane?.kind === 'dane' ? tlsaPolicy(target, byDane) : byDane ? undefined : (enforced ?? trial), { kind: 'success' });
       } catch (err) {
         // Not reachable, or refused us at the greeting: the next host may do better.
         const e = err as SmtpError;
         if (byDane) {
-          if (isTlsRefusal(e)) daneFailures++;
+          if (isTlsRefusal(e)) {
+            daneFailures++;
+            if (byDane.kind === 'dane') report(tlsaPolicy(target, byDane), { kind: 'failure', resultType: /STARTTLS/i.test(e.message) ? 'dane-required' : 'validation-failure', mx: target.name, ip, detail: e.message });
+          }
           failures.push(`${target.name} [${ip}]: ${(e.response ?? e.message).trim()}`);
           continue;
         }

@@ -1,7 +1,7 @@
 /**
  * TLS-RPT (RFC 8460), the sending side: every outbound session to a domain
- * with an MTA-STS policy counts as a success or as a failure of a given
- * kind, per UTC day; after the day ends, the day's counts for a domain go as
+ * with an MTA-STS policy, or to an MX host with DANE TLSA records, counts as
+ * a success or as a failure of a given kind, per UTC day; after the day ends, the day's counts for a domain go as
  * one JSON report (gzipped) to the addresses of its `_smtp._tls` TXT record:
  * in a multipart/report mail to the `mailto:` ones, injected into the queue
  * like a bounce, and by HTTPS POST to the `https:` ones. The day's counts are
@@ -20,7 +20,30 @@ import type { Spool } from './spool.js';
 import { verifiedHttps } from './verified-https.js';
 
 /** RFC 8460 4.3's result types that sending can observe. */
-export type TlsResultType = 'starttls-not-supported' | 'certificate-host-mismatch' | 'certificate-expired' | 'certificate-not-trusted' | 'validation-failure';
+export type TlsResultType =
+  | 'starttls-not-supported'
+  | 'certificate-host-mismatch'
+  | 'certificate-expired'
+  | 'certificate-not-trusted'
+  | 'validation-failure'
+  // DANE: no record matched; the DNSSEC lookup failed or was bogus; the server would not do TLS although TLSA records require it.
+  | 'tlsa-invalid'
+  | 'dnssec-invalid'
+  | 'dane-required';
+
+/** The DANE policy of one MX host (RFC 8460 4.2: policy-type tlsa, its TLSA records as the policy string). */
+export interface TlsaPolicy {
+  readonly type: 'tlsa';
+  readonly mx: string;
+  /** Presentation form: `3 1 1 <hex>`. */
+  readonly records: readonly string[];
+}
+
+/** A policy sessions are counted under. */
+export type ReportedPolicy = StsPolicy | TlsaPolicy;
+
+/** As kept on disk: an STS policy has no `type` (files from before DANE read as they are). */
+type KeptPolicy = { readonly type?: undefined; readonly mode: string; readonly mx: readonly string[]; readonly maxAge: number } | TlsaPolicy;
 
 export type TlsSessionResult = { readonly kind: 'success' } | { readonly kind: 'failure'; readonly resultType: TlsResultType; readonly mx: string; readonly ip: string; readonly detail?: string };
 
@@ -33,12 +56,16 @@ interface FailureCount {
 }
 
 interface DomainDay {
-  policy: { readonly mode: string; readonly mx: readonly string[]; readonly maxAge: number };
+  policy: KeptPolicy;
   success: number;
   failures: FailureCount[];
 }
 
+/** Keyed by domain for its MTA-STS policy, `DOMAIN tlsa MXHOST` for a DANE host. */
 type Day = Record<string, DomainDay>;
+
+const keyOf = (domain: string, policy: ReportedPolicy) => ('type' in policy ? `${domain.toLowerCase()} tlsa ${policy.mx.toLowerCase()}` : domain.toLowerCase());
+const kept = (policy: ReportedPolicy): KeptPolicy => ('type' in policy ? policy : { mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge });
 
 /** Which of RFC 8460's result types an error from the TLS session is. */
 export function classifyTlsFailure(message: string): TlsResultType {
@@ -70,12 +97,12 @@ export class TlsReports {
   constructor(private readonly deps: TlsReportDeps) {}
 
   /** Counts one session to a domain with a policy. */
-  record(domain: string, policy: StsPolicy, result: TlsSessionResult): void {
+  record(domain: string, policy: ReportedPolicy, result: TlsSessionResult): void {
     const day = dayOf(this.deps.now());
     let counts = this.days.get(day);
     if (!counts) this.days.set(day, (counts = {}));
-    const d = (counts[domain.toLowerCase()] ??= { policy: { mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge }, success: 0, failures: [] });
-    d.policy = { mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge };
+    const d = (counts[keyOf(domain, policy)] ??= { policy: kept(policy), success: 0, failures: [] });
+    d.policy = kept(policy);
     if (result.kind === 'success') d.success++;
     else {
       const same = d.failures.find((f) => f.resultType === result.resultType && f.mx === result.mx && f.ip === result.ip);
@@ -98,7 +125,12 @@ export class TlsReports {
     let sent = 0;
     for (const [day, counts] of [...this.days]) {
       if (day >= today) continue;
-      for (const [domain, d] of Object.entries(counts)) sent += await this.report(day, domain, d);
+      const byDomain = new Map<string, DomainDay[]>();
+      for (const [key, d] of Object.entries(counts)) {
+        const domain = key.split(' ')[0]!;
+        byDomain.set(domain, [...(byDomain.get(domain) ?? []), d]);
+      }
+      for (const [domain, policies] of byDomain) sent += await this.report(day, domain, policies);
       this.days.delete(day);
       await unlink(this.file(day)).catch(() => undefined);
     }
@@ -112,7 +144,7 @@ export class TlsReports {
     await this.writeAll();
   }
 
-  private async report(day: string, domain: string, d: DomainDay): Promise<number> {
+  private async report(day: string, domain: string, policies: readonly DomainDay[]): Promise<number> {
     const { dns, log, hostname } = this.deps;
     const txt = await dns.txt(`_smtp._tls.${domain}`);
     const record = txt.kind === 'found' ? txt.records.find((r) => /^v=TLSRPTv1\s*;/.test(r)) : undefined;
@@ -132,14 +164,15 @@ export class TlsReports {
       'date-range': { 'start-datetime': `${day}T00:00:00Z`, 'end-datetime': `${day}T23:59:59Z` },
       'contact-info': `postmaster@${hostname}`,
       'report-id': id,
-      policies: [
-        {
-          policy: {
-            'policy-type': 'sts',
-            'policy-string': ['version: STSv1', `mode: ${d.policy.mode}`, ...d.policy.mx.map((m) => `mx: ${m}`), `max_age: ${d.policy.maxAge}`],
-            'policy-domain': domain,
-            'mx-host': d.policy.mx,
-          },
+      policies: policies.map((d) => ({
+          policy: d.policy.type === 'tlsa'
+            ? { 'policy-type': 'tlsa', 'policy-string': d.policy.records, 'policy-domain': domain, 'mx-host': [d.policy.mx] }
+            : {
+                'policy-type': 'sts',
+                'policy-string': ['version: STSv1', `mode: ${d.policy.mode}`, ...d.policy.mx.map((m) => `mx: ${m}`), `max_age: ${d.policy.maxAge}`],
+                'policy-domain': domain,
+                'mx-host': d.policy.mx,
+              },
           summary: { 'total-successful-session-count': d.success, 'total-failure-session-count': d.failures.reduce((n, f) => n + f.count, 0) },
           'failure-details': d.failures.map((f) => ({
             'result-type': f.resultType,
@@ -148,8 +181,7 @@ export class TlsReports {
             'failed-session-count': f.count,
             ...(f.detail ? { 'additional-information': f.detail.slice(0, 200) } : {}),
           })),
-        },
-      ],
+        })),
     };
     const gz = gzipSync(Buffer.from(JSON.stringify(json)));
     let sent = 0;
