@@ -16,7 +16,7 @@ import { policyServer } from './peers/mta-sts-policy.js';
 import { startSink, type Sink } from './peers/sink.js';
 import { startUnbound, type Zone } from './peers/unbound.js';
 import { gunzipSync } from 'node:zlib';
-import { BIRTH, injectMessage, maildir, rig } from './queue-rig.js';
+import { BIRTH, injectMessage, maildir, rig, send } from './queue-rig.js';
 import type { ManualClock } from '../core/index.js';
 import { needs, tempDir } from './helpers.js';
 import { SecureResolver, resolverAddress } from '../core/services/secure-dns.js';
@@ -62,6 +62,8 @@ async function world(t: Test): Promise<World> {
   const unbound = await startUnbound(t, dir, zones);
   const { server, clock } = await rig(t, {
     sinkPeer: sink,
+    // bad.test and sts.test taken over SMTP too, as an MX for them would: TLS-Required is read from the message as it arrives.
+    plugins: { rcpthosts: { domains: ['example.test', 'localhost', 'bad.test', 'sts.test'] } },
     config: { dns: { servers: [unbound.address], timeout: '2s', tries: 1 } },
     delivery: { caFile: ca.caFile, mtaSts: { port: policy.port, timeout: '5s' }, dane: { enabled: true, resolver: unbound.address, timeout: '2s' } },
   });
@@ -139,4 +141,17 @@ t.test('MTA-STS records served by unbound: an enforce policy with a certificate 
   t.notOk(sts.delivered);
   t.match(sts.error, /MTA-STS policy of sts\.test \(enforce\) not met: mx\.sts\.test \[127\.0\.0\.1\]: .*(altnames|certificate)/i);
   t.equal(w.server.server.queue.mtaSts.cached('sts.test')?.mode, 'enforce', 'the _mta-sts TXT record led to the policy');
+});
+
+t.test('TLS-Required: No (RFC 8689 5): the sender waives the domain\'s DANE and MTA-STS policies', needs('unbound', 'ldns-signzone', 'ldns-keygen', 'openssl'), async (t) => {
+  const w = await world(t);
+  const before = w.sink.messages.length;
+  await send(w.server, 'alice@example.test', ['x@bad.test'], 'Subject: waived\r\nTLS-Required: No\r\n\r\nbody\r\n');
+  await send(w.server, 'alice@example.test', ['x@sts.test'], 'Subject: waived\r\nTLS-Required: no\r\n\r\nbody\r\n');
+  await w.server.server.queue.idle();
+  t.equal(w.sink.messages.length, before + 2, 'both delivered despite the TLSA mismatch and the enforce policy');
+  const kept = await send(w.server, 'alice@example.test', ['y@bad.test'], 'Subject: not waived\r\nTLS-Required: yes\r\n\r\nbody\r\n');
+  await w.server.server.queue.idle();
+  t.equal(w.sink.messages.length, before + 2, 'any other value waives nothing');
+  t.match((await w.server.server.spool.readState(kept))?.recipients[0]?.error, /DANE TLSA authentication for bad\.test failed/);
 });

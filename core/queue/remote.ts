@@ -35,6 +35,8 @@ export interface RemoteJob {
   readonly requireTls?: boolean;
   /** BODY=BINARYMIME (RFC 3030): binary content, which DATA cannot carry. */
   readonly binary?: boolean;
+  /** `TLS-Required: No` (RFC 8689 5): the domain's MTA-STS policy and DANE records are not applied. */
+  readonly tlsOptional?: boolean;
 }
 
 export interface RemoteDeps {
@@ -242,7 +244,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
   }
   const port = smart ? smart.port : config.remotePort;
   // MTA-STS is about a domain's MX hosts; a route or smarthost is the admin's own choice.
-  const sts = smart || !deps.mtaSts ? undefined : (await deps.mtaSts.lookup(job.domain)).policy;
+  const sts = smart || !deps.mtaSts || job.tlsOptional ? undefined : (await deps.mtaSts.lookup(job.domain)).policy;
   const enforced = sts?.mode === 'enforce' ? sts : undefined;
   const verified = job.requireTls || enforced !== undefined;
   let hosts = found;
@@ -253,7 +255,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
   }
   // DANE applies to MX hosts, as MTA-STS does; where a host has secure TLSA records they decide, not the policy (RFC 8461 2).
   const daneOf = new Map<string, DaneLookup>();
-  if (deps.dane && !smart) await Promise.all(hosts.map(async (t) => daneOf.set(t.name, await deps.dane!.lookup(t.name, port))));
+  if (deps.dane && !smart && !job.tlsOptional) await Promise.all(hosts.map(async (t) => daneOf.set(t.name, await deps.dane!.lookup(t.name, port))));
   const daneUsed = [...daneOf.values()].some((d) => d.kind === 'dane' || d.kind === 'encrypt');
   const key = cacheKey(job, smart, port) + (enforced ? ' mta-sts' : '') + (daneUsed ? ' dane' : '');
   const cached = await cache?.take(key);

@@ -554,6 +554,7 @@ export class Scheduler {
         dsn: hasDsn(env) ? { ...senderDsnOf(env.senderParams), recipient: (a) => recipientDsnOf(this.paramsOf(env, a)) } : undefined,
         requireTls: env.senderParams.REQUIRETLS === true,
         binary: typeof env.senderParams.BODY === 'string' && env.senderParams.BODY.toUpperCase() === 'BINARYMIME',
+        tlsOptional: env.tlsOptional === true,
       },
       {
         dns: this.deps.dns,

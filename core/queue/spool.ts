@@ -54,6 +54,12 @@ export interface Envelope {
   readonly size: number;
   /** Absent in envelopes written before bounces existed: a plain message. */
   readonly kind?: MessageKind;
+  /**
+   * The message says `TLS-Required: No` (RFC 8689 5): its sender prefers
+   * delivery to the recipient domain's MTA-STS and DANE policies, so those are
+   * not applied to it. Never set for a REQUIRETLS message (4.1: REQUIRETLS wins).
+   */
+  readonly tlsOptional?: true;
 }
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';

@@ -77,6 +77,11 @@ export function parseHeaders(block: Buffer): Header[] {
   return out;
 }
 
+/** `TLS-Required: No` (RFC 8689 5): the sender asks that TLS policies not stop this message. */
+export function tlsRequiredNo(headers: readonly Header[]): boolean {
+  return headers.some((h) => h.name.toLowerCase() === 'tls-required' && h.value.trim().toLowerCase() === 'no');
+}
+
 /** Trace headers counted as hops, as qmail-smtpd counts them. */
 export function hopCount(headers: readonly Header[]): number {
   return headers.filter((h) => /^(received|delivered-to)$/i.test(h.name)).length;

@@ -15,7 +15,7 @@ import { authenticate, listenerLogin } from '../session/authenticate.js';
 import { overIpLimit, type IpSlot, type PendingSlot } from '../session/ip-connections.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { SpoolFile } from '../queue/spool.js';
-import { HeaderCollector, hopCount, ReceivedMessage } from './message.js';
+import { HeaderCollector, hopCount, ReceivedMessage, tlsRequiredNo } from './message.js';
 import { receivedHeader } from './received.js';
 import { DataRate } from '../time-limits.js';
 import { HookScope } from '../hook-scope.js';
@@ -506,6 +506,7 @@ export class SmtpSession {
         heloName: this.connection.heloName,
         authUser: this.connection.authUser,
         prependHeaders: message.prependHeaders,
+        ...(tx.senderParams.REQUIRETLS !== true && tlsRequiredNo(parsed) ? { tlsOptional: true as const } : {}),
       });
       committed = true;
       this.env.metrics.decision('queue', 'core', 'accept');
