@@ -154,3 +154,12 @@ t.test('TLS-RPT: sessions to a policy domain are counted per day and reported th
   t.match(report.policies[0]?.['failure-details'][0], { 'result-type': 'certificate-host-mismatch', 'receiving-mx-hostname': 'mx.remote.test', 'receiving-ip': '127.0.0.1', 'failed-session-count': 1 });
   t.equal(await reports.counts(day), undefined, 'the day is forgotten once reported');
 });
+
+t.test('TLS-RPT: a policy the TXT record announces but nobody can read is reported as sts-policy-invalid under no-policy-found', needs('openssl'), async (t) => {
+  const { server, sink, clock } = await setup(t, { policy: 'this is not a policy', certFor: 'mx.remote.test' });
+  await send(server, 'x@remote.test', clock.now());
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1, 'delivered as without a policy');
+  const counts = await server.server.queue.tlsReports!.counts(new Date(clock.now()).toISOString().slice(0, 10));
+  t.match(counts?.['remote.test no-policy-found'], { policy: { type: 'no-policy-found' }, failures: [{ resultType: 'sts-policy-invalid', count: 1 }] });
+});

@@ -81,7 +81,12 @@ export interface StsLookup {
   readonly policy?: StsPolicy;
   /** Why a policy that should be there could not be had (logged; the cached one, if any, still applies). */
   readonly problem?: string;
+  /** The TXT record announced a policy that could not be fetched (`fetch`) or read (`invalid`): TLS-RPT reports it. */
+  readonly fetchError?: 'fetch' | 'invalid';
 }
+
+/** A policy fetched but not readable (RFC 8460's sts-policy-invalid, as against a fetch that failed). */
+class PolicyInvalid extends Error {}
 
 export class MtaSts {
   private readonly cache = new Map<string, StsPolicy>();
@@ -112,7 +117,8 @@ export class MtaSts {
     try {
       return { policy: await this.fetch(d, id) };
     } catch (err) {
-      return { policy: cached, problem: `MTA-STS policy of ${d}: ${(err as Error).message}` };
+      const fetchError = err instanceof PolicyInvalid ? 'invalid' : 'fetch';
+      return { policy: cached, problem: `MTA-STS policy of ${d}: ${(err as Error).message}`, fetchError };
     }
   }
 
@@ -145,7 +151,12 @@ export class MtaSts {
     const url = new URL(`https://mta-sts.${domain}:${o.port}/.well-known/mta-sts.txt`);
     const res = await verifiedHttps(this.dns, { url, ca: o.ca, timeoutMs: o.timeoutMs, maxBytes: MAX_POLICY_BYTES });
     if (res.status !== 200) throw new Error(`${url.hostname} answered HTTP ${res.status} (redirects are not followed)`);
-    const policy = parsePolicy(res.body.toString('utf8'), id, this.now());
+    let policy: StsPolicy;
+    try {
+      policy = parsePolicy(res.body.toString('utf8'), id, this.now());
+    } catch (err) {
+      throw new PolicyInvalid((err as Error).message);
+    }
     this.cache.set(domain, policy);
     return policy;
   }

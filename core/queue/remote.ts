@@ -244,7 +244,12 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
   }
   const port = smart ? smart.port : config.remotePort;
   // MTA-STS is about a domain's MX hosts; a route or smarthost is the admin's own choice.
-  const sts = smart || !deps.mtaSts || job.tlsOptional ? undefined : (await deps.mtaSts.lookup(job.domain)).policy;
+  const stsLookup = smart || !deps.mtaSts || job.tlsOptional ? undefined : await deps.mtaSts.lookup(job.domain);
+  const sts = stsLookup?.policy;
+  if (stsLookup?.fetchError && !sts) {
+    const resultType = stsLookup.fetchError === 'invalid' ? 'sts-policy-invalid' : 'sts-policy-fetch-error';
+    deps.tlsReports?.record(job.domain, { type: 'no-policy-found' }, { kind: 'failure', resultType, mx: '', ip: '', detail: stsLookup.problem });
+  }
   const enforced = sts?.mode === 'enforce' ? sts : undefined;
   const verified = job.requireTls || enforced !== undefined;
   let hosts = found;

@@ -29,7 +29,10 @@ export type TlsResultType =
   // DANE: no record matched; the DNSSEC lookup failed or was bogus; the server would not do TLS although TLSA records require it.
   | 'tlsa-invalid'
   | 'dnssec-invalid'
-  | 'dane-required';
+  | 'dane-required'
+  // MTA-STS: the TXT record announced a policy that could not be fetched, or was fetched and could not be read.
+  | 'sts-policy-fetch-error'
+  | 'sts-policy-invalid';
 
 /** The DANE policy of one MX host (RFC 8460 4.2: policy-type tlsa, its TLSA records as the policy string). */
 export interface TlsaPolicy {
@@ -39,11 +42,16 @@ export interface TlsaPolicy {
   readonly records: readonly string[];
 }
 
+/** A domain that announced an MTA-STS policy nobody could have (RFC 8460 4.2: policy-type no-policy-found). */
+export interface NoPolicyFound {
+  readonly type: 'no-policy-found';
+}
+
 /** A policy sessions are counted under. */
-export type ReportedPolicy = StsPolicy | TlsaPolicy;
+export type ReportedPolicy = StsPolicy | TlsaPolicy | NoPolicyFound;
 
 /** As kept on disk: an STS policy has no `type` (files from before DANE read as they are). */
-type KeptPolicy = { readonly type?: undefined; readonly mode: string; readonly mx: readonly string[]; readonly maxAge: number } | TlsaPolicy;
+type KeptPolicy = { readonly type?: undefined; readonly mode: string; readonly mx: readonly string[]; readonly maxAge: number } | TlsaPolicy | NoPolicyFound;
 
 export type TlsSessionResult = { readonly kind: 'success' } | { readonly kind: 'failure'; readonly resultType: TlsResultType; readonly mx: string; readonly ip: string; readonly detail?: string };
 
@@ -64,7 +72,8 @@ interface DomainDay {
 /** Keyed by domain for its MTA-STS policy, `DOMAIN tlsa MXHOST` for a DANE host. */
 type Day = Record<string, DomainDay>;
 
-const keyOf = (domain: string, policy: ReportedPolicy) => ('type' in policy ? `${domain.toLowerCase()} tlsa ${policy.mx.toLowerCase()}` : domain.toLowerCase());
+const keyOf = (domain: string, policy: ReportedPolicy) =>
+  !('type' in policy) ? domain.toLowerCase() : policy.type === 'tlsa' ? `${domain.toLowerCase()} tlsa ${policy.mx.toLowerCase()}` : `${domain.toLowerCase()} no-policy-found`;
 const kept = (policy: ReportedPolicy): KeptPolicy => ('type' in policy ? policy : { mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge });
 
 /** Which of RFC 8460's result types an error from the TLS session is. */
@@ -167,6 +176,8 @@ export class TlsReports {
       policies: policies.map((d) => ({
           policy: d.policy.type === 'tlsa'
             ? { 'policy-type': 'tlsa', 'policy-string': d.policy.records, 'policy-domain': domain, 'mx-host': [d.policy.mx] }
+            : d.policy.type === 'no-policy-found'
+            ? { 'policy-type': 'no-policy-found', 'policy-domain': domain }
             : {
                 'policy-type': 'sts',
                 'policy-string': ['version: STSv1', `mode: ${d.policy.mode}`, ...d.policy.mx.map((m) => `mx: ${m}`), `max_age: ${d.policy.maxAge}`],
@@ -176,8 +187,9 @@ export class TlsReports {
           summary: { 'total-successful-session-count': d.success, 'total-failure-session-count': d.failures.reduce((n, f) => n + f.count, 0) },
           'failure-details': d.failures.map((f) => ({
             'result-type': f.resultType,
-            'receiving-mx-hostname': f.mx,
-            'receiving-ip': f.ip,
+            // A policy that could not be fetched has no session: no MX, no IP.
+            ...(f.mx ? { 'receiving-mx-hostname': f.mx } : {}),
+            ...(f.ip ? { 'receiving-ip': f.ip } : {}),
             'failed-session-count': f.count,
             ...(f.detail ? { 'additional-information': f.detail.slice(0, 200) } : {}),
           })),
