@@ -7,11 +7,11 @@
  * Nothing leaves loopback: no root hints are used, as every name asked is
  * in a zone served here.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { freePort, run } from '../helpers.js';
+import { startDaemon } from './daemon.js';
 
 export interface Zone {
   /** The origin, e.g. `dane.test`. */
@@ -80,28 +80,6 @@ export async function startUnbound(t: Test, dir: string, zones: readonly Zone[])
     ...written.flatMap((w) => ['auth-zone:', `  name: "${w.zone.name}."`, `  zonefile: "${w.file}"`, '  for-upstream: yes', '  for-downstream: no', '  fallback-enabled: no']),
   ];
   writeFileSync(conf, lines.join('\n') + '\n');
-  const child = spawn('unbound', ['-d', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGTERM');
-    await exited;
-  });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`unbound did not start: ${out}`)), 10_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('start of service')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`unbound exited with ${code}: ${out}`));
-    });
-  });
+  await startDaemon(t, 'unbound', ['-d', '-c', conf], 'start of service');
   return { address: `127.0.0.1:${port}`, port };
 }
