@@ -33,6 +33,9 @@ import { ClusterPrimary } from './cluster/primary.js';
 import type { WorkerLink } from './cluster/worker.js';
 import { WorkerLoginThrottle } from './cluster/worker-throttle.js';
 import { shareMailboxLocks } from './pop3/mailbox-lock.js';
+import { SharedLoginThrottle } from './services/shared-login-throttle.js';
+import { SharedConnections } from './session/shared-connections.js';
+import { canRunScripts, type ScriptStore } from './services/store.js';
 
 export interface StartOptions {
   readonly log: Logger;
@@ -120,6 +123,8 @@ export class YubinServer {
   private control: ControlServer | undefined;
   /** In a cluster's primary: the workers. */
   private primary: ClusterPrimary | undefined;
+  /** connectionCounts.shared: this node's connections counted in Redis with every other node's. */
+  private sharedConnections: SharedConnections | undefined;
 
   private constructor(
     private loaded: LoadedConfig,
@@ -134,14 +139,22 @@ export class YubinServer {
     const log = options.log;
     const part = options.cluster;
     const link = part?.role === 'worker' ? part.link : undefined;
-    // A worker's throttle asks the primary's, which holds the counts for every worker.
-    const configure = link
-      ? (c: DependencyContainer) => {
-          options.configure?.(c);
-          c.register(Tokens.LoginThrottle, { useValue: new WorkerLoginThrottle(config.loginThrottle, c.resolve(Tokens.Clock), link) });
-        }
-      : options.configure;
+    // A worker's throttle asks the primary's, which holds the counts for every worker;
+    // with loginThrottle.shared, the primary's (or the lone process's) keeps them in Redis, for every node.
+    const configure = (c: DependencyContainer) => {
+      options.configure?.(c);
+      if (link) c.register(Tokens.LoginThrottle, { useValue: new WorkerLoginThrottle(config.loginThrottle, c.resolve(Tokens.Clock), link) });
+      else if (config.loginThrottle.shared && !c.isRegistered(Tokens.LoginThrottle)) {
+        const store = () => scriptStore(c, 'loginThrottle.shared');
+        c.register(Tokens.LoginThrottle, { useValue: new SharedLoginThrottle(config.loginThrottle, c.resolve(Tokens.Clock), store, log.child({ component: 'login-throttle' })) });
+      }
+    };
     const container = createServiceContainer(log, config.localDomains, config.dns, configure, config.loginThrottle, { config: config.store, dataDir: config.dataDir });
+    // Connection counts for every node (connectionCounts.shared): asked by this process's listeners, or by the primary for its workers.
+    const sharedConnections =
+      !link && config.connectionCounts.shared
+        ? new SharedConnections(() => scriptStore(container, 'connectionCounts.shared'), { nodeTimeout: config.connectionCounts.nodeTimeout, log: log.child({ component: 'connections' }) })
+        : undefined;
     const services = servicesFrom(container);
     const spool = new Spool(path.join(config.dataDir, 'queue'));
     // Only the process that owns the queue cleans it: a worker restarting must not remove another's files in progress.
@@ -149,8 +162,12 @@ export class YubinServer {
     const spoolSpace = new SpoolSpace(spool.dir, config.queue.minFreeSpace, log.child({ component: 'queue' }));
     if (config.queue.minFreeSpace > 0) await spoolSpace.refresh();
     const metrics = container.resolve(Tokens.Metrics);
-    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log, metrics, ...(link ? { sharedSlots: link } : {}) };
+    const ownSlots = part?.role === 'primary' ? undefined : sharedConnections;
+    const sharedSlots = link ?? ownSlots;
+    const env: SessionEnv = { hostname: config.hostname, spool, spoolSpace, services, log, metrics, ...(sharedSlots ? { sharedSlots } : {}) };
     const server = new YubinServer(loaded, options, container, services, env);
+    server.sharedConnections = sharedConnections;
+    sharedConnections?.start();
     server.generation = new Generation(await startPlugins(loaded, { services, log }, options.inlinePlugins), log);
     if (link) {
       shareMailboxLocks(link);
@@ -194,6 +211,7 @@ export class YubinServer {
           workers: part.workers,
           log,
           throttle: () => services.loginThrottle,
+          ...(sharedConnections ? { slots: sharedConnections } : {}),
           commit: (id) => scheduler.add(id),
           workerLost: () => scheduler.recover(),
         });
@@ -322,6 +340,9 @@ export class YubinServer {
       for (const key of ['hostname', 'dataDir', 'workers'] as const) {
         if (before[key] !== loaded.config[key]) log.warn({ event: 'reload', key }, `${key} changed: it takes effect at the next start, not on reload`);
       }
+      for (const key of ['loginThrottle', 'connectionCounts'] as const) {
+        if (before[key].shared !== loaded.config[key].shared) log.warn({ event: 'reload', key: `${key}.shared` }, `${key}.shared changed: it takes effect at the next start, not on reload`);
+      }
       this.loaded = loaded;
       this.generation = generation;
       for (const a of httpApps) a.commit();
@@ -370,6 +391,7 @@ export class YubinServer {
     await this.control?.close();
     this.control = undefined;
     this.generation.retire();
+    await this.sharedConnections?.stop();
     await closeServices(this.container);
   }
 
@@ -383,6 +405,7 @@ export class YubinServer {
     await this.control?.close();
     this.control = undefined;
     this.generation.retire();
+    await this.sharedConnections?.stop();
     await closeServices(this.container);
   }
 
@@ -426,6 +449,13 @@ export class YubinServer {
       `listener ${lc.name} on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
     );
   }
+}
+
+/** The store, for state shared by several nodes: only Redis runs the scripts that keep it consistent. */
+function scriptStore(c: DependencyContainer, option: string): ScriptStore {
+  const store = c.resolve(Tokens.Store);
+  if (!canRunScripts(store)) throw new Error(`${option} needs store.backend: redis`);
+  return store;
 }
 
 function pipelinePlugin(p: ActivePlugin): PipelinePlugin {

@@ -18,7 +18,8 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { LoginThrottle, LoginTicket } from '../services/login-throttle.js';
 import { isWorkerMessage, WORKER_ENV, type ListenerAddress, type MetricsSnapshot, type PrimaryMessage, type WorkerMessage } from './messages.js';
-import { SlotBook, type BookedSlot } from './slots.js';
+import { SlotBook, type SlotKeeper } from './slots.js';
+import { PendingSlot } from '../session/ip-connections.js';
 
 /** Restart delays after a worker dies: doubling from the first to the last, reset after a worker ran STABLE_MS. */
 const RESTART_FIRST_MS = 250;
@@ -31,8 +32,10 @@ const METRICS_ANSWER_MS = 2_000;
 export interface PrimaryOptions {
   readonly workers: number;
   readonly log: Logger;
-  /** The primary's throttle (its counts are the cluster's). */
+  /** The primary's throttle (its counts are the cluster's, or the site's in Redis). */
   readonly throttle: () => LoginThrottle;
+  /** Connection counts kept elsewhere (Redis, for several nodes); absent: the primary's own SlotBook. */
+  readonly slots?: SlotKeeper;
   /** A worker committed this message to the spool. */
   commit(id: string): void;
   /** A worker died: the spool is listed again for what it could not announce. */
@@ -56,7 +59,7 @@ class Member {
   listeners: readonly ListenerAddress[] = [];
   startedAt = 0;
   restarts = 0;
-  readonly slots = new Map<number, BookedSlot>();
+  readonly slots = new Map<number, { release(): void }>();
   readonly logins = new Map<number, LoginTicket>();
   readonly locks = new Map<number, string>();
   constructor(readonly index: number) {}
@@ -64,13 +67,14 @@ class Member {
 
 export class ClusterPrimary {
   private readonly members: Member[] = [];
-  private readonly book = new SlotBook();
+  private readonly book: SlotKeeper;
   private readonly lockedMailboxes = new Set<string>();
   private readonly waiting = new Map<number, (m: WorkerMessage) => void>();
   private next = 0;
   private stopping = false;
 
   private constructor(private readonly options: PrimaryOptions) {
+    this.book = options.slots ?? new SlotBook();
     for (let i = 1; i <= options.workers; i++) this.members.push(new Member(i));
   }
 
@@ -199,8 +203,18 @@ export class ClusterPrimary {
         return;
       case 'slot': {
         const slot = this.book.acquire(msg.listener, msg.ip);
-        m.slots.set(msg.n, slot);
-        this.send(worker, { yubin: 'slot', n: msg.n, rank: slot.rank, total: slot.total });
+        if (!(slot instanceof Promise)) {
+          m.slots.set(msg.n, slot);
+          this.send(worker, { yubin: 'slot', n: msg.n, rank: slot.rank, total: slot.total });
+          return;
+        }
+        // Counted in Redis: an unslot (or the worker's death) may come before the answer.
+        const pending = new PendingSlot(slot);
+        m.slots.set(msg.n, pending);
+        void pending.ready.then(
+          (s) => this.send(worker, { yubin: 'slot', n: msg.n, rank: s.rank, total: s.total }),
+          () => undefined,
+        );
         return;
       }
       case 'unslot': {
@@ -209,9 +223,19 @@ export class ClusterPrimary {
         return;
       }
       case 'login': {
-        const ticket = this.options.throttle().begin(msg.ip, msg.account);
-        if (!ticket.verdict.locked) m.logins.set(msg.n, ticket);
-        this.send(worker, { yubin: 'login', n: msg.n, verdict: ticket.verdict });
+        // take(): the primary's own counts at once, or the site's in Redis (a promise).
+        void Promise.resolve(this.options.throttle().take(msg.ip, msg.account)).then(
+          (ticket) => {
+            // The worker died while Redis answered: nobody will end this attempt.
+            if (m.worker !== worker) return ticket.released();
+            if (!ticket.verdict.locked) m.logins.set(msg.n, ticket);
+            this.send(worker, { yubin: 'login', n: msg.n, verdict: ticket.verdict });
+          },
+          (err: Error) => {
+            this.options.log.error({ event: 'login-throttle', err: err.message }, `login throttle failed: ${err.message}`);
+            this.send(worker, { yubin: 'login', n: msg.n, verdict: { locked: true, wait: 0, failures: 0, by: undefined, unavailable: true } });
+          },
+        );
         return;
       }
       case 'login-end': {

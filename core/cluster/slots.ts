@@ -15,7 +15,18 @@ export interface BookedSlot {
   release(): void;
 }
 
-export class SlotBook {
+/**
+ * Who keeps the counts the primary hands out: the SlotBook below, or, with
+ * `connectionCounts.shared`, the site's counts in Redis
+ * (session/shared-connections.ts), which answer with a promise.
+ */
+export interface SlotKeeper {
+  acquire(listener: string, ip: string): BookedSlot | Promise<BookedSlot>;
+  /** Connections open on a listener in this process's workers. */
+  total(listener: string): number;
+}
+
+export class SlotBook implements SlotKeeper {
   private readonly listeners = new Map<string, { total: number; perIp: IpConnections }>();
 
   acquire(listener: string, ip: string): BookedSlot {

@@ -446,6 +446,24 @@ export const loginThrottleSchema = z.strictObject({
    * long: the account's and the IP's counts, and so their lockouts, do not apply there. 0: never.
    */
   rememberSuccess: duration.default(30 * 86_400_000),
+  /**
+   * Several nodes: the counts live in the store's Redis (store.backend redis), so failures,
+   * delays and lockouts hold across every node (core/services/shared-login-throttle.ts).
+   */
+  shared: z.boolean().default(false),
+  /** Shared, and Redis does not answer: local (count on this node alone) or closed (refuse logins with a temporary failure). */
+  onStoreFailure: z.enum(['local', 'closed']).default('local'),
+});
+
+/**
+ * `connectionCounts`: with `shared`, maxConnections and maxConnectionsPerIp count the
+ * connections of every node, kept in the store's Redis (core/session/shared-connections.ts).
+ * Redis away: each node counts its own (fail open to local counts).
+ */
+export const connectionCountsSchema = z.strictObject({
+  shared: z.boolean().default(false),
+  /** A node that has not refreshed its counts for this long (crashed) is left out; refreshed every third of it. */
+  nodeTimeout: duration.refine((ms) => ms >= 1_500, 'at least 1.5s').default(30_000),
 });
 
 export const configSchema = z
@@ -482,10 +500,16 @@ export const configSchema = z
     store: storeSchema.default(() => storeSchema.parse({})),
     /** Failed SMTP AUTH and POP3 logins, counted together. */
     loginThrottle: loginThrottleSchema.default(() => loginThrottleSchema.parse({})),
+    /** Connection limits counted across several nodes (Redis). */
+    connectionCounts: connectionCountsSchema.default(() => connectionCountsSchema.parse({})),
     journal: journalSchema.default(() => journalSchema.parse({})),
   })
   .superRefine((c, ctx) => {
     refuseRepeats(c.delivery.plugins, ctx, ['delivery', 'plugins']);
+    // State shared by several nodes lives in the store's Redis: nothing else is shared between hosts.
+    for (const key of ['loginThrottle', 'connectionCounts'] as const) {
+      if (c[key].shared && c.store.backend !== 'redis') ctx.addIssue({ code: 'custom', path: [key, 'shared'], message: `needs store.backend: redis (the counts live in the store's Redis; the store is ${c.store.backend})` });
+    }
     const names = new Set<string>();
     const addresses = new Map<string, number>();
     c.listeners.forEach((l, i) => {
@@ -516,5 +540,6 @@ export type QueueConfig = z.output<typeof queueSchema>;
 export type DeliveryConfig = z.output<typeof deliverySchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
 export type LoginThrottleSettings = z.output<typeof loginThrottleSchema>;
+export type ConnectionCountsConfig = z.output<typeof connectionCountsSchema>;
 export type StoreConfig = z.output<typeof storeSchema>;
 export type JournalConfig = z.output<typeof journalSchema>;

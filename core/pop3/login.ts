@@ -96,6 +96,7 @@ export class Login {
     );
     switch (r.kind) {
       case 'locked':
+        if (r.verdict.unavailable) return this.failed('-ERR [SYS/TEMP] Temporary authentication failure');
         return this.failed('-ERR [SYS/TEMP] Too many failed logins, try again later');
       case 'accepted':
         return admitted!.outcome;

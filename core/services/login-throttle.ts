@@ -24,7 +24,9 @@
  *
  * Counts live in memory, bounded in size, and fade after `window` without
  * a new failure. With `workers: N` they live in the primary, and the
- * workers' throttles ask it for each attempt (take()).
+ * workers' throttles ask it for each attempt (take()). With
+ * `loginThrottle.shared` they live in Redis, for every node
+ * (shared-login-throttle.ts).
  */
 import { clientNetwork } from '../ip.js';
 import type { Logger } from 'pino';
@@ -69,6 +71,12 @@ export interface ThrottleVerdict {
   readonly failures: number;
   /** What caused the wait or lockout, for the log line. */
   readonly by: ThrottledBy | undefined;
+  /**
+   * The counts could not be read (a shared store that is down, with
+   * `onStoreFailure: closed`): the attempt is refused like a locked one,
+   * but as a temporary failure of the server, not of the client.
+   */
+  readonly unavailable?: true;
 }
 
 /** One attempt let through by the throttle; exactly one of its methods is called when the answer is known. */
@@ -118,7 +126,7 @@ export class LoginThrottle {
   };
 
   constructor(
-    private config: LoginThrottleConfig,
+    protected config: LoginThrottleConfig,
     private readonly clock: Clock,
   ) {}
 
@@ -180,7 +188,12 @@ export class LoginThrottle {
   }
 
   /** What the next attempt by this client for this account would meet, without counting one: a web page can say the throttle is on. */
-  preview(ip: string, account: string): ThrottleVerdict {
+  preview(ip: string, account: string): ThrottleVerdict | Promise<ThrottleVerdict> {
+    return this.peek(ip, account);
+  }
+
+  /** preview() of the counts in this process. */
+  protected peek(ip: string, account: string): ThrottleVerdict {
     return this.assess(this.keys(ip, account));
   }
 
@@ -213,6 +226,11 @@ export class LoginThrottle {
         by = name;
       }
     }
+    return this.verdict(failures, by);
+  }
+
+  /** The verdict for the worst count that applies: locked, a wait, or neither. */
+  protected verdict(failures: number, by: ThrottledBy | undefined): ThrottleVerdict {
     const c = this.config;
     if (failures >= c.lockoutAfter) return { locked: true, wait: 0, failures, by };
     const over = failures - c.freeFailures;

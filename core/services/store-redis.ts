@@ -14,7 +14,7 @@
  * otherwise a command waits at most `commandTimeoutMs`.
  */
 import { Redis, type RedisOptions } from 'ioredis';
-import type { KeyValueStore } from './store.js';
+import type { ScriptStore, StoreScript } from './store.js';
 import { rejectOnAbort, type AbortOptions } from '../abort.js';
 
 export interface RedisStoreOptions {
@@ -46,9 +46,13 @@ export class RedisStoreUnavailable extends Error {
   }
 }
 
-export class RedisKeyValueStore implements KeyValueStore {
+/** ioredis adds a method per defineCommand; this is its shape. */
+type DefinedCommand = (...args: Array<string | number>) => Promise<unknown>;
+
+export class RedisKeyValueStore implements ScriptStore {
   private readonly redis: Redis;
   private readonly prefix: string;
+  private readonly defined = new Set<string>();
   private lastError: Error | undefined;
   private closed = false;
 
@@ -75,6 +79,22 @@ export class RedisKeyValueStore implements KeyValueStore {
 
   private k(key: string): string {
     return this.prefix + key;
+  }
+
+  get keyPrefix(): string {
+    return this.prefix;
+  }
+
+  /** Runs a script atomically; its keys are prefixed here. Rejects like every call when Redis is down. */
+  async runScript(script: StoreScript, keys: readonly string[], args: ReadonlyArray<string | number>, options?: AbortOptions): Promise<unknown> {
+    if (keys.length !== script.keys) throw new Error(`script ${script.name} takes ${script.keys} keys, given ${keys.length}`);
+    const name = `yubin_${script.name}`;
+    if (!this.defined.has(name)) {
+      this.redis.defineCommand(name, { numberOfKeys: script.keys, lua: script.lua });
+      this.defined.add(name);
+    }
+    const command = (this.redis as unknown as Record<string, DefinedCommand>)[name]!.bind(this.redis);
+    return this.call(() => command(...keys.map((k) => this.k(k)), ...args), options?.signal);
   }
 
   /**

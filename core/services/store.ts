@@ -29,6 +29,30 @@ export interface KeyValueStore {
   close(): Promise<void>;
 }
 
+/**
+ * A Lua script the store runs atomically on the server, once registered by
+ * `name` (ioredis defineCommand: EVALSHA, EVAL when the server does not have
+ * it yet). Only Redis runs them: state that several nodes change at once
+ * (login throttle, connection counts) needs a read and a write that no other
+ * node can come between, which get/set/incr cannot give.
+ */
+export interface StoreScript {
+  readonly name: string;
+  readonly keys: number;
+  readonly lua: string;
+}
+
+/** A store that runs scripts: keys are given without the store's prefix, which is added to each. */
+export interface ScriptStore extends KeyValueStore {
+  /** The prefix the store puts before every key (a script building key names of its own needs it). */
+  readonly keyPrefix: string;
+  runScript(script: StoreScript, keys: readonly string[], args: ReadonlyArray<string | number>, options?: AbortOptions): Promise<unknown>;
+}
+
+export function canRunScripts(store: KeyValueStore): store is ScriptStore {
+  return typeof (store as Partial<ScriptStore>).runScript === 'function';
+}
+
 /** In-process store: tests, and a single server that may forget its state on restart. */
 export class MemoryStore implements KeyValueStore {
   private readonly entries = new Map<string, { value: string; expires: number }>();

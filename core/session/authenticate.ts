@@ -60,6 +60,7 @@ export function loginDecision(r: LoginResult): LoginDecision {
   switch (r.kind) {
     case 'locked':
       // No password is checked while locked out: guessing learns nothing.
+      if (r.verdict.unavailable) return { plugin: 'core', action: 'defer', code: 454, reason: 'login throttle unavailable (shared store down, onStoreFailure: closed)', counted: true };
       return { plugin: 'core', action: 'defer', code: 454, reason: `locked out after ${r.verdict.failures} failed logins (by ${r.verdict.by})`, counted: true };
     case 'accepted':
       return { plugin: r.plugin, action: 'accept', code: r.answer.code, reason: r.answer.text, counted: true };

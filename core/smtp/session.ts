@@ -256,6 +256,8 @@ export class SmtpSession {
     );
     switch (r.kind) {
       case 'locked':
+        // RFC 4954's temporary failure when the counts cannot be read (shared store down, closed).
+        if (r.verdict.unavailable) return this.outcome(answer.defer(454, '4.7.0', 'Temporary authentication failure'));
         return this.outcome(answer.defer(454, '4.7.0', 'Too many failed logins, try again later'));
       case 'accepted':
         this.log.info({ event: 'auth', user: username, method }, 'authenticated');

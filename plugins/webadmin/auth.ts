@@ -85,7 +85,7 @@ export async function login(ctx: WebadminContext, ip: string, loginName: string,
       ticket.failed();
       ctx.log.info({ event: 'webadmin-login', user: account, ip, result: 'failed' }, `webadmin login of ${account} failed`);
       // Once the throttle is on for the next try (slowed, as SMTP AUTH and POP3 are, or locked), the page says so.
-      const next = ctx.services.loginThrottle.preview(ip, account);
+      const next = await ctx.services.loginThrottle.preview(ip, account);
       if (next.locked) return { ok: false, status: 429, message: 'wrong address or password, and too many failed logins: try again later' };
       if (next.wait > 0) return { ok: false, status: 429, message: `wrong address or password, and too many failed logins: the next try waits ${Math.ceil(next.wait / 1000)} s` };
       return { ok: false, status: 401, message: 'wrong address or password' };
