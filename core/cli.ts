@@ -233,6 +233,14 @@ async function checkConfig(opts: { config: string }): Promise<void> {
   await closePlugins(plugins.instances, log);
 }
 
+/**
+ * Commands another program runs for every login or message, and the one
+ * built-in plugin each needs: loading all of them would cost a second per call
+ * (and mailauth's WebAssembly wants gigabytes of address space, more than a
+ * Dovecot auth process allows its children).
+ */
+const SINGLE_PLUGIN_COMMANDS: Readonly<Record<string, string>> = { checkpassword: 'vpopmail' };
+
 /** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
 const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', 'why', 'status', ...SCAFFOLD_COMMANDS, '-V', '--version']);
 
@@ -372,7 +380,8 @@ async function main(argv: string[]): Promise<void> {
   if (path.basename(argv[1] ?? '') === 'sendmail') await runSendmail(argv.slice(2));
   if (argv[2] === 'sendmail') await runSendmail(argv.slice(3));
   // The plugins' commands need every built-in loaded (a second on a small machine): not for the core's own.
-  const plugins = CORE_COMMANDS.has(argv[2] ?? '') ? [] : [...(await builtinDefinitions()), ...(await installedDefinitions(argv))];
+  const single = SINGLE_PLUGIN_COMMANDS[argv[2] ?? ''];
+  const plugins = CORE_COMMANDS.has(argv[2] ?? '') ? [] : single ? await builtinDefinitions([single]) : [...(await builtinDefinitions()), ...(await installedDefinitions(argv))];
   const program = buildProgram(plugins);
   try {
     await program.parseAsync(argv);

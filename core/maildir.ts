@@ -3,8 +3,10 @@
  * write `tmp/NAME`, fsync, move it to `new/NAME,S=SIZE`, fsync `new/`. The
  * delivery is complete at the move; a crash before it leaves only a tmp file
  * that readers ignore. The move is a rename, not qmail's link + unlink: the
- * name is unique on this host (time, pid, sequence), so there is nothing a
- * link could refuse to overwrite, and it is one system call instead of two.
+ * name is unique (time, pid, sequence, and the host name, so hosts sharing
+ * the Maildirs over NFS never pick the same one), so there is nothing a link
+ * could refuse to overwrite, and it is one system call instead of two. A
+ * rename is atomic on an NFS server too: readers see the whole file or none.
  *
  * Files are stored with LF line ends, as qmail and vpopmail store them;
  * POP3 turns them back into CRLF on the wire.

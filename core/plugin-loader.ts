@@ -72,9 +72,9 @@ export function resolvePlugin(ref: string, configFile: string): { source: Plugin
  * Every built-in plugin's definition (for the commands they add to `yubin`).
  * One that fails to load is left out: its commands are missing, the others work.
  */
-export async function builtinDefinitions(): Promise<Array<PluginDefinition<unknown>>> {
+export async function builtinDefinitions(only?: readonly string[]): Promise<Array<PluginDefinition<unknown>>> {
   const out: Array<PluginDefinition<unknown>> = [];
-  for (const name of builtinPlugins()) {
+  for (const name of only ?? builtinPlugins()) {
     const mod = (await import(pathToFileURL(path.join(BUILTIN_DIR, name, 'index.js')).href).catch(() => ({}))) as { default?: unknown };
     if (!checkDefinition(mod.default)) out.push(mod.default as PluginDefinition<unknown>);
   }

@@ -155,6 +155,41 @@ t.test('update: deletes, moves what was read to cur with S, follows files moved 
   t.same(await readdir(path.join(dir, 'cur')), ['2.b:2,S']);
 });
 
+t.test('update next to an IMAP server: flags kept, seen added in cur/ too, maildirsize told of deletions', async (t) => {
+  const dir = await maildir(t);
+  // As Dovecot leaves them: moved to cur/ with flags, sizes in the name.
+  await writeFile(path.join(dir, 'cur', '1.a,S=12,W=14:2,F'), 'Subject: a\n\nx\n');
+  await writeFile(path.join(dir, 'cur', '2.b,S=12,W=14:2,RS'), 'Subject: b\n\nx\n');
+  await writeFile(path.join(dir, 'cur', '3.c,S=12,W=14:2,'), 'Subject: c\n\nx\n');
+  await writeFile(path.join(dir, 'new', '4.d,S=12,W=14'), 'Subject: d\n\nx\n');
+  await writeFile(path.join(dir, 'new', '5.e,S=12,W=14'), 'Subject: e\n\nx\n');
+  await writeFile(path.join(dir, 'maildirsize'), '1000S,10C\n60 5\n');
+  const box = await MaildirBox.open(dir);
+  const byName = (prefix: string) => box.messages.find((m) => m.name.startsWith(prefix))!;
+  byName('1.a').retrieved = true;
+  byName('2.b').retrieved = true;
+  byName('4.d').retrieved = true;
+  byName('3.c').deleted = true;
+  byName('5.e').deleted = true;
+  // The IMAP server flags a message after the listing: the rename to seen follows it.
+  await rename(path.join(dir, 'cur', '1.a,S=12,W=14:2,F'), path.join(dir, 'cur', '1.a,S=12,W=14:2,FR'));
+  const result = await box.update();
+  t.same(result, { deleted: 2, failed: 0, moved: 2 });
+  t.same((await readdir(path.join(dir, 'cur'))).sort(), ['1.a,S=12,W=14:2,FRS', '2.b,S=12,W=14:2,RS', '4.d,S=12,W=14:2,S']);
+  t.same(await readdir(path.join(dir, 'new')), []);
+  const { readFile } = await import('node:fs/promises');
+  t.equal(await readFile(path.join(dir, 'maildirsize'), 'utf8'), '1000S,10C\n60 5\n-24 -2\n', 'one line for the deletions, by the S= sizes');
+});
+
+t.test('no maildirsize: deletions make none', async (t) => {
+  const dir = await maildir(t);
+  await writeFile(path.join(dir, 'new', '1.a,S=3'), 'x\n\n');
+  const box = await MaildirBox.open(dir);
+  box.messages[0]!.deleted = true;
+  await box.update();
+  t.same((await readdir(dir)).sort(), ['cur', 'new', 'tmp']);
+});
+
 t.test('tmp files older than 36 hours are removed, fresh ones kept', async (t) => {
   const dir = await maildir(t);
   const old = path.join(dir, 'tmp', 'old');

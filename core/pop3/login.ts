@@ -11,7 +11,7 @@ import type { HookInput } from '../hooks.js';
 import { authenticate, listenerLogin, type LoginDecision, type LoginResult } from '../session/authenticate.js';
 import type { ListenerRuntime, SessionEnv } from '../session/runtime.js';
 import type { Pop3Connection } from './connection.js';
-import { mailboxKey, takeMailbox } from './mailbox-lock.js';
+import { mailboxKey, takeMailboxEverywhere } from './mailbox-lock.js';
 import { cleanTmp, MaildirBox } from './maildir-box.js';
 import type { HookScope } from '../hook-scope.js';
 
@@ -117,7 +117,13 @@ export class Login {
       outcome: { ok: false, reply, close: false },
     });
     if (maildir === undefined) return refused('reject', 550, 'login accepted without a mailbox', 'no-mailbox', '-ERR [SYS/PERM] no mailbox for this user');
-    const release = await takeMailbox(await mailboxKey(maildir));
+    let release: (() => void) | undefined;
+    try {
+      release = await takeMailboxEverywhere(await mailboxKey(maildir));
+    } catch (err) {
+      this.log.error({ err, maildir }, 'cannot lock the mailbox');
+      return refused('defer', 451, `cannot lock the mailbox: ${(err as Error).message}`, 'error', '-ERR [SYS/TEMP] cannot open the mailbox, try again later', { maildir });
+    }
     if (!release) return refused('defer', 450, 'mailbox locked by another POP3 session', 'in-use', '-ERR [IN-USE] Mailbox is locked by another POP3 session', { maildir });
     let box: MaildirBox;
     try {

@@ -82,6 +82,35 @@ export function seenName(name: string): string {
   return `${name.slice(0, colon)}:2,${[...flags].sort().join('')}`;
 }
 
+/** The stored size a Maildir++ name carries (`,S=1234`): what `maildirsize` counts. */
+function storedSize(name: string): number | undefined {
+  const m = /,S=(\d+)(?:,|$)/.exec(baseName(name));
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Maildir++: whoever removes messages from a mailbox with a `maildirsize`
+ * appends their negative size and count, so the quota a delivery agent (or
+ * Dovecot) reads stays right without a recount. A mailbox without the file
+ * has no quota to keep: none is made. One write with O_APPEND, as every
+ * writer of the file does, so lines never interleave.
+ */
+function recordRemoval(root: string, removed: { bytes: number; count: number }): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(path.join(root, 'maildirsize'), fs.constants.O_WRONLY | fs.constants.O_APPEND);
+  } catch {
+    return;
+  }
+  try {
+    fs.writeSync(fd, `-${removed.bytes} -${removed.count}\n`);
+  } catch {
+    // A line missing is healed by the next recount (the file is rebuilt every 15 minutes at most).
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** One file as a scan found it; shared between sessions through the listing cache, so never changed. */
 interface Entry {
   readonly subdir: 'new' | 'cur';
@@ -326,32 +355,56 @@ export class MaildirBox {
     }
   }
 
-  /** UPDATE: removes what was deleted, moves what was read from new/ to cur/ as seen. */
+  /**
+   * UPDATE: removes what was deleted, marks what was read as seen: moved from
+   * new/ to cur/ with the S flag, or given the S flag in cur/ (where an IMAP
+   * server may have moved it), keeping every flag letter already there.
+   * Deletions are taken off `maildirsize` when the mailbox has one.
+   */
   async update(): Promise<UpdateResult> {
     let deleted = 0;
     let failed = 0;
     let moved = 0;
     let calls = 0;
+    const removed = { bytes: 0, count: 0 };
     for (const m of this.messages) {
       if (m.deleted) {
-        if (await this.unlink(m)) deleted++;
-        else failed++;
-      } else if (m.retrieved && m.subdir === 'new') {
-        const target = seenName(m.name);
-        try {
-          fs.renameSync(this.pathOf(m), path.join(this.root, 'cur', target));
-          m.subdir = 'cur';
-          m.name = target;
-          moved++;
-        } catch {
-          // Still in new/ and unread to the next session: nothing is lost.
-        }
+        const bytes = storedSize(m.name) ?? fs.statSync(this.pathOf(m), { throwIfNoEntry: false })?.size;
+        if (await this.unlink(m)) {
+          deleted++;
+          if (bytes !== undefined) {
+            removed.bytes += bytes;
+            removed.count++;
+          }
+        } else failed++;
+      } else if (m.retrieved && (m.subdir === 'new' || seenName(m.name) !== m.name)) {
+        if (await this.markSeen(m)) moved++;
       } else {
         continue;
       }
       if (++calls % SLICE === 0) await yieldToLoop();
     }
+    if (removed.count) recordRemoval(this.root, removed);
     return { deleted, failed, moved };
+  }
+
+  /** Renames a retrieved message to its seen name; once more if another program renamed it meanwhile. */
+  private async markSeen(m: Pop3Message): Promise<boolean> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const target = seenName(m.name);
+      if (m.subdir === 'cur' && target === m.name) return false;
+      try {
+        fs.renameSync(this.pathOf(m), path.join(this.root, 'cur', target));
+        m.subdir = 'cur';
+        m.name = target;
+        return true;
+      } catch (err) {
+        // Gone from where the listing had it: moved or re-flagged by an IMAP server. Its
+        // flags are those of the name found now; still unseen to the next session otherwise.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !(await this.relocate(m))) return false;
+      }
+    }
+    return false;
   }
 
   private async unlink(m: Pop3Message): Promise<boolean> {

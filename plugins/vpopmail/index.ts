@@ -6,6 +6,7 @@
  * moment `yubin domain add` writes them.
  */
 import { answer, definePlugin, ensureMaildir, type Address, type AuthContext, type HookAnswers, type RcptContext, type VerifyContext } from '../../core/index.js';
+import { registerCheckpassword } from './checkpassword.js';
 import { registerMailCommands } from './cli.js';
 import { deliver } from './deliver.js';
 import { maildirOf, parseLogin } from './names.js';
@@ -70,8 +71,11 @@ async function passwordMatches(ctx: AuthContext, user: UserRecord): Promise<bool
 export default definePlugin({
   name: 'vpopmail',
   options: vpopmailOptions,
-  // yubin domain|user|alias: vadddomain, vadduser, valias and friends.
-  commands: ({ program, configOption }) => registerMailCommands(program, configOption),
+  // yubin domain|user|alias: vadddomain, vadduser, valias and friends; yubin checkpassword: vchkpw.
+  commands: ({ program, configOption }) => {
+    registerMailCommands(program, configOption);
+    registerCheckpassword(program, configOption);
+  },
   setup({ options, dataDir, services, log }) {
     const paths = storePaths(options, dataDir);
     const store = openStoreWhenPresent(paths);
