@@ -5,11 +5,12 @@
  * Two yubin POP3 servers on one mailbox directory lock each other out through
  * the lock file, as two hosts sharing it over NFS would.
  */
+import { existsSync } from 'node:fs';
 import { chmod, chown, readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, needs, run, serve, tempDir, waitFor } from './helpers.js';
+import { CLI, ROOT, needs, run, serve, tempDir, waitFor } from './helpers.js';
 import { asMailUser, dovecotMissing, mailUser, startDovecot, type MailUser } from './peers/dovecot.js';
 
 const PASSWORD = 'alice pw';
@@ -301,4 +302,102 @@ listeners:
   await second.stop();
   await server.stop();
   await dovecot.stop();
+});
+
+/** Dovecot's Lua auth module and luasocket's UNIX sockets for Lua 5.4 (dovecot-auth-lua, lua-socket). */
+function luaNeeded(): { skip: string | false } {
+  const base = dovecotNeeded();
+  if (base.skip) return base;
+  const arch = existsSync('/usr/lib/x86_64-linux-gnu') ? 'x86_64-linux-gnu' : 'aarch64-linux-gnu';
+  const missing = ['/usr/lib/dovecot/modules/auth/libauthdb_lua.so', `/usr/lib/${arch}/lua/5.4/socket/unix.so`].filter((f) => !existsSync(f));
+  if (!missing.length) return { skip: false };
+  if (process.env.CI === 'true') {
+    t.fail(`${missing.join(', ')} missing (dovecot-auth-lua, lua-socket): CI must install them`);
+    return { skip: false };
+  }
+  return { skip: `${missing.join(', ')} missing (dovecot-auth-lua, lua-socket)` };
+}
+
+t.test("Dovecot's Lua passdb and userdb ask the running yubin over its socket: yubin's hashes, Maildirs and login throttle", luaNeeded(), async (t) => {
+  const user = mailUser();
+  const dir = await tempDir(t, 'yubin-dovecot-lua-');
+  await ownedBy(dir, user);
+  const as = (cmd: readonly string[]) => asMailUser(user, cmd);
+  const config = path.join(dir, 'yubin.yaml');
+  await writeFile(
+    config,
+    `dataDir: ${dir}/var
+loginThrottle: { freeFailures: 3, delay: 10ms, lockoutAfter: 3, rememberSuccess: 0 }
+plugins:
+  vpopmail:
+    authSocket: auth.sock
+listeners:
+  - name: pop3
+    protocol: pop3
+    listen: 127.0.0.1:0
+    allowInsecureAuth: true
+    plugins: [vpopmail]
+`,
+  );
+  const y = async (...args: string[]) => {
+    const [cmd, ...rest] = as([process.execPath, CLI, ...args, '-c', config]);
+    const r = await run(cmd!, rest);
+    t.equal(r.code, 0, `yubin ${args.join(' ')}: ${r.stderr}`);
+  };
+  await y('domain', 'add', 'example.test', '--password', 'pm pw');
+  await y('user', 'add', 'alice@example.test', '--password', PASSWORD, '--quota', '1000000S,100C');
+  await y('user', 'add', 'bob@example.test', '--password', 'bob pw');
+  const server = await serve(t, config, 1, as([]));
+  const socket = path.join(dir, 'var/auth.sock');
+  await waitFor(async () => (existsSync(socket) ? true : undefined));
+
+  // The example script as an admin installs it, pointed at this server's socket.
+  const example = await readFile(path.join(ROOT, 'config/examples/dovecot-yubin.lua'), 'utf8');
+  const lua = path.join(dir, 'dovecot-yubin.lua');
+  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
+  const dovecot = await startDovecot({
+    dir,
+    user,
+    auth: `passdb {
+  driver = lua
+  args = file=${lua} blocking=yes
+}
+userdb {
+  driver = prefetch
+}
+userdb {
+  driver = lua
+  args = file=${lua} blocking=yes
+}
+service auth-worker {
+  # The worker running the script reaches yubin's socket as yubin's user; the auth process (also that user) reaches the worker.
+  user = ${user.name}
+  unix_listener auth-worker {
+    user = ${user.name}
+    mode = 0600
+  }
+}`,
+    extra: 'auth_failure_delay = 0',
+  });
+  t.teardown(dovecot.stop);
+
+  const ok = await imap(dovecot.port, 'alice@example.test', PASSWORD, `typ, data = m.select('INBOX')
+out['exists'] = int(data[0])
+typ, data = m.getquotaroot('INBOX')
+out['quota'] = [d.decode() if isinstance(d, bytes) else str(d) for d in data[1]]`);
+  t.notOk(ok.error, String(ok.error ?? ''));
+  t.equal(ok.exists, 0, 'logged in, an empty INBOX');
+  t.match((ok.quota as string[])[0], /STORAGE 0 977/, "the user's quota from yubin");
+  t.ok(existsSync(path.join(dir, 'var/domains/example.test/alice/Maildir/cur')), 'the Maildir yubin named');
+  const lookup = await run('doveadm', ['-c', dovecot.conf, 'user', 'alice@example.test']);
+  t.match(lookup.stdout, /mail\s+maildir:\S+\/example\.test\/alice\/Maildir/, 'userdb lookup through the socket');
+  t.not((await run('doveadm', ['-c', dovecot.conf, 'user', 'nobody@example.test'])).code, 0, 'unknown user');
+
+  // Guesses at bob over IMAP count in yubin's throttle: after three, even his password is refused.
+  for (let i = 0; i < 3; i++) t.match((await imap(dovecot.port, 'bob@example.test', `guess ${i}`, `out['ok'] = True`)).error, /AUTHENTICATIONFAILED|Authentication failed/);
+  t.match((await imap(dovecot.port, 'bob@example.test', 'bob pw', `out['ok'] = True`)).error, /AUTHENTICATIONFAILED|Authentication failed/, 'locked out by yubin');
+  t.ok(server.logs.some((l) => String(l.msg).includes('dovecot login of bob@example.test from 127.0.0.1: locked out')), 'yubin logged the lockout');
+  t.ok(server.logs.some((l) => String(l.msg).includes('dovecot login of alice@example.test from 127.0.0.1') && l.action === 'accept'), 'and the good login');
+  await dovecot.stop();
+  await server.stop();
 });

@@ -140,7 +140,7 @@ export async function checkLogin(store: MailStore, options: VpopmailOptions, req
 }
 
 /** Owner of the Maildir (made if missing, as yubin's POP3 login does), so Dovecot's mail processes run as it. */
-async function mailboxOwner(root: string, user: UserRecord): Promise<{ uid: number; gid: number } | undefined> {
+export async function mailboxOwner(root: string, user: UserRecord): Promise<{ uid: number; gid: number } | undefined> {
   const maildir = maildirOf(root, user);
   await ensureMaildir(maildir);
   const st = statSync(maildir, { throwIfNoEntry: false });

@@ -6,6 +6,8 @@
  * moment `yubin domain add` writes them.
  */
 import { answer, definePlugin, ensureMaildir, type Address, type AuthContext, type HookAnswers, type RcptContext, type VerifyContext } from '../../core/index.js';
+import path from 'node:path';
+import { serveAuthSocket } from './auth-socket.js';
 import { registerCheckpassword } from './checkpassword.js';
 import { registerMailCommands } from './cli.js';
 import { deliver } from './deliver.js';
@@ -82,6 +84,11 @@ export default definePlugin({
     const domains = new DomainCache(store);
     const removeSource = services.localDomains.addSource(domains);
     const env = { store, root: paths.root, options, log };
+    const stopAuthSocket = options.authSocket
+      ? serveAuthSocket(path.resolve(dataDir, options.authSocket), { store, options, root: paths.root, throttle: services.loginThrottle, log, now: () => services.clock.now() })
+      : undefined;
+    // A socket that cannot be made is logged; the rest of the plugin works on.
+    stopAuthSocket?.catch((err: Error) => log.error({ event: 'auth-socket', err: err.message }, `cannot serve the login socket ${options.authSocket}: ${err.message}`));
 
     return {
       authMechanisms: () => (domains.anyClearPasswords() ? ['PLAIN', 'LOGIN', 'CRAM-MD5', 'APOP'] : ['PLAIN', 'LOGIN']),
@@ -120,9 +127,10 @@ export default definePlugin({
           return deliver(env, delivery);
         },
       },
-      close() {
+      async close() {
         removeSource();
-        return store.close();
+        await (await stopAuthSocket?.catch(() => undefined))?.();
+        await store.close();
       },
     };
   },

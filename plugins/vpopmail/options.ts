@@ -23,6 +23,12 @@ export const vpopmailOptions = z.strictObject({
     .default('.Spam'),
   /** A recipient already over quota at RCPT: defer (452 4.2.2), reject (552 5.2.2) or off (take it; it bounces at delivery). */
   overQuotaAtRcpt: z.enum(['defer', 'reject', 'off']).default('defer'),
+  /**
+   * A UNIX socket (relative to dataDir) where the server answers Dovecot's Lua
+   * passdb/userdb (config/examples/dovecot-yubin.lua): logins checked with
+   * yubin's hashes and throttle, without a process per login.
+   */
+  authSocket: z.string().min(1).optional(),
   /** An authenticated sender may only use their own address or an alias that forwards to it in MAIL FROM. */
   senderMustMatchLogin: z.boolean().default(true),
 });
