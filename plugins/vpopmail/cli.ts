@@ -1,15 +1,17 @@
 /**
  * `yubin domain|user|alias`: the vpopmail commands under one roof
  * (vadddomain, vdeldomain, vdominfo, vadduser, vdeluser, vpasswd, vuserinfo,
- * vsetuserquota, vmoduser, valias). They write the store directly; a running
- * server sees the change at its next lookup, without a restart.
+ * vsetuserquota, vmoduser, valias), and `yubin store migrate`. They write the
+ * store directly; a running server sees the change at its next lookup, without
+ * a restart.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { Command, Option } from 'commander';
 import { CommandError, commandOptions, ensureMaildir, loadConfig } from '../../core/index.js';
+import { registerStoreCommands } from './migrate.js';
 import { maildirOf, parseAddress, userDir, validDomain } from './names.js';
-import { openStore, storePaths, vpopmailOptions, type StorePaths } from './options.js';
+import { openStore, optionsProblem, storePaths, vpopmailOptions, type StorePaths } from './options.js';
 import { hashPassword } from './passwords.js';
 import { formatQuota, isUnlimited, parseQuota, readUsage } from './quota.js';
 import { catchallText } from './sqlite-store.js';
@@ -31,7 +33,7 @@ interface Ctx {
 async function withStore<T>(configFile: string, fn: (ctx: Ctx) => Promise<T>): Promise<T> {
   const { config } = await loadConfig(configFile);
   const parsed = vpopmailOptions.safeParse(commandOptions(config, 'vpopmail'));
-  if (!parsed.success) usage(`plugins.vpopmail: ${parsed.error.issues[0]?.message ?? 'invalid options'}`);
+  if (!parsed.success) usage(optionsProblem(parsed.error));
   const paths = storePaths(parsed.data!, config.dataDir);
   const store = openStore(paths);
   try {
@@ -525,4 +527,7 @@ export function registerMailCommands(program: Command, configOption: () => Optio
         if (lines.length) out(lines.join('\n'));
       });
     });
+
+  // ---- store ----
+  registerStoreCommands(program, configOption);
 }

@@ -5,7 +5,7 @@
  * `delivery.plugins` it delivers (vdelivermail). Its domains are local the
  * moment `yubin domain add` writes them.
  */
-import { answer, definePlugin, ensureMaildir, type Address, type AuthContext, type HookAnswers, type RcptContext, type VerifyContext } from '../../core/index.js';
+import { answer, definePlugin, ensureMaildir, type Address, type AuthContext, type Defer, type HookAnswers, type MailContext, type RcptContext, type VerifyContext } from '../../core/index.js';
 import path from 'node:path';
 import { serveAuthSocket } from './auth-socket.js';
 import { registerCheckpassword } from './checkpassword.js';
@@ -16,49 +16,116 @@ import { openStoreWhenPresent, storePaths, vpopmailOptions, type VpopmailOptions
 import { hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { checkQuota, parseQuota } from './quota.js';
 import { resolveAddress } from './resolve.js';
-import type { MailStore, UserRecord } from './store.js';
+import { StoreUnavailable, type MailStore, type UserRecord } from './store.js';
 import type { Logger } from 'pino';
 
 const BAD_LOGIN = answer.reject(535, '5.7.8', 'Authentication credentials invalid');
 /** Checked when the user does not exist, so a wrong user name costs as long as a wrong password. */
 let dummyHash: Promise<string> | undefined;
 
-/** The domain names, re-read when the store changed (the CLI writes from another process). */
+/** After a failed re-read of the domain list, the next try waits this long (a lookup does not wait for it). */
+const DOMAIN_RETRY_MS = 1_000;
+
+/**
+ * The domain names, re-read when the store changed (the CLI writes from
+ * another process or another node). Local-domain questions are synchronous:
+ * SQLite answers them at once; a networked store tells of a change
+ * (onChange), so the list is re-read before the next message asks.
+ */
 class DomainCache {
   private seen = -1;
   private names = new Set<string>();
   private clear = false;
+  private loaded = false;
+  private failed = false;
+  private retryAt = 0;
+  private pending: Promise<void> | undefined;
+  private generation = 0;
+  private readonly unsubscribe: () => void;
 
-  constructor(private readonly store: MailStore) {}
+  constructor(private readonly store: MailStore) {
+    this.unsubscribe = store.onChange?.(() => void this.refresh()) ?? (() => undefined);
+  }
 
-  private refresh(): void {
+  /**
+   * The list may lack domains: never read yet, or the last re-read failed (the
+   * store is down). A recipient that looks foreign may be ours then.
+   */
+  get uncertain(): boolean {
+    return !this.loaded || this.failed;
+  }
+
+  /** Re-reads when the store changed, or after a failure; resolves when a networked store's answer is in. */
+  refresh(): Promise<void> | undefined {
     const counter = this.store.changeCounter();
-    if (counter === this.seen) return;
+    const retry = this.failed && !this.pending && Date.now() >= this.retryAt;
+    if (counter === this.seen && !retry) return this.pending;
     this.seen = counter;
-    const apply = (domains: Array<{ name: string; clearPasswords: boolean }>) => {
-      this.names = new Set(domains.map((d) => d.name));
-      this.clear = domains.some((d) => d.clearPasswords);
-    };
     const listed = this.store.listDomains();
-    // SQLite answers at once; a networked store updates the set when its answer comes.
-    if (Array.isArray(listed)) apply(listed);
-    else void listed.then(apply);
+    if (Array.isArray(listed)) {
+      this.apply(listed);
+      return undefined;
+    }
+    // Answers may come back out of order: only the latest question's counts.
+    const generation = ++this.generation;
+    const pending: Promise<void> = listed
+      .then(
+        (domains) => {
+          if (generation === this.generation) this.apply(domains);
+        },
+        () => {
+          // The store logged why; the last known list stands meanwhile.
+          if (generation !== this.generation) return;
+          this.failed = true;
+          this.retryAt = Date.now() + DOMAIN_RETRY_MS;
+        },
+      )
+      .finally(() => {
+        if (this.pending === pending) this.pending = undefined;
+      });
+    this.pending = pending;
+    return pending;
+  }
+
+  private apply(domains: ReadonlyArray<{ name: string; clearPasswords: boolean }>): void {
+    this.names = new Set(domains.map((d) => d.name));
+    this.clear = domains.some((d) => d.clearPasswords);
+    this.loaded = true;
+    this.failed = false;
   }
 
   has(domain: string): boolean {
-    this.refresh();
+    void this.refresh();
     return this.names.has(domain);
   }
 
   list(): string[] {
-    this.refresh();
+    void this.refresh();
     return [...this.names];
   }
 
   /** Some domain keeps clear passwords: CRAM-MD5 and APOP can be checked there. */
   anyClearPasswords(): boolean {
-    this.refresh();
+    void this.refresh();
     return this.clear;
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+}
+
+/** The store cannot answer (PostgreSQL down): try again later, never "no such user". The store's log line says why. */
+const STORE_DOWN = answer.defer(451, '4.3.0', 'Temporary failure looking up the address, please try again later');
+/** RFC 4954's answer for a login that cannot be checked now. */
+const AUTH_STORE_DOWN = answer.defer(454, '4.7.0', 'Temporary authentication failure, please try again later');
+
+async function unlessStoreDown<A>(down: Defer, fn: () => Promise<A>): Promise<A | Defer> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof StoreUnavailable) return down;
+    throw err;
   }
 }
 
@@ -78,10 +145,13 @@ export default definePlugin({
     registerMailCommands(program, configOption);
     registerCheckpassword(program, configOption);
   },
-  setup({ options, dataDir, services, log }) {
+  async setup({ options, dataDir, services, log }) {
     const paths = storePaths(options, dataDir);
-    const store = openStoreWhenPresent(paths);
+    const store = openStoreWhenPresent(paths, log);
     const domains = new DomainCache(store);
+    // A networked store's domains are read before the listeners open; if it is down, the server
+    // starts anyway and answers 4xx for what it cannot tell until the store is back.
+    await domains.refresh();
     const removeSource = services.localDomains.addSource(domains);
     const env = { store, root: paths.root, options, log };
     const stopAuthSocket = options.authSocket
@@ -98,43 +168,52 @@ export default definePlugin({
       },
       hooks: {
         async auth(ctx) {
-          return authenticate(store, options, log, ctx, paths.root, services.clock.now());
+          return unlessStoreDown(AUTH_STORE_DOWN, () => authenticate(store, options, log, ctx, paths.root, services.clock.now()));
         },
 
-        async mail({ connection, sender }) {
-          const login = connection.authUser;
-          if (!login || !sender || !options.senderMustMatchLogin) return answer.continue();
-          const who = parseLogin(login, options.defaultDomain);
-          if (!who) return answer.continue(); // authenticated by another plugin
-          const own = `${who.name}@${who.domain}`;
-          const from = sender.address.toLowerCase();
-          if (from === own) return answer.continue();
-          const alias = await store.getAlias(sender.domain, sender.local.toLowerCase());
-          if (alias?.targets.some((t) => t.toLowerCase() === own)) return answer.continue();
-          return answer.reject(553, '5.7.1', `Sender address <${sender.address}> is not owned by ${own}`);
+        async mail(ctx) {
+          return unlessStoreDown(STORE_DOWN, () => checkSender(store, options, ctx));
         },
 
         async rcpt(ctx) {
-          return checkRecipient(store, options, paths.root, ctx);
+          // A foreign-looking domain may be one of ours that the list lacks while the store is down: relaying
+          // or refusing it could lose mail, a 4xx cannot.
+          if (!ctx.recipient.localDomain && domains.uncertain) return STORE_DOWN;
+          return unlessStoreDown(STORE_DOWN, () => checkRecipient(store, options, paths.root, ctx));
         },
 
         async verify(ctx) {
-          return verifyRecipient(store, ctx);
+          return unlessStoreDown(STORE_DOWN, () => verifyRecipient(store, ctx));
         },
 
         async deliver({ delivery }) {
           if (!delivery.local) return answer.continue();
-          return deliver(env, delivery);
+          return unlessStoreDown(STORE_DOWN, () => deliver(env, delivery));
         },
       },
       async close() {
         removeSource();
+        domains.close();
         await (await stopAuthSocket?.catch(() => undefined))?.();
         await store.close();
       },
     };
   },
 });
+
+/** An authenticated sender uses their own address or an alias that forwards to it. */
+async function checkSender(store: MailStore, options: VpopmailOptions, { connection, sender }: MailContext): Promise<HookAnswers['mail']> {
+  const login = connection.authUser;
+  if (!login || !sender || !options.senderMustMatchLogin) return answer.continue();
+  const who = parseLogin(login, options.defaultDomain);
+  if (!who) return answer.continue(); // authenticated by another plugin
+  const own = `${who.name}@${who.domain}`;
+  const from = sender.address.toLowerCase();
+  if (from === own) return answer.continue();
+  const alias = await store.getAlias(sender.domain, sender.local.toLowerCase());
+  if (alias?.targets.some((t) => t.toLowerCase() === own)) return answer.continue();
+  return answer.reject(553, '5.7.1', `Sender address <${sender.address}> is not owned by ${own}`);
+}
 
 async function authenticate(store: MailStore, options: VpopmailOptions, log: Logger, ctx: AuthContext, root: string, now: number): Promise<HookAnswers['auth']> {
   const who = parseLogin(ctx.username, options.defaultDomain);

@@ -6,12 +6,31 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import type { Logger } from 'pino';
+import { PostgresStore } from './postgres-store.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { MailStore } from './store.js';
+
+/**
+ * Where domains and users are kept: the embedded SQLite file (`database`), or
+ * PostgreSQL for several nodes sharing one user base.
+ */
+const storeOptions = z
+  .strictObject({
+    backend: z.enum(['sqlite', 'postgres']).default('sqlite'),
+    /** PostgreSQL connection URL, e.g. postgres://yubin@db.example.net/yubin; the password best from PGPASSWORD, as check-config prints options. */
+    url: z.string().min(1).optional(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.backend === 'postgres' && !s.url) ctx.addIssue({ code: 'custom', path: ['url'], message: 'backend postgres needs url (e.g. postgres://yubin@db.example.net/yubin)' });
+    if (s.backend === 'sqlite' && s.url) ctx.addIssue({ code: 'custom', path: ['url'], message: 'url is for backend postgres; the SQLite file is the `database` option' });
+    if (s.url && !/^postgres(ql)?:\/\//.test(s.url)) ctx.addIssue({ code: 'custom', path: ['url'], message: 'expected a postgres:// or postgresql:// URL' });
+  });
 
 export const vpopmailOptions = z.strictObject({
   /** The SQLite store; relative to dataDir. */
   database: z.string().min(1).default('vpopmail.sqlite'),
+  store: storeOptions.default({ backend: 'sqlite' }),
   /** Root of the domain directories (vpopmail's ~vpopmail/domains); relative to dataDir. */
   root: z.string().min(1).default('domains'),
   /** Domain for logins without one (vchkpw's default domain). */
@@ -35,17 +54,32 @@ export const vpopmailOptions = z.strictObject({
 
 export type VpopmailOptions = z.output<typeof vpopmailOptions>;
 
+/** The first problem of a bad options block, as one line naming the option (plugins.vpopmail.store.url: ...). */
+export function optionsProblem(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'plugins.vpopmail: invalid options';
+  return `${['plugins', 'vpopmail', ...issue.path.map(String)].join('.')}: ${issue.message}`;
+}
+
 export interface StorePaths {
+  /** The SQLite file (also named when the store is PostgreSQL: `yubin store migrate` reads it). */
   readonly database: string;
   readonly root: string;
+  /** Set when the store is PostgreSQL. */
+  readonly postgresUrl?: string | undefined;
 }
 
 export function storePaths(options: VpopmailOptions, dataDir: string): StorePaths {
-  return { database: path.resolve(dataDir, options.database), root: path.resolve(dataDir, options.root) };
+  return {
+    database: path.resolve(dataDir, options.database),
+    root: path.resolve(dataDir, options.root),
+    postgresUrl: options.store.backend === 'postgres' ? options.store.url : undefined,
+  };
 }
 
-export function openStore(paths: StorePaths): MailStore {
-  return new SqliteStore(paths.database);
+/** The configured store; `log` hears when PostgreSQL goes away and comes back. */
+export function openStore(paths: StorePaths, log?: Logger): MailStore {
+  return paths.postgresUrl ? new PostgresStore(paths.postgresUrl, { log }) : new SqliteStore(paths.database);
 }
 
 /** What a store without a file answers to reads: nothing exists yet. */
@@ -67,13 +101,17 @@ const EMPTY_READS: Partial<Record<keyof MailStore, unknown>> = {
  * the first `yubin domain add` creates it and the server picks it up at its
  * next lookup. Writes (a re-hashed password) open or create it.
  */
-export function openStoreWhenPresent(paths: StorePaths): MailStore {
+export function openStoreWhenPresent(paths: StorePaths, log?: Logger): MailStore {
+  // A database server is always there to ask (or answers that it is not).
+  if (paths.postgresUrl) return openStore(paths, log);
   let inner: SqliteStore | undefined;
   const open = (create: boolean) => (inner ??= create || existsSync(paths.database) ? new SqliteStore(paths.database) : undefined);
   return new Proxy({} as MailStore, {
     get(_target, prop: keyof MailStore) {
       if (prop === 'close') return () => inner?.close();
       if (prop === 'changeCounter') return () => open(false)?.changeCounter() ?? -1;
+      // SQLite's reads are synchronous: a cache sees a change at its next lookup without being told.
+      if (prop === 'onChange') return undefined;
       const read = prop in EMPTY_READS;
       return (...args: unknown[]) => {
         const store = open(!read);

@@ -9,12 +9,14 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { migrateSchema, StatementCache } from '../../core/index.js';
 import {
+  catchallFrom,
+  catchallText,
   flagsFromBits,
   flagsToBits,
   StoreConflict,
   type AliasRecord,
-  type Catchall,
   type DomainChanges,
+  type DomainDump,
   type DomainRecord,
   type MailStore,
   type NewDomain,
@@ -62,6 +64,9 @@ const MIGRATIONS: readonly string[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+// The CLI took it from here before the PostgreSQL store shared it.
+export { catchallText };
+
 interface DomainRow {
   name: string;
   catchall: string;
@@ -85,16 +90,6 @@ interface UserRow {
   last_auth: number | null;
   last_auth_ip: string | null;
   last_auth_service: string | null;
-}
-
-function catchallFrom(text: string): Catchall {
-  if (text === 'delete') return { kind: 'delete' };
-  if (text === 'bounce-no-mailbox') return { kind: 'bounce-no-mailbox' };
-  return { kind: 'forward', address: text };
-}
-
-export function catchallText(c: Catchall): string {
-  return c.kind === 'forward' ? c.address : c.kind;
 }
 
 function domainFrom(row: DomainRow): DomainRecord {
@@ -314,6 +309,43 @@ export class SqliteStore implements MailStore {
         ? this.st('DELETE FROM aliases WHERE domain = ? AND name = ?').run(domain, name)
         : this.st('DELETE FROM aliases WHERE domain = ? AND name = ? AND target = ?').run(domain, name, target);
     return this.changed(result.changes > 0);
+  }
+
+  importDomains(dumps: readonly DomainDump[], options: { readonly replace: boolean }): void {
+    const insertDomain = this.st('INSERT INTO domains (name, catchall, clear_passwords, spam_filing, default_quota, created) VALUES (?, ?, ?, ?, ?, ?)');
+    const insertUser = this.st(
+      `INSERT INTO users (domain, name, password, clear_password, quota, flags, real_name, dir, spam_filing, created, last_auth, last_auth_ip, last_auth_service)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const insertAlias = this.st('INSERT INTO aliases (domain, name, target, position) VALUES (?, ?, ?, ?)');
+    this.db.transaction(() => {
+      for (const { domain: d, users, aliases } of dumps) {
+        if (this.getDomain(d.name)) {
+          if (!options.replace) throw new StoreConflict(`domain ${d.name} exists`);
+          this.st('DELETE FROM domains WHERE name = ?').run(d.name);
+        }
+        insertDomain.run(d.name, catchallText(d.catchall), d.clearPasswords ? 1 : 0, d.spamFiling ? 1 : 0, d.defaultQuota, d.created);
+        for (const u of users) {
+          insertUser.run(
+            d.name,
+            u.name,
+            u.passwordHash,
+            u.clearPassword ?? null,
+            u.quota,
+            flagsToBits(u.flags),
+            u.realName,
+            u.dir ?? null,
+            bool(u.spamFiling),
+            u.created,
+            u.lastAuth?.time ?? null,
+            u.lastAuth?.ip ?? null,
+            u.lastAuth?.service ?? null,
+          );
+        }
+        for (const a of aliases) a.targets.forEach((target, i) => insertAlias.run(d.name, a.name, target, i + 1));
+      }
+    })();
+    this.changed(undefined);
   }
 
   close(): void {

@@ -91,6 +91,33 @@ export class StoreConflict extends Error {
   override readonly name = 'StoreConflict';
 }
 
+/**
+ * The store cannot answer now (a database server down or unreachable, or of a
+ * newer schema): the server answers a temporary failure, never "no such user".
+ * The message names the store and the cause, for the one log line.
+ */
+export class StoreUnavailable extends Error {
+  override readonly name = 'StoreUnavailable';
+}
+
+/** One domain with everything in it, as `yubin store migrate` copies it. */
+export interface DomainDump {
+  readonly domain: DomainRecord;
+  readonly users: readonly UserRecord[];
+  readonly aliases: readonly AliasRecord[];
+}
+
+export function catchallFrom(text: string): Catchall {
+  if (text === 'delete') return { kind: 'delete' };
+  if (text === 'bounce-no-mailbox') return { kind: 'bounce-no-mailbox' };
+  return { kind: 'forward', address: text };
+}
+
+/** How both stores keep a catch-all in one column: the kind, or the forwarding address. */
+export function catchallText(c: Catchall): string {
+  return c.kind === 'forward' ? c.address : c.kind;
+}
+
 export interface MailStore {
   /**
    * A number that changes whenever the data changed, in this process or
@@ -98,6 +125,14 @@ export interface MailStore {
    * often: it must be cheap.
    */
   changeCounter(): number;
+
+  /**
+   * Calls `listener` when the data changed (in this process or another), for
+   * stores whose reads are not synchronous: a cache re-reads at once rather
+   * than at the next lookup, which would still see the old answer. Absent
+   * where a read is synchronous (SQLite). Returns the unsubscribe function.
+   */
+  onChange?(listener: () => void): () => void;
 
   getDomain(name: string): Awaitable<DomainRecord | undefined>;
   listDomains(): Awaitable<DomainRecord[]>;
@@ -125,6 +160,14 @@ export interface MailStore {
   addAliasTarget(domain: string, name: string, target: string): Awaitable<AliasRecord>;
   /** Removes one target, or the whole alias without one; false when nothing matched. */
   removeAlias(domain: string, name: string, target?: string): Awaitable<boolean>;
+
+  /**
+   * Writes whole domains exactly as given (created, last login, hashes, clear
+   * passwords, alias order), all or nothing: `yubin store migrate`. Throws
+   * StoreConflict when one exists, unless `replace`, which deletes it first
+   * with its users and aliases.
+   */
+  importDomains(dumps: readonly DomainDump[], options: { readonly replace: boolean }): Awaitable<void>;
 
   close(): Awaitable<void>;
 }

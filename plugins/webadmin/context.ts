@@ -65,7 +65,7 @@ export function createContext(args: { options: WebadminOptions; config: Config; 
     paths,
     dkimDir: path.resolve(config.dataDir, typeof keyDir === 'string' ? keyDir : 'dkim'),
     // Opened at first use: a server whose web pages nobody visits makes no files.
-    store: () => (store ??= openStore(paths)),
+    store: () => (store ??= openStore(paths, log)),
     admins: () => (admins ??= new AdminDb(databasePath(options, dataDir))),
     vacations: () => (vacations ??= new Vacations(vacationsPath(vacationOpts.data, config.dataDir), () => services.clock.now())),
     async close() {
