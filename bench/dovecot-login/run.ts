@@ -4,6 +4,8 @@
  *
  * - passdb checkpassword running `yubin checkpassword` (a Node start and an
  *   scrypt check per login);
+ * - passdb lua (config/examples/dovecot-yubin.lua) asking a running
+ *   `yubin serve` over its login socket (an scrypt check per login, no start);
  * - the same with Dovecot's auth cache (repeated logins skip the program);
  * - passdb passwd-file with a SHA512-CRYPT hash (Dovecot alone: the floor).
  *
@@ -12,7 +14,8 @@
 import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { asMailUser, mailUser, startDovecot, type DovecotPeer } from '../../test/peers/dovecot.js';
 
 const CLI = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../core/cli.js');
@@ -49,11 +52,12 @@ function median(xs: number[]): number {
 const user = mailUser();
 const dir = await mkdtemp(path.join(os.tmpdir(), 'yubin-dovecot-bench-'));
 const peers: DovecotPeer[] = [];
+const stops: Array<() => Promise<void>> = [];
 try {
   if (process.getuid!() === 0) await chown(dir, user.uid, user.gid);
   await chmod(dir, 0o755);
   const config = path.join(dir, 'yubin.yaml');
-  await writeFile(config, `dataDir: ${dir}/var\nplugins:\n  vpopmail: {}\nlisteners:\n  - name: pop3\n    protocol: pop3\n    listen: 127.0.0.1:0\n    plugins: [vpopmail]\n`);
+  await writeFile(config, `dataDir: ${dir}/var\nplugins:\n  vpopmail: { authSocket: auth.sock }\nlisteners:\n  - name: pop3\n    protocol: pop3\n    listen: 127.0.0.1:0\n    plugins: [vpopmail]\n`);
   const y = (...args: string[]) => sh(asMailUser(user, [process.execPath, CLI, ...args, '-c', config]));
   y('domain', 'add', 'example.test', '--password', 'pm pw');
   y('user', 'add', 'alice@example.test', '--password', PASSWORD, '--quota', '1000000S');
@@ -62,8 +66,19 @@ try {
   const hash = sh(['doveadm', 'pw', '-s', 'SHA512-CRYPT', '-p', PASSWORD]).trim();
   await writeFile(path.join(dir, 'passwd'), `alice@example.test:${hash}:${user.uid}:${user.gid}::${path.dirname(maildir)}::userdb_mail=maildir:${maildir}\n`);
   const passwdFile = `passdb {\n  driver = passwd-file\n  args = ${dir}/passwd\n}\nuserdb {\n  driver = passwd-file\n  args = ${dir}/passwd\n}`;
+  // The running server the Lua script asks.
+  const [cmd, ...args] = asMailUser(user, [process.execPath, CLI, 'serve', '-c', config]);
+  const server = spawn(cmd!, args, { stdio: 'ignore' });
+  stops.push(async () => void server.kill('SIGTERM'));
+  const socket = path.join(dir, 'var/auth.sock');
+  for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
+  const lua = path.join(dir, 'dovecot-yubin.lua');
+  const example = readFileSync(path.resolve(path.dirname(CLI), '../../config/examples/dovecot-yubin.lua'), 'utf8');
+  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
+  const luaAuth = `passdb {\n  driver = lua\n  args = file=${lua} blocking=yes\n}\nuserdb {\n  driver = prefetch\n}\nservice auth-worker {\n  user = ${user.name}\n  unix_listener auth-worker {\n    user = ${user.name}\n    mode = 0600\n  }\n}`;
   const cases: Array<[string, string, string]> = [
     ['checkpassword (yubin checkpassword, scrypt)', checkpassword, ''],
+    ['lua passdb asking yubin serve over its socket (scrypt)', luaAuth, ''],
     ['checkpassword + auth_cache (repeated logins)', checkpassword, 'auth_cache_size = 1M\nauth_cache_ttl = 5 min'],
     ['passwd-file, SHA512-CRYPT', passwdFile, ''],
   ];
@@ -79,5 +94,6 @@ try {
   }
 } finally {
   for (const p of peers) await p.stop();
+  for (const stop of stops) await stop();
   await rm(dir, { recursive: true, force: true });
 }
