@@ -1,0 +1,190 @@
+/**
+ * A site of several nodes, as an administrator would run it: two `yubin
+ * serve` nodes sharing one PostgreSQL (accounts), one redis-server (login
+ * throttle, rate limits) and one mailbox directory, and a Dovecot serving
+ * IMAP from those mailboxes with yubin's accounts (its Lua passdb asking
+ * node A over the login socket).
+ *
+ * A user added by the CLI on node A gets mail through node B at once and
+ * reads it over IMAP and over POP3 on node A; a rate limit of 10 messages a
+ * minute holds across both nodes; an attacker spreading guesses over both
+ * nodes and IMAP is locked out; with redis-server killed, mail still flows
+ * (the rate limit's documented fail-open).
+ */
+import { chmod, chown, readdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { CLI, ROOT, needs, run, serve, tempDir, waitFor, type ServeProcess } from './helpers.js';
+import { asMailUser, dovecotMissing, mailUser, startDovecot } from './peers/dovecot.js';
+import { needsPostgres, startPostgres } from './peers/postgres.js';
+import { startRedis } from './peers/redis.js';
+
+function peersNeeded(): { skip: string | false } {
+  const missing = [dovecotMissing(), existsSync('/usr/lib/dovecot/modules/auth/libauthdb_lua.so') ? undefined : 'dovecot-auth-lua not installed'].filter(Boolean);
+  for (const o of [needsPostgres(), needs('redis-server', 'swaks', 'python3', 'setpriv')]) if (o.skip) missing.push(o.skip);
+  if (!missing.length) return { skip: false };
+  if (process.env.CI === 'true') {
+    t.fail(`${missing.join('; ')}: CI must install them`);
+    return { skip: false };
+  }
+  return { skip: missing.join('; ') };
+}
+
+async function py(script: string): Promise<Record<string, unknown>> {
+  const r = await run('python3', ['-c', script]);
+  if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+const imapLogin = (port: number, user: string, password: string, steps = '') =>
+  py(`
+import imaplib, json
+out = {}
+try:
+    m = imaplib.IMAP4('127.0.0.1', ${port}, timeout=20)
+    m.login(${JSON.stringify(user)}, ${JSON.stringify(password)})
+${steps
+  .split('\n')
+  .map((l) => `    ${l}`)
+  .join('\n')}
+    m.logout()
+except imaplib.IMAP4.error as e:
+    out['error'] = str(e)
+print(json.dumps(out))
+`);
+
+const popStat = (port: number, user: string, password: string) =>
+  py(`
+import json, poplib
+out = {}
+try:
+    p = poplib.POP3('127.0.0.1', ${port}, timeout=20)
+    p.user(${JSON.stringify(user)})
+    p.pass_(${JSON.stringify(password)})
+    out['stat'] = list(p.stat())
+    p.quit()
+except poplib.error_proto as e:
+    out['error'] = e.args[0].decode()
+print(json.dumps(out))
+`);
+
+async function swaks(port: number, to: string, from = 'sender@remote.test'): Promise<string> {
+  return (await run('swaks', ['--server', `127.0.0.1:${port}`, '--to', to, '--from', from, '--header', `Subject: for ${to}`])).stdout;
+}
+
+t.test('two nodes sharing PostgreSQL, Redis and the mailboxes; Dovecot serving IMAP from them', peersNeeded(), async (t) => {
+  const user = mailUser();
+  const as = (cmd: readonly string[]) => asMailUser(user, cmd);
+  const pg = await startPostgres(t);
+  const url = await pg.createDatabase('mail');
+  const redis = await startRedis(t);
+  const dir = await tempDir(t, 'yubin-nodes-');
+  if (process.getuid!() === 0) await chown(dir, user.uid, user.gid);
+  await chmod(dir, 0o755);
+
+  const configs = await Promise.all(
+    ['a', 'b'].map(async (node) => {
+      const file = path.join(dir, `${node}.yaml`);
+      await writeFile(
+        file,
+        `dataDir: ${dir}/var-${node}
+store: { backend: redis, url: "${redis.url}" }
+loginThrottle: { shared: true, freeFailures: 3, delay: 10ms, lockoutAfter: 4, rememberSuccess: 0 }
+plugins:
+  vpopmail: { store: { backend: postgres, url: "${url}" }, root: ${dir}/domains, authSocket: auth.sock }
+  ratelimit: { sender: { limit: 10, window: 1m } }
+delivery:
+  plugins: [vpopmail]
+queue:
+  concurrencyRemote: 0
+listeners:
+  - { name: smtp, protocol: smtp, listen: "127.0.0.1:0", plugins: [ratelimit, vpopmail] }
+  - { name: pop3, protocol: pop3, listen: "127.0.0.1:0", allowInsecureAuth: true, plugins: [vpopmail] }
+`,
+      );
+      return file;
+    }),
+  );
+  const [configA, configB] = configs as [string, string];
+  const y = async (...args: string[]) => {
+    const [cmd, ...rest] = as([process.execPath, CLI, ...args, '-c', configA]);
+    const r = await run(cmd!, rest);
+    t.equal(r.code, 0, `yubin ${args.join(' ')} on node A: ${r.stderr}`);
+  };
+  const a: ServeProcess = await serve(t, configA, 2, as([]));
+  const b: ServeProcess = await serve(t, configB, 2, as([]));
+  const socket = path.join(dir, 'var-a/auth.sock');
+  await waitFor(async () => (existsSync(socket) ? true : undefined));
+
+  const example = await readFile(path.join(ROOT, 'config/examples/dovecot-yubin.lua'), 'utf8');
+  const lua = path.join(dir, 'dovecot-yubin.lua');
+  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
+  const dovecot = await startDovecot({
+    dir,
+    user,
+    auth: `passdb {
+  driver = lua
+  args = file=${lua} blocking=yes
+}
+userdb {
+  driver = prefetch
+}
+service auth-worker {
+  user = ${user.name}
+  unix_listener auth-worker {
+    user = ${user.name}
+    mode = 0600
+  }
+}`,
+    extra: 'auth_failure_delay = 0',
+  });
+  t.teardown(dovecot.stop);
+
+  // Added on node A while both run; mail for them goes in through node B at once.
+  await y('domain', 'add', 'example.test', '--password', 'pm pw');
+  await y('user', 'add', 'alice@example.test', '--password', 'alice pw');
+  await y('user', 'add', 'bob@example.test', '--password', 'bob pw');
+  t.match(await swaks(b.ports.smtp!, 'alice@example.test'), /250 2\.0\.0 Ok: queued as/, 'node B takes mail for a user node A just added');
+  const inbox = path.join(dir, 'domains/example.test/alice/Maildir');
+  await waitFor(async () => ((await readdir(path.join(inbox, 'new')).catch(() => [])).length ? true : undefined));
+
+  const read = await imapLogin(dovecot.port, 'alice@example.test', 'alice pw', `typ, data = m.select('INBOX')
+out['exists'] = int(data[0])
+typ, data = m.fetch('1', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+out['subject'] = data[0][1].decode().strip()`);
+  t.notOk(read.error, String(read.error ?? ''));
+  t.equal(read.exists, 1, 'IMAP through Dovecot sees it');
+  t.equal(read.subject, 'Subject: for alice@example.test');
+  t.same(((await popStat(a.ports.pop3!, 'alice@example.test', 'alice pw')).stat as number[] | undefined)?.[0], 1, 'and POP3 on node A');
+
+  // 10 messages a minute per sender, counted across both nodes.
+  for (let i = 0; i < 10; i++) t.match(await swaks((i % 2 ? a : b).ports.smtp!, 'alice@example.test', 'bulk@remote.test'), /250 2\.0\.0 Ok: queued/, `message ${i + 1} of 10`);
+  t.match(await swaks(a.ports.smtp!, 'alice@example.test', 'bulk@remote.test'), /451 4\.7\.1 Rate limit exceeded for sender bulk@remote\.test/, 'the 11th on node A: 451');
+  t.match(await swaks(b.ports.smtp!, 'alice@example.test', 'bulk@remote.test'), /451 4\.7\.1 Rate limit exceeded/, 'and on node B');
+
+  // Guesses at bob spread over node A's and node B's POP3 and Dovecot's IMAP: four in all lock him out everywhere.
+  t.match((await popStat(a.ports.pop3!, 'bob@example.test', 'guess 1')).error, /^-ERR/);
+  t.match((await popStat(b.ports.pop3!, 'bob@example.test', 'guess 2')).error, /^-ERR/);
+  t.match((await imapLogin(dovecot.port, 'bob@example.test', 'guess 3')).error, /AUTHENTICATIONFAILED|Authentication failed/);
+  t.match((await popStat(b.ports.pop3!, 'bob@example.test', 'guess 4')).error, /^-ERR/);
+  t.match((await popStat(a.ports.pop3!, 'bob@example.test', 'bob pw')).error, /^-ERR/, 'his own password refused on node A: locked out');
+  t.match((await imapLogin(dovecot.port, 'bob@example.test', 'bob pw')).error, /AUTHENTICATIONFAILED|Authentication failed/, 'and over IMAP');
+  t.ok(
+    [...a.logs, ...b.logs].some((l) => /locked out/.test(String(l.msg ?? l.reason ?? ''))),
+    'a node logged the lockout',
+  );
+
+  // redis-server gone: mail still flows (ratelimit's onStoreFailure: accept, the default).
+  await redis.stop();
+  t.match(await swaks(b.ports.smtp!, 'alice@example.test', 'other@remote.test'), /250 2\.0\.0 Ok: queued/, 'accepted uncounted while Redis is down');
+
+  t.same(
+    dovecot.log().split('\n').filter((l) => /Error|Panic|Fatal/.test(l) && !/bob@example\.test/.test(l)),
+    [],
+    'nothing went wrong in Dovecot',
+  );
+  await dovecot.stop();
+  await a.stop();
+  await b.stop();
+});
