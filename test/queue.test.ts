@@ -48,6 +48,24 @@ t.test('remote: MX through the DNS service, one SMTP transaction for two recipie
   t.ok(id);
 });
 
+t.test('a mail store that cannot say which domains are local (PostgreSQL down): remote delivery waits instead of sending our own mail away', async (t) => {
+  const { server, sink, clock } = await rig(t);
+  let down = true;
+  const remove = server.server.services.localDomains.addSource({ has: () => false, list: () => [], incomplete: () => down });
+  t.teardown(remove);
+  const id = await inject(server, 'alice@example.test', ['someone@remote.test']);
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 0, 'not sent');
+  const state = await server.server.spool.readState(id);
+  t.equal(state?.recipients[0]?.status, 'pending', 'deferred');
+  t.match(state?.recipients[0]?.error, /Cannot tell now whether remote\.test is one of my domains: a mail store is unavailable/);
+  down = false;
+  clock.advance(400_000);
+  server.server.queue.wake();
+  await server.server.queue.idle();
+  t.equal(sink.messages.length, 1, 'sent once the store answers again');
+});
+
 t.test('451 then 250: deferred on qmail schedule (birth + 400 s), retried, delivered once', async (t) => {
   const { server, sink, clock } = await rig(t, { sink: { data: (n) => (n === 1 ? { code: 451, message: '4.3.0 try later' } : undefined) } });
   const id = await inject(server, 'alice@example.test', ['one@remote.test']);

@@ -541,6 +541,12 @@ export class Scheduler {
       else viaSmtp.push(r);
     }
     if (!viaSmtp.length) return;
+    if (this.deps.localDomains.incomplete()) {
+      // A mail store that cannot be read may hold this domain: sent off as remote, our own mail would loop or leave.
+      const outcome: Outcome = { kind: 'temporary', status: '4.3.0', text: `Cannot tell now whether ${job.domain} is one of my domains: a mail store is unavailable` };
+      for (const r of viaSmtp) this.record(job, r, outcome);
+      return;
+    }
     const { spool } = this.deps;
     const env = job.msg.envelope;
     const delivery = this.deps.delivery();

@@ -8,6 +8,8 @@ export interface LocalDomainSource {
   /** Called with a normalized (lower-case, no trailing dot) domain; must be synchronous and cheap. */
   has(domain: string): boolean;
   list(): readonly string[];
+  /** The list may lack domains now (its store cannot be read): a domain that looks foreign may be local. */
+  incomplete?(): boolean;
 }
 
 export class LocalDomains {
@@ -30,6 +32,12 @@ export class LocalDomains {
     const d = normalizeDomain(domain);
     if (this.domains.has(d)) return true;
     for (const s of this.sources) if (s.has(d)) return true;
+    return false;
+  }
+
+  /** Some source cannot say for sure now: a domain not found may still be local. */
+  incomplete(): boolean {
+    for (const s of this.sources) if (s.incomplete?.()) return true;
     return false;
   }
 

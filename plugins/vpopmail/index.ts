@@ -55,6 +55,10 @@ class DomainCache {
     return !this.loaded || this.failed;
   }
 
+  incomplete(): boolean {
+    return this.uncertain;
+  }
+
   /** Re-reads when the store changed, or after a failure; resolves when a networked store's answer is in. */
   refresh(): Promise<void> | undefined {
     const counter = this.store.changeCounter();
