@@ -177,6 +177,8 @@ t.test('REQUIRETLS: announced only over TLS, refused in clear; a message with it
   const [bounce] = await maildir(server, 'example.test', 'alice');
   t.match(bounce, /Status: 5\.7\.10/);
   t.match(bounce, /REQUIRETLS/);
+  t.match(bounce, /Content-Type: text\/rfc822-headers/, 'headers only (RFC 8689 5)');
+  t.notMatch(bounce, /\n\nbody\n/, 'not the body');
 
   // The same to a server with STARTTLS and REQUIRETLS but a certificate nobody vouches for.
   const { server: other, clock: otherClock } = await rig(t, { sinkPeer: unverified });
@@ -185,6 +187,17 @@ t.test('REQUIRETLS: announced only over TLS, refused in clear; a message with it
   t.equal(unverified.messages.length, 0, 'never sent to an unverified server');
   const [bounce2] = await maildir(other, 'example.test', 'alice');
   t.match(bounce2, /Status: 5\.7\.10/);
+});
+
+t.test('the bounce of a REQUIRETLS message is queued with REQUIRETLS itself (RFC 8689 5)', async (t) => {
+  const { server, clock } = await rig(t, { config: { queue: { concurrencyLocal: 0 } } });
+  const id = await injectMessage(server, { to: ['x@remote.test'], senderParams: { REQUIRETLS: true }, received: clock.now() });
+  await server.server.queue.idle();
+  const queued = (await server.server.spool.list()).filter((m) => m !== id);
+  t.equal(queued.length, 1, 'one bounce waiting for the held local channel');
+  const env = await server.server.spool.readEnvelope(queued[0]!);
+  t.equal(env.kind, 'bounce');
+  t.same(env.senderParams, { REQUIRETLS: true }, 'REQUIRETLS on the bounce');
 });
 
 t.test('BODY=BINARYMIME cannot be relayed with DATA: returned 5.6.3, not sent', async (t) => {

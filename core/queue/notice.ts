@@ -47,6 +47,7 @@ export class Notices {
     }
     const q = this.deps.queue();
     const double = env.sender === '';
+    const requireTls = env.senderParams.REQUIRETLS === true;
     // Nothing is ever sent to the null sender: a failed bounce goes to the postmaster.
     const to = double ? (q.doubleBounceTo ?? `postmaster@${this.deps.localDomains.has(hostname) ? hostname : (this.deps.localDomains.list()[0] ?? hostname)}`) : env.sender;
     const now = clock.now();
@@ -60,13 +61,14 @@ export class Notices {
       now,
       kind,
       recipients: rcpts.map((r) => ({ ...r, action: action(r), originalRecipient: originalRecipientOf(recipientParams(env.recipients, r.address)) })),
-      original: await this.original(msg, kind === 'failure' && !double && returnsFullMessage(env.senderParams)),
+      // RFC 8689 5: the report on a REQUIRETLS message travels under REQUIRETLS too, and carries its headers only.
+      original: await this.original(msg, kind === 'failure' && !double && !requireTls && returnsFullMessage(env.senderParams)),
       double,
       envelopeId: envelopeIdOf(env.senderParams),
     });
     const id = await spool.inject(content, {
       sender: '',
-      senderParams: {},
+      senderParams: requireTls ? { REQUIRETLS: true } : {},
       recipients: [{ address: to, params: {} }],
       received: now,
       listener: 'bounce',
