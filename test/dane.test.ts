@@ -51,6 +51,8 @@ async function world(t: Test): Promise<World> {
     { name: 'tawrong.test', signed: true, records: [...mx, tlsa('mx', `2 0 1 ${caDigest}`)] },
     { name: 'pkix.test', signed: true, records: [...mx, tlsa('mx', `1 1 1 ${'cd'.repeat(32)}`)] },
     { name: 'nodane.test', signed: true, records: mx },
+    // The MX host is an alias of mx.good.test: that name's TLSA records count first, not the alias's own (wrong) one.
+    { name: 'alias.test', signed: true, records: ['@ IN MX 10 mx', 'mx IN CNAME mx.good.test.', tlsa('mx', `3 1 1 ${'ab'.repeat(32)}`)] },
     // Unsigned: its TLSA record proves nothing and must not stop delivery.
     { name: 'plain.test', records: [...mx, tlsa('mx', `3 1 1 ${'ef'.repeat(32)}`)] },
     { name: 'bogus.test', bogus: true, records: [...mx, tlsa('mx', `3 1 1 ${spki}`)] },
@@ -91,7 +93,7 @@ t.test('the resolver: AD bit for signed zones, none for unsigned, SERVFAIL for b
   t.throws(() => resolverAddress('resolver.example'), /not a resolver address/);
   t.notOk(usableTlsa({ usage: 1, selector: 1, matchingType: 1, data: Buffer.alloc(32) }), 'PKIX-EE is unusable for SMTP');
   t.notOk(usableTlsa({ usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(31) }), 'a SHA2-256 digest of the wrong length is unusable');
-  t.match(checkChain([], [], 'mx.good.test', Date.now()), { ok: false, why: /no certificate/ });
+  t.match(checkChain([], [], ['mx.good.test'], Date.now()), { ok: false, why: /no certificate/ });
 });
 
 t.test('DANE on the way out: right TLSA delivered, wrong TLSA deferred with the reason in the queue state', needs('unbound', 'ldns-signzone', 'ldns-keygen', 'openssl'), async (t) => {
@@ -113,6 +115,7 @@ t.test('DANE on the way out: right TLSA delivered, wrong TLSA deferred with the 
   t.ok((await deliver(w, 'x@pkix.test')).delivered, 'only unusable (PKIX-EE) records: TLS required but not authenticated, delivered');
   t.equal(w.sink.secure.at(-1), true, 'over TLS');
   t.ok((await deliver(w, 'x@nodane.test')).delivered, 'a signed zone without TLSA: delivered as usual');
+  t.ok((await deliver(w, 'x@alias.test')).delivered, 'an MX host that is a CNAME: the TLSA records of the name it expands to (RFC 7672 2.2.2)');
   t.ok((await deliver(w, 'x@plain.test')).delivered, 'an unsigned zone: its TLSA record is ignored');
 
   const bogus = await deliver(w, 'x@bogus.test');

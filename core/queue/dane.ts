@@ -18,7 +18,8 @@
  * A DANE-EE match is all there is to it: no name or date checks (3.1.1).
  * DANE-TA needs a chain from the leaf up to the matching certificate that
  * verifies, the leaf in its validity period, and a name on it that is the
- * MX host (3.2.2; an insecure MX RRset gives no other reference identifier).
+ * MX host or the name it is a CNAME for (3.2.2; an insecure MX RRset gives
+ * no other reference identifier, and the domain's own name is not used).
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import type { SecureDns, Tlsa } from '../services/secure-dns.js';
@@ -26,8 +27,8 @@ import type { SecureDns, Tlsa } from '../services/secure-dns.js';
 export type DaneLookup =
   /** DANE does not apply to this host. */
   | { readonly kind: 'none'; readonly why: string }
-  /** Authenticate the server with these records. */
-  | { readonly kind: 'dane'; readonly records: readonly Tlsa[] }
+  /** Authenticate the server with these records; `names` are what a DANE-TA certificate may be for. */
+  | { readonly kind: 'dane'; readonly records: readonly Tlsa[]; readonly names: readonly string[] }
   /** Secure TLSA records, none usable: STARTTLS required, the certificate not checked. */
   | { readonly kind: 'encrypt' }
   /** Cannot tell now: the host must not be used. */
@@ -56,12 +57,21 @@ export class Dane {
     if (addresses.kind === 'failed') return { kind: 'failed', error: `address lookup of ${host} failed: ${addresses.error}` };
     // RFC 7672 2.2.2: TLSA records are only looked for under a host whose addresses are secure.
     if (!addresses.secure) return { kind: 'none', why: `the addresses of ${host} are not DNSSEC-signed` };
-    const tlsa = await dns.tlsa(tlsaName(host, port));
-    if (tlsa.kind === 'failed') return { kind: 'failed', error: `TLSA lookup of ${tlsaName(host, port)} failed: ${tlsa.error}` };
-    if (!tlsa.secure) return { kind: 'none', why: `the TLSA records of ${host} are not DNSSEC-signed` };
-    if (tlsa.kind === 'none') return { kind: 'none', why: `${host} has no TLSA records` };
-    const records = tlsa.records.filter(usableTlsa);
-    return records.length ? { kind: 'dane', records } : { kind: 'encrypt' };
+    const name = host.toLowerCase().replace(/\.$/, '');
+    // RFC 7672 2.2.2: an MX host that is a (secure) CNAME: the TLSA records of the name it expands to first, then its own.
+    const bases = addresses.kind === 'found' && addresses.owner !== name ? [addresses.owner, name] : [name];
+    for (const [i, base] of bases.entries()) {
+      const tlsa = await dns.tlsa(tlsaName(base, port));
+      if (tlsa.kind === 'failed') return { kind: 'failed', error: `TLSA lookup of ${tlsaName(base, port)} failed: ${tlsa.error}` };
+      if (!tlsa.secure) return { kind: 'none', why: `the TLSA records of ${base} are not DNSSEC-signed` };
+      if (tlsa.kind === 'none') {
+        if (i < bases.length - 1) continue;
+        return { kind: 'none', why: `${host} has no TLSA records` };
+      }
+      const records = tlsa.records.filter(usableTlsa);
+      return records.length ? { kind: 'dane', records, names: bases } : { kind: 'encrypt' };
+    }
+    return { kind: 'none', why: `${host} has no TLSA records` };
   }
 }
 
@@ -79,7 +89,7 @@ function matches(r: Tlsa, cert: X509Certificate): boolean {
  * Whether the server's chain (leaf first, as it sent it) satisfies the
  * records, for this MX host at this time.
  */
-export function checkChain(records: readonly Tlsa[], chain: readonly X509Certificate[], host: string, now: number): { ok: true; how: string } | { ok: false; why: string } {
+export function checkChain(records: readonly Tlsa[], chain: readonly X509Certificate[], names: readonly string[], now: number): { ok: true; how: string } | { ok: false; why: string } {
   const leaf = chain[0];
   if (!leaf) return { ok: false, why: 'the server sent no certificate' };
   for (const r of records.filter((x) => x.usage === 3)) {
@@ -98,8 +108,8 @@ export function checkChain(records: readonly Tlsa[], chain: readonly X509Certifi
       why = `the certificate is not valid now (${leaf.validFrom} to ${leaf.validTo})`;
       continue;
     }
-    if (!leaf.checkHost(host.replace(/\.$/, ''))) {
-      why = `the certificate (DANE-TA) is not for ${host}`;
+    if (!names.some((n) => leaf.checkHost(n.replace(/\.$/, '')))) {
+      why = `the certificate (DANE-TA) is not for ${names.join(' or ')}`;
       continue;
     }
     return { ok: true, how: `DANE-TA ${r.usage} ${r.selector} ${r.matchingType}` };

@@ -322,7 +322,7 @@ export async function deliverRemote(job: RemoteJob, deps: RemoteDeps): Promise<O
       try {
         conn = await openConnection(options(target, ip, security));
         if (byDane?.kind === 'dane') {
-          const check = checkChain(byDane.records, peerChain(conn) ?? [], target.name, Date.now());
+          const check = checkChain(byDane.records, peerChain(conn) ?? [], byDane.names, Date.now());
           if (!check.ok) {
             conn.close();
             daneFailures++;

@@ -29,7 +29,8 @@ export interface Tlsa {
 }
 
 export type SecureLookup<T> =
-  | { readonly kind: 'found'; readonly secure: boolean; readonly records: readonly T[] }
+  /** `owner`: the name the records belong to, after any CNAMEs from the one asked. */
+  | { readonly kind: 'found'; readonly secure: boolean; readonly records: readonly T[]; readonly owner: string }
   | { readonly kind: 'none'; readonly secure: boolean; readonly reason: 'nxdomain' | 'nodata' }
   | { readonly kind: 'failed'; readonly error: string };
 
@@ -73,7 +74,8 @@ export class SecureResolver implements SecureDns {
     const records = [...(a.kind === 'found' ? a.records : []), ...(aaaa.kind === 'found' ? aaaa.records : [])];
     // RFC 7672 2.2.2: the addresses are secure only when every answer that makes them up is.
     const secure = a.secure && aaaa.secure;
-    return records.length ? { kind: 'found', secure, records } : { kind: 'none', secure, reason: a.kind === 'none' ? a.reason : 'nodata' };
+    const owner = a.kind === 'found' ? a.owner : aaaa.kind === 'found' ? aaaa.owner : name;
+    return records.length ? { kind: 'found', secure, records, owner } : { kind: 'none', secure, reason: a.kind === 'none' ? a.reason : 'nodata' };
   }
 
   async tlsa(name: string): Promise<SecureLookup<Tlsa>> {
@@ -161,6 +163,8 @@ function outcome<T>(reply: Packet, name: string, type: string): SecureLookup<T> 
   const secure = reply.flag_ad === true;
   if (reply.rcode === 'NXDOMAIN') return { kind: 'none', secure, reason: 'nxdomain' };
   if (reply.rcode !== 'NOERROR') return { kind: 'failed', error: `${type} ${name}: ${reply.rcode ?? 'no rcode'}` };
-  const records = (reply.answers ?? []).filter((a) => a.type === type).map((a) => (a as { data: unknown }).data as T);
-  return records.length ? { kind: 'found', secure, records } : { kind: 'none', secure, reason: 'nodata' };
+  const answers = (reply.answers ?? []).filter((a) => a.type === type);
+  const records = answers.map((a) => (a as { data: unknown }).data as T);
+  const owner = (answers[0]?.name ?? name).toLowerCase().replace(/\.$/, '');
+  return records.length ? { kind: 'found', secure, records, owner } : { kind: 'none', secure, reason: 'nodata' };
 }
