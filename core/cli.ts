@@ -234,12 +234,14 @@ async function checkConfig(opts: { config: string }): Promise<void> {
 }
 
 /**
- * Commands another program runs for every login or message, and the one
- * built-in plugin each needs: loading all of them would cost a second per call
- * (and mailauth's WebAssembly wants gigabytes of address space, more than a
- * Dovecot auth process allows its children).
+ * Commands of one built-in plugin, and that plugin: loading every built-in
+ * costs about a second per call on a small machine (an admin's script adding
+ * a hundred users, Dovecot running checkpassword for every login), and
+ * mailauth's WebAssembly wants gigabytes of address space, more than a
+ * Dovecot auth process allows its children. Help without a command still
+ * loads them all, to list every command.
  */
-const SINGLE_PLUGIN_COMMANDS: Readonly<Record<string, string>> = { checkpassword: 'vpopmail' };
+const SINGLE_PLUGIN_COMMANDS: Readonly<Record<string, string>> = { checkpassword: 'vpopmail', domain: 'vpopmail', user: 'vpopmail', alias: 'vpopmail', store: 'vpopmail' };
 
 /** What the core answers itself; anything else may be a plugin's command (or help, which lists them). */
 const CORE_COMMANDS = new Set(['serve', 'check-config', 'queue', 'sendmail', 'why', 'status', ...SCAFFOLD_COMMANDS, '-V', '--version']);

@@ -6,7 +6,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
-import * as selfsigned from 'selfsigned';
 
 export interface KeyPair {
   readonly key: Buffer;
@@ -28,6 +27,8 @@ export async function selfSignedKeyPair(dir: string, hostname: string): Promise<
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  // Loaded here, not at start: it is the heaviest import of the core (x509 libraries), and few starts make a certificate.
+  const selfsigned = await import('selfsigned');
   const pems = await selfsigned.generate([{ name: 'commonName', value: hostname }], {
     keySize: 2048,
     notAfterDate: new Date(Date.now() + 3650 * 86_400_000),

@@ -19,7 +19,12 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
-import dnsPacket from 'dns-packet';
+import { createRequire } from 'node:module';
+import type * as DnsPacket from 'dns-packet';
+
+/** dns-packet, required at the first query: only DANE asks here, and every `yubin` command loads the core. */
+let loaded: typeof DnsPacket | undefined;
+const dnsPacket = (): typeof DnsPacket => (loaded ??= createRequire(import.meta.url)('dns-packet') as typeof DnsPacket);
 
 export interface Tlsa {
   readonly usage: number;
@@ -57,7 +62,7 @@ export function resolverAddress(spec: string): { host: string; port: number } {
   return { host, port };
 }
 
-type Packet = dnsPacket.Packet & { flag_ad?: boolean; flag_tc?: boolean; rcode?: string };
+type Packet = DnsPacket.Packet & { flag_ad?: boolean; flag_tc?: boolean; rcode?: string };
 
 export class SecureResolver implements SecureDns {
   private readonly host: string;
@@ -86,12 +91,12 @@ export class SecureResolver implements SecureDns {
 
   private async query<T>(name: string, type: 'A' | 'AAAA' | 'TLSA'): Promise<SecureLookup<T>> {
     const id = randomInt(0, 65536);
-    const packet = dnsPacket.encode({
+    const packet = dnsPacket().encode({
       type: 'query',
       id,
-      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
+      flags: dnsPacket().RECURSION_DESIRED | dnsPacket().AUTHENTIC_DATA,
       questions: [{ type, name, class: 'IN' }],
-      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK } as dnsPacket.Answer],
+      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket().DNSSEC_OK } as DnsPacket.Answer],
     });
     try {
       let reply = await this.udp(packet, id, name, type);
@@ -150,7 +155,7 @@ export class SecureResolver implements SecureDns {
 function decodeReply(msg: Buffer, id: number, name: string, type: string): Packet | undefined {
   let reply: Packet;
   try {
-    reply = dnsPacket.decode(msg) as Packet;
+    reply = dnsPacket().decode(msg) as Packet;
   } catch {
     return undefined;
   }

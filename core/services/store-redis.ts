@@ -13,7 +13,8 @@
  * connection is down (between reconnect attempts) calls reject at once;
  * otherwise a command waits at most `commandTimeoutMs`.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { ScriptStore, StoreScript } from './store.js';
 import { rejectOnAbort, type AbortOptions } from '../abort.js';
 
@@ -69,7 +70,9 @@ export class RedisKeyValueStore implements ScriptStore {
       enableOfflineQueue: true,
       enableReadyCheck: true,
     };
-    this.redis = new Redis(url, redisOptions);
+    // Required when a Redis store is made, not when the core loads: every `yubin` command would pay for it.
+    const { Redis: RedisClient } = createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
+    this.redis = new RedisClient(url, redisOptions);
     this.redis.on('error', (err: Error) => {
       this.lastError = err;
       options.onError?.(err);
