@@ -14,9 +14,7 @@ import type { Logger } from 'pino';
 import { pgModule } from './pg-module.js';
 import { ChangeListener } from './postgres-listen.js';
 import {
-  catchallFrom,
   catchallText,
-  flagsFromBits,
   flagsToBits,
   StoreConflict,
   StoreUnavailable,
@@ -30,6 +28,7 @@ import {
   type UserChanges,
   type UserRecord,
 } from './store.js';
+import { domainFrom, userFrom, type DomainRow, type UserRow } from './store-rows.js';
 
 /** Where writes announce themselves; every node's store LISTENs here. */
 export const CHANGE_CHANNEL = 'yubin_vpopmail_changed';
@@ -75,59 +74,6 @@ const MIGRATIONS: readonly string[] = [
 ];
 
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
-
-interface DomainRow {
-  name: string;
-  catchall: string;
-  clear_passwords: boolean;
-  spam_filing: boolean;
-  default_quota: string;
-  created: string;
-}
-
-interface UserRow {
-  domain: string;
-  name: string;
-  password: string;
-  clear_password: string | null;
-  quota: string;
-  flags: number;
-  real_name: string;
-  dir: string | null;
-  spam_filing: boolean | null;
-  /** BIGINT: pg gives it as a string, so no precision is lost on its side. */
-  created: string;
-  last_auth: string | null;
-  last_auth_ip: string | null;
-  last_auth_service: string | null;
-}
-
-function domainFrom(row: DomainRow): DomainRecord {
-  return {
-    name: row.name,
-    catchall: catchallFrom(row.catchall),
-    clearPasswords: row.clear_passwords,
-    spamFiling: row.spam_filing,
-    defaultQuota: row.default_quota,
-    created: Number(row.created),
-  };
-}
-
-function userFrom(row: UserRow): UserRecord {
-  return {
-    domain: row.domain,
-    name: row.name,
-    passwordHash: row.password,
-    clearPassword: row.clear_password ?? undefined,
-    quota: row.quota,
-    flags: flagsFromBits(row.flags),
-    realName: row.real_name,
-    dir: row.dir ?? undefined,
-    spamFiling: row.spam_filing ?? undefined,
-    created: Number(row.created),
-    lastAuth: row.last_auth === null ? undefined : { time: Number(row.last_auth), ip: row.last_auth_ip ?? '', service: row.last_auth_service ?? '' },
-  };
-}
 
 function aliasesFrom(rows: ReadonlyArray<{ domain: string; name: string; target: string }>): AliasRecord[] {
   const out: Array<{ domain: string; name: string; targets: string[] }> = [];

@@ -9,9 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { migrateSchema, StatementCache } from '../../core/index.js';
 import {
-  catchallFrom,
   catchallText,
-  flagsFromBits,
   flagsToBits,
   StoreConflict,
   type AliasRecord,
@@ -24,6 +22,7 @@ import {
   type UserChanges,
   type UserRecord,
 } from './store.js';
+import { domainFrom, userFrom, type DomainRow, type UserRow } from './store-rows.js';
 
 /** Each entry moves the schema one version up; never edit one that has shipped, add another. */
 const MIGRATIONS: readonly string[] = [
@@ -66,58 +65,6 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 
 // The CLI took it from here before the PostgreSQL store shared it.
 export { catchallText };
-
-interface DomainRow {
-  name: string;
-  catchall: string;
-  clear_passwords: number;
-  spam_filing: number;
-  default_quota: string;
-  created: number;
-}
-
-interface UserRow {
-  domain: string;
-  name: string;
-  password: string;
-  clear_password: string | null;
-  quota: string;
-  flags: number;
-  real_name: string;
-  dir: string | null;
-  spam_filing: number | null;
-  created: number;
-  last_auth: number | null;
-  last_auth_ip: string | null;
-  last_auth_service: string | null;
-}
-
-function domainFrom(row: DomainRow): DomainRecord {
-  return {
-    name: row.name,
-    catchall: catchallFrom(row.catchall),
-    clearPasswords: row.clear_passwords !== 0,
-    spamFiling: row.spam_filing !== 0,
-    defaultQuota: row.default_quota,
-    created: row.created,
-  };
-}
-
-function userFrom(row: UserRow): UserRecord {
-  return {
-    domain: row.domain,
-    name: row.name,
-    passwordHash: row.password,
-    clearPassword: row.clear_password ?? undefined,
-    quota: row.quota,
-    flags: flagsFromBits(row.flags),
-    realName: row.real_name,
-    dir: row.dir ?? undefined,
-    spamFiling: row.spam_filing === null ? undefined : row.spam_filing !== 0,
-    created: row.created,
-    lastAuth: row.last_auth === null ? undefined : { time: row.last_auth, ip: row.last_auth_ip ?? '', service: row.last_auth_service ?? '' },
-  };
-}
 
 const bool = (b: boolean | undefined) => (b === undefined ? null : b ? 1 : 0);
 
