@@ -10,8 +10,9 @@ import { chmod, chown, readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, ROOT, needs, run, serve, tempDir, waitFor } from './helpers.js';
-import { asMailUser, dovecotMissing, mailUser, startDovecot, type MailUser } from './peers/dovecot.js';
+import { CLI, needs, run, serve, tempDir, waitFor } from './helpers.js';
+import { imap, pop } from './peers/mail-clients.js';
+import { asMailUser, dovecotMissing, luaAuth, mailUser, startDovecot, type MailUser } from './peers/dovecot.js';
 
 const PASSWORD = 'alice pw';
 
@@ -23,49 +24,6 @@ function dovecotNeeded(): { skip: string | false } {
     return { skip: false };
   }
   return { skip: missing };
-}
-
-/** Python's imaplib: logs in, runs the steps, prints JSON (`error` when the login or a command fails). */
-async function imap(port: number, user: string, password: string, steps: string): Promise<Record<string, unknown>> {
-  const script = `
-import imaplib, json
-out = {}
-try:
-    m = imaplib.IMAP4('127.0.0.1', ${port}, timeout=20)
-    m.login(${JSON.stringify(user)}, ${JSON.stringify(password)})
-${steps
-  .split('\n')
-  .map((l) => `    ${l}`)
-  .join('\n')}
-    m.logout()
-except imaplib.IMAP4.error as e:
-    out['error'] = str(e)
-print(json.dumps(out))
-`;
-  const r = await run('python3', ['-c', script]);
-  if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
-}
-
-async function pop(port: number, user: string, password: string, steps: string): Promise<Record<string, unknown>> {
-  const script = `
-import json, poplib
-out = {}
-try:
-    p = poplib.POP3('127.0.0.1', ${port}, timeout=20)
-    p.user(${JSON.stringify(user)})
-    p.pass_(${JSON.stringify(password)})
-${steps
-  .split('\n')
-  .map((l) => `    ${l}`)
-  .join('\n')}
-except poplib.error_proto as e:
-    out['error'] = e.args[0].decode()
-print(json.dumps(out))
-`;
-  const r = await run('python3', ['-c', script]);
-  if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
 /** A POP3 session held open from here (raw socket) until `quit`. */
@@ -351,32 +309,10 @@ listeners:
   const socket = path.join(dir, 'var/auth.sock');
   await waitFor(async () => (existsSync(socket) ? true : undefined));
 
-  // The example script as an admin installs it, pointed at this server's socket.
-  const example = await readFile(path.join(ROOT, 'config/examples/dovecot-yubin.lua'), 'utf8');
-  const lua = path.join(dir, 'dovecot-yubin.lua');
-  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
   const dovecot = await startDovecot({
     dir,
     user,
-    auth: `passdb {
-  driver = lua
-  args = file=${lua} blocking=yes
-}
-userdb {
-  driver = prefetch
-}
-userdb {
-  driver = lua
-  args = file=${lua} blocking=yes
-}
-service auth-worker {
-  # The worker running the script reaches yubin's socket as yubin's user; the auth process (also that user) reaches the worker.
-  user = ${user.name}
-  unix_listener auth-worker {
-    user = ${user.name}
-    mode = 0600
-  }
-}`,
+    auth: await luaAuth(dir, socket, user),
     extra: 'auth_failure_delay = 0',
   });
   t.teardown(dovecot.stop);

@@ -11,13 +11,14 @@
  * nodes and IMAP is locked out; with redis-server killed, mail still flows
  * (the rate limit's documented fail-open).
  */
-import { chmod, chown, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, readdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, ROOT, needs, run, serve, tempDir, waitFor, type ServeProcess } from './helpers.js';
-import { asMailUser, dovecotMissing, mailUser, startDovecot } from './peers/dovecot.js';
+import { CLI, needs, run, serve, tempDir, waitFor, type ServeProcess } from './helpers.js';
+import { asMailUser, dovecotMissing, luaAuth, mailUser, startDovecot } from './peers/dovecot.js';
 import { needsPostgres, startPostgres } from './peers/postgres.js';
+import { imap, popStat } from './peers/mail-clients.js';
 import { startRedis } from './peers/redis.js';
 
 function peersNeeded(): { skip: string | false } {
@@ -30,44 +31,6 @@ function peersNeeded(): { skip: string | false } {
   }
   return { skip: missing.join('; ') };
 }
-
-async function py(script: string): Promise<Record<string, unknown>> {
-  const r = await run('python3', ['-c', script]);
-  if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
-}
-
-const imapLogin = (port: number, user: string, password: string, steps = '') =>
-  py(`
-import imaplib, json
-out = {}
-try:
-    m = imaplib.IMAP4('127.0.0.1', ${port}, timeout=20)
-    m.login(${JSON.stringify(user)}, ${JSON.stringify(password)})
-${steps
-  .split('\n')
-  .map((l) => `    ${l}`)
-  .join('\n')}
-    m.logout()
-except imaplib.IMAP4.error as e:
-    out['error'] = str(e)
-print(json.dumps(out))
-`);
-
-const popStat = (port: number, user: string, password: string) =>
-  py(`
-import json, poplib
-out = {}
-try:
-    p = poplib.POP3('127.0.0.1', ${port}, timeout=20)
-    p.user(${JSON.stringify(user)})
-    p.pass_(${JSON.stringify(password)})
-    out['stat'] = list(p.stat())
-    p.quit()
-except poplib.error_proto as e:
-    out['error'] = e.args[0].decode()
-print(json.dumps(out))
-`);
 
 async function swaks(port: number, to: string, from = 'sender@remote.test'): Promise<string> {
   return (await run('swaks', ['--server', `127.0.0.1:${port}`, '--to', to, '--from', from, '--header', `Subject: for ${to}`])).stdout;
@@ -117,26 +80,10 @@ listeners:
   const socket = path.join(dir, 'var-a/auth.sock');
   await waitFor(async () => (existsSync(socket) ? true : undefined));
 
-  const example = await readFile(path.join(ROOT, 'config/examples/dovecot-yubin.lua'), 'utf8');
-  const lua = path.join(dir, 'dovecot-yubin.lua');
-  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
   const dovecot = await startDovecot({
     dir,
     user,
-    auth: `passdb {
-  driver = lua
-  args = file=${lua} blocking=yes
-}
-userdb {
-  driver = prefetch
-}
-service auth-worker {
-  user = ${user.name}
-  unix_listener auth-worker {
-    user = ${user.name}
-    mode = 0600
-  }
-}`,
+    auth: await luaAuth(dir, socket, user),
     extra: 'auth_failure_delay = 0',
   });
   t.teardown(dovecot.stop);
@@ -149,7 +96,7 @@ service auth-worker {
   const inbox = path.join(dir, 'domains/example.test/alice/Maildir');
   await waitFor(async () => ((await readdir(path.join(inbox, 'new')).catch(() => [])).length ? true : undefined));
 
-  const read = await imapLogin(dovecot.port, 'alice@example.test', 'alice pw', `typ, data = m.select('INBOX')
+  const read = await imap(dovecot.port, 'alice@example.test', 'alice pw', `typ, data = m.select('INBOX')
 out['exists'] = int(data[0])
 typ, data = m.fetch('1', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
 out['subject'] = data[0][1].decode().strip()`);
@@ -166,10 +113,10 @@ out['subject'] = data[0][1].decode().strip()`);
   // Guesses at bob spread over node A's and node B's POP3 and Dovecot's IMAP: four in all lock him out everywhere.
   t.match((await popStat(a.ports.pop3!, 'bob@example.test', 'guess 1')).error, /^-ERR/);
   t.match((await popStat(b.ports.pop3!, 'bob@example.test', 'guess 2')).error, /^-ERR/);
-  t.match((await imapLogin(dovecot.port, 'bob@example.test', 'guess 3')).error, /AUTHENTICATIONFAILED|Authentication failed/);
+  t.match((await imap(dovecot.port, 'bob@example.test', 'guess 3')).error, /AUTHENTICATIONFAILED|Authentication failed/);
   t.match((await popStat(b.ports.pop3!, 'bob@example.test', 'guess 4')).error, /^-ERR/);
   t.match((await popStat(a.ports.pop3!, 'bob@example.test', 'bob pw')).error, /^-ERR/, 'his own password refused on node A: locked out');
-  t.match((await imapLogin(dovecot.port, 'bob@example.test', 'bob pw')).error, /AUTHENTICATIONFAILED|Authentication failed/, 'and over IMAP');
+  t.match((await imap(dovecot.port, 'bob@example.test', 'bob pw')).error, /AUTHENTICATIONFAILED|Authentication failed/, 'and over IMAP');
   t.ok(
     [...a.logs, ...b.logs].some((l) => /locked out/.test(String(l.msg ?? l.reason ?? ''))),
     'a node logged the lockout',

@@ -6,31 +6,9 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { CLI, needs, ROOT, run, serve, tempDir, waitFor, yubin } from './helpers.js';
+import { pop } from './peers/mail-clients.js';
 
 const PASSWORD = 'alice pw';
-
-/** Python's poplib: logs in, runs the steps, prints JSON. */
-function poplib(port: number, user: string, password: string, steps: string) {
-  const script = `
-import json, poplib, sys, base64
-out = {}
-try:
-    p = poplib.POP3('127.0.0.1', ${port}, timeout=20)
-    p.user(${JSON.stringify(user)})
-    p.pass_(${JSON.stringify(password)})
-${steps
-  .split('\n')
-  .map((l) => `    ${l}`)
-  .join('\n')}
-except poplib.error_proto as e:
-    out['error'] = e.args[0].decode()
-print(json.dumps(out))
-`;
-  return run('python3', ['-c', script]).then((r) => {
-    if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
-    return JSON.parse(r.stdout) as Record<string, unknown>;
-  });
-}
 
 t.test('default config: domain and user from the CLI, SMTP in, POP3 out, catch-all, submission with AUTH', needs('swaks', 'python3', 'curl'), async (t) => {
   const dir = await tempDir(t);
@@ -60,7 +38,7 @@ t.test('default config: domain and user from the CLI, SMTP in, POP3 out, catch-a
   const stored = await readFile(path.join(newDir, name));
   t.match(stored.toString(), /^Return-Path: <sender@remote\.test>\nDelivered-To: alice@example\.test\n/);
 
-  const retr = await poplib(pop3!, 'alice@example.test', PASSWORD, `out['stat'] = list(p.stat())
+  const retr = await pop(pop3!, 'alice@example.test', PASSWORD, `out['stat'] = list(p.stat())
 r = p.retr(1)
 out['lines'] = [base64.b64encode(l).decode() for l in r[1]]
 out['octets'] = r[2]
@@ -74,7 +52,7 @@ p.quit()`);
   t.equal(curl.stdout.replace(/\r\n/g, '\n'), stored.toString(), 'curl pop3:// prints the message');
   t.match(curl.stdout, /\r\n\.dot line\r\n/, 'dot-stuffing undone by the client');
 
-  const dele = await poplib(pop3!, 'alice@example.test', PASSWORD, `p.dele(1)
+  const dele = await pop(pop3!, 'alice@example.test', PASSWORD, `p.dele(1)
 out['quit'] = p.quit().decode()`);
   t.match(dele.quit, /^\+OK/);
   t.same(await readdir(newDir), [], 'DELE + QUIT removed it');
@@ -105,7 +83,7 @@ out['quit'] = p.quit().decode()`);
   await waitFor(async () => (await readdir(path.join(dir, 'var/domains/second.test/postmaster/Maildir/new')))[0]);
 
   t.equal((await y('user', 'mod', 'alice@example.test', '--disable', 'pop')).code, 0);
-  const refused = await poplib(pop3!, 'alice@example.test', PASSWORD, `out['stat'] = list(p.stat())`);
+  const refused = await pop(pop3!, 'alice@example.test', PASSWORD, `out['stat'] = list(p.stat())`);
   t.match(refused.error, /^-ERR/, 'POP disabled: the login is refused');
   const stillSmtp = await run('swaks', ['--server', `127.0.0.1:${submission}`, '--tls', '--auth', 'PLAIN', '--auth-user', 'alice@example.test', '--auth-password', PASSWORD, '--quit-after', 'AUTH']);
   t.match(stillSmtp.stdout, /235 2\.7\.0/, 'but SMTP AUTH still works (acceptance check 5)');

@@ -9,27 +9,8 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { needs, run, serve, tempDir, waitFor, yubin, type ServeProcess } from './helpers.js';
+import { popStat } from './peers/mail-clients.js';
 import { needsPostgres, startPostgres } from './peers/postgres.js';
-
-/** Python's poplib: USER/PASS, then STAT; the error text if the login fails. */
-async function popStat(port: number, user: string, password: string): Promise<{ stat?: number[]; error?: string }> {
-  const script = `
-import json, poplib
-out = {}
-try:
-    p = poplib.POP3('127.0.0.1', ${port}, timeout=20)
-    p.user(${JSON.stringify(user)})
-    p.pass_(${JSON.stringify(password)})
-    out['stat'] = list(p.stat())
-    p.quit()
-except poplib.error_proto as e:
-    out['error'] = e.args[0].decode()
-print(json.dumps(out))
-`;
-  const r = await run('python3', ['-c', script]);
-  if (r.code !== 0) throw new Error(`python3: ${r.stderr}`);
-  return JSON.parse(r.stdout) as { stat?: number[]; error?: string };
-}
 
 /** One message through swaks; its transcript (stdout) and exit code. */
 function swaks(port: number, to: string, extra: string[] = []) {

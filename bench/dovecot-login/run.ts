@@ -15,8 +15,8 @@ import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { asMailUser, mailUser, startDovecot, type DovecotPeer } from '../../test/peers/dovecot.js';
+import { existsSync } from 'node:fs';
+import { asMailUser, luaAuth, mailUser, startDovecot, type DovecotPeer } from '../../test/peers/dovecot.js';
 
 const CLI = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../core/cli.js');
 const PASSWORD = 'alice pw';
@@ -72,13 +72,10 @@ try {
   stops.push(async () => void server.kill('SIGTERM'));
   const socket = path.join(dir, 'var/auth.sock');
   for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
-  const lua = path.join(dir, 'dovecot-yubin.lua');
-  const example = readFileSync(path.resolve(path.dirname(CLI), '../../config/examples/dovecot-yubin.lua'), 'utf8');
-  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
-  const luaAuth = `passdb {\n  driver = lua\n  args = file=${lua} blocking=yes\n}\nuserdb {\n  driver = prefetch\n}\nservice auth-worker {\n  user = ${user.name}\n  unix_listener auth-worker {\n    user = ${user.name}\n    mode = 0600\n  }\n}`;
+  const luaAuthBlock = await luaAuth(dir, socket, user);
   const cases: Array<[string, string, string]> = [
     ['checkpassword (yubin checkpassword, scrypt)', checkpassword, ''],
-    ['lua passdb asking yubin serve over its socket (scrypt)', luaAuth, ''],
+    ['lua passdb asking yubin serve over its socket (scrypt)', luaAuthBlock, ''],
     ['checkpassword + auth_cache (repeated logins)', checkpassword, 'auth_cache_size = 1M\nauth_cache_ttl = 5 min'],
     ['passwd-file, SHA512-CRYPT', passwdFile, ''],
   ];

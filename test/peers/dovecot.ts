@@ -13,7 +13,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { freePort, sleep } from './net.js';
+
+/** The repository (dist/test/peers/ is three levels down): where config/examples is. */
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export const DOVECOT = '/usr/sbin/dovecot';
 export const CHECKPASSWORD_REPLY = '/usr/lib/dovecot/checkpassword-reply';
@@ -157,4 +161,33 @@ async function answers(port: number): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/**
+ * The passdb/userdb blocks for config/examples/dovecot-yubin.lua, written to
+ * `dir` as an admin installs it, pointed at a yubin login socket; the auth
+ * worker that runs it is the mail user, who can reach the socket.
+ */
+export async function luaAuth(dir: string, socket: string, user: MailUser): Promise<string> {
+  const example = readFileSync(path.join(ROOT, 'config/examples/dovecot-yubin.lua'), 'utf8');
+  const lua = path.join(dir, 'dovecot-yubin.lua');
+  await writeFile(lua, example.replace(/^local SOCKET = ".*"$/m, `local SOCKET = ${JSON.stringify(socket)}`));
+  return `passdb {
+  driver = lua
+  args = file=${lua} blocking=yes
+}
+userdb {
+  driver = prefetch
+}
+userdb {
+  driver = lua
+  args = file=${lua} blocking=yes
+}
+service auth-worker {
+  user = ${user.name}
+  unix_listener auth-worker {
+    user = ${user.name}
+    mode = 0600
+  }
+}`;
 }
