@@ -15,7 +15,7 @@ import { domainKeys } from './domain-keys.js';
 import { peerChain, serverSupports, type ClientEnvelope } from './smtp-client-adapter.js';
 import { checkChain, type Dane, type DaneLookup } from './dane.js';
 import { rset, type CachedSession, type ConnectionCache } from './connection-cache.js';
-import { mxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
+import { mxMatches, type MtaSts } from './mta-sts.js';
 import { classifyTlsFailure, type ReportedPolicy, type TlsaPolicy, type TlsReports, type TlsSessionResult } from './tls-report.js';
 
 export type RemoteOutcome =

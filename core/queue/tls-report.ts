@@ -1,7 +1,8 @@
 /**
  * TLS-RPT (RFC 8460), the sending side: every outbound session to a domain
  * with an MTA-STS policy, or to an MX host with DANE TLSA records, counts as
- * a success or as a failure of a given kind, per UTC day; after the day ends, the day's counts for a domain go as
+ * a success or as a failure of a given kind, per UTC day; after the day
+ * ends, the day's counts for a domain (each of its policies) go as
  * one JSON report (gzipped) to the addresses of its `_smtp._tls` TXT record:
  * in a multipart/report mail to the `mailto:` ones, injected into the queue
  * like a bounce, and by HTTPS POST to the `https:` ones. The day's counts are
