@@ -10,9 +10,9 @@ import { chmod, chown, readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, needs, run, serve, sleep, tempDir, waitFor } from './helpers.js';
+import { CLI, needs, yubinAs, run, serve, sleep, tempDir, waitFor } from './helpers.js';
 import { imap, pop } from './peers/mail-clients.js';
-import { asMailUser, dovecotMissing, luaAuth, mailUser, startDovecot, type MailUser } from './peers/dovecot.js';
+import { asMailUser, dovecotLuaMissing, dovecotMissing, luaAuth, mailUser, startDovecot, type MailUser } from './peers/dovecot.js';
 
 const PASSWORD = 'alice pw';
 
@@ -96,12 +96,7 @@ listeners:
     plugins: [vpopmail]
 `,
   );
-  const y = async (...args: string[]) => {
-    const [cmd, ...rest] = as([process.execPath, CLI, ...args, '-c', config]);
-    const r = await run(cmd!, rest);
-    t.equal(r.code, 0, `yubin ${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
+  const y = yubinAs(t, as, config);
   await y('domain', 'add', 'example.test', '--password', 'pm pw');
   await y('user', 'add', 'alice@example.test', '--password', PASSWORD, '--quota', '1000000S,100C');
 
@@ -267,18 +262,16 @@ listeners:
   await dovecot.stop();
 });
 
-/** Dovecot's Lua auth module and luasocket's UNIX sockets for Lua 5.4 (dovecot-auth-lua, lua-socket). */
 function luaNeeded(): { skip: string | false } {
   const base = dovecotNeeded();
   if (base.skip) return base;
-  const arch = existsSync('/usr/lib/x86_64-linux-gnu') ? 'x86_64-linux-gnu' : 'aarch64-linux-gnu';
-  const missing = ['/usr/lib/dovecot/modules/auth/libauthdb_lua.so', `/usr/lib/${arch}/lua/5.4/socket/unix.so`].filter((f) => !existsSync(f));
-  if (!missing.length) return { skip: false };
+  const missing = dovecotLuaMissing();
+  if (!missing) return { skip: false };
   if (process.env.CI === 'true') {
-    t.fail(`${missing.join(', ')} missing (dovecot-auth-lua, lua-socket): CI must install them`);
+    t.fail(`${missing}: CI must install it`);
     return { skip: false };
   }
-  return { skip: `${missing.join(', ')} missing (dovecot-auth-lua, lua-socket)` };
+  return { skip: missing };
 }
 
 t.test("Dovecot's Lua passdb and userdb ask the running yubin over its socket: yubin's hashes, Maildirs and login throttle", luaNeeded(), async (t) => {
@@ -302,11 +295,7 @@ listeners:
     plugins: [vpopmail]
 `,
   );
-  const y = async (...args: string[]) => {
-    const [cmd, ...rest] = as([process.execPath, CLI, ...args, '-c', config]);
-    const r = await run(cmd!, rest);
-    t.equal(r.code, 0, `yubin ${args.join(' ')}: ${r.stderr}`);
-  };
+  const y = yubinAs(t, as, config);
   await y('domain', 'add', 'example.test', '--password', 'pm pw');
   await y('user', 'add', 'alice@example.test', '--password', PASSWORD, '--quota', '1000000S,100C');
   await y('user', 'add', 'bob@example.test', '--password', 'bob pw');

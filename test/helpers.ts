@@ -69,6 +69,19 @@ export function yubin(args: readonly string[], options: { cwd?: string; env?: No
   return run(process.execPath, [CLI, ...args], options);
 }
 
+/**
+ * `yubin ARGS -c CONFIG` run through `wrapper` (another user: setpriv), each
+ * run asserted to exit 0 on `t`; resolves with the run.
+ */
+export function yubinAs(t: Test, wrapper: (cmd: readonly string[]) => string[], config: string): (...args: string[]) => Promise<RunResult> {
+  return async (...args) => {
+    const [cmd, ...rest] = wrapper([process.execPath, CLI, ...args, '-c', config]);
+    const r = await run(cmd!, rest);
+    t.equal(r.code, 0, `yubin ${args.join(' ')} -c ${path.basename(config)}: ${r.stderr}`);
+    return r;
+  };
+}
+
 export interface ServeProcess {
   readonly child: ChildProcess;
   /** Bound port of each listener, from the server's own log. */

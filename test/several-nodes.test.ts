@@ -15,14 +15,14 @@ import { chmod, chown, readdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, needs, run, serve, tempDir, waitFor, type ServeProcess } from './helpers.js';
-import { asMailUser, dovecotMissing, luaAuth, mailUser, startDovecot } from './peers/dovecot.js';
+import { needs, yubinAs, run, serve, tempDir, waitFor, type ServeProcess } from './helpers.js';
+import { asMailUser, dovecotLuaMissing, luaAuth, mailUser, startDovecot } from './peers/dovecot.js';
 import { needsPostgres, startPostgres } from './peers/postgres.js';
 import { imap, popStat } from './peers/mail-clients.js';
 import { startRedis } from './peers/redis.js';
 
 function peersNeeded(): { skip: string | false } {
-  const missing = [dovecotMissing(), existsSync('/usr/lib/dovecot/modules/auth/libauthdb_lua.so') ? undefined : 'dovecot-auth-lua not installed'].filter(Boolean);
+  const missing = [dovecotLuaMissing()].filter((m): m is string => m !== undefined);
   for (const o of [needsPostgres(), needs('redis-server', 'swaks', 'python3', 'setpriv')]) if (o.skip) missing.push(o.skip);
   if (!missing.length) return { skip: false };
   if (process.env.CI === 'true') {
@@ -70,11 +70,7 @@ listeners:
     }),
   );
   const [configA, configB] = configs as [string, string];
-  const y = async (...args: string[]) => {
-    const [cmd, ...rest] = as([process.execPath, CLI, ...args, '-c', configA]);
-    const r = await run(cmd!, rest);
-    t.equal(r.code, 0, `yubin ${args.join(' ')} on node A: ${r.stderr}`);
-  };
+  const y = yubinAs(t, as, configA);
   const a: ServeProcess = await serve(t, configA, 2, as([]));
   const b: ServeProcess = await serve(t, configB, 2, as([]));
   const socket = path.join(dir, 'var-a/auth.sock');

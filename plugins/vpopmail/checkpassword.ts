@@ -20,7 +20,7 @@ import type { Command, Option } from 'commander';
 import { CommandError, commandOptions, ensureMaildir, loadConfig } from '../../core/index.js';
 import { maildirOf, parseLogin, userDir } from './names.js';
 import { openStore, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
-import { hashPassword, needsRehash, verifyPassword } from './passwords.js';
+import { hashPassword, needsRehash, verifyPassword, wastePasswordCheck } from './passwords.js';
 import { parseQuota, type Quota } from './quota.js';
 import type { MailStore, UserRecord } from './store.js';
 
@@ -32,14 +32,6 @@ export const EXIT_MISUSE = 2;
 /** Dovecot's lookup mode: the user does not exist. */
 export const EXIT_NO_USER = 3;
 export const EXIT_TEMPORARY = 111;
-
-/**
- * An scrypt hash of a password nobody has, with the current parameters: an
- * unknown user is checked against it so the refusal takes as long as a wrong
- * password. Fixed, not made at start: making it would cost a second scrypt in
- * this short-lived process and show in the timing.
- */
-const DUMMY_HASH = '$scrypt$ln=15,r=8,p=1$CvPHsaAk5GifOzpBmsvclg$K9ooJ776LnM2R8l53TXu0FNnWM8NxrwE/ddz5IncM0A';
 
 export interface CheckpasswordInput {
   readonly login: string;
@@ -122,12 +114,12 @@ export async function checkLogin(store: MailStore, options: VpopmailOptions, req
   const domain = who && (await store.getDomain(who.domain));
   const user = who && domain ? await store.getUser(who.domain, who.name) : undefined;
   if (!user) {
-    if (!req.lookup) await verifyPassword(req.input.password, DUMMY_HASH);
+    if (!req.lookup) await wastePasswordCheck(req.input.password);
     return { kind: 'no-user', why: 'no such user' };
   }
   if (!req.lookup && !(await verifyPassword(req.input.password, user.passwordHash))) {
     // A legacy hash fails in microseconds: cost what an scrypt failure does.
-    if (needsRehash(user.passwordHash)) await verifyPassword(req.input.password, DUMMY_HASH);
+    if (needsRehash(user.passwordHash)) await wastePasswordCheck(req.input.password);
     return { kind: 'refused', why: 'wrong password' };
   }
   // After the password check, so a disabled service tells nothing to someone without the password.

@@ -13,15 +13,13 @@ import { registerMailCommands } from './cli.js';
 import { deliver } from './deliver.js';
 import { maildirOf, parseLogin } from './names.js';
 import { openStoreWhenPresent, storePaths, vpopmailOptions, type VpopmailOptions } from './options.js';
-import { hashPassword, needsRehash, verifyPassword } from './passwords.js';
+import { hashPassword, needsRehash, verifyPassword, wastePasswordCheck } from './passwords.js';
 import { checkQuota, parseQuota } from './quota.js';
 import { resolveAddress } from './resolve.js';
 import { StoreUnavailable, type MailStore, type UserRecord } from './store.js';
 import type { Logger } from 'pino';
 
 const BAD_LOGIN = answer.reject(535, '5.7.8', 'Authentication credentials invalid');
-/** Checked when the user does not exist, so a wrong user name costs as long as a wrong password. */
-let dummyHash: Promise<string> | undefined;
 
 /** After a failed re-read of the domain list, the next try waits this long (a lookup does not wait for it). */
 const DOMAIN_RETRY_MS = 1_000;
@@ -257,9 +255,9 @@ async function authenticate(store: MailStore, options: VpopmailOptions, log: Log
   return answer.accept();
 }
 
-/** A password check against a hash nobody has: an unknown user or domain costs as long as a wrong password. */
+/** An unknown user or domain costs as long as a wrong password (challenge-response has no password to check). */
 async function wasteAPasswordCheck(ctx: AuthContext): Promise<void> {
-  if (ctx.password !== undefined) await verifyPassword(ctx.password, await (dummyHash ??= hashPassword('no such user')));
+  if (ctx.password !== undefined) await wastePasswordCheck(ctx.password);
 }
 
 const NO_MAILBOX = answer.reject(550, '5.1.1', 'Sorry, no mailbox here by that name. (#5.1.1)');

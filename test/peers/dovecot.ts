@@ -28,6 +28,14 @@ export function dovecotMissing(): string | undefined {
   return undefined;
 }
 
+/** What the Lua passdb needs on top: Dovecot's Lua module and luasocket's UNIX sockets for Lua 5.4 (dovecot-auth-lua, lua-socket). */
+export function dovecotLuaMissing(): string | undefined {
+  const missing = ['/usr/lib/dovecot/modules/auth/libauthdb_lua.so', ...['x86_64-linux-gnu', 'aarch64-linux-gnu'].map((a) => `/usr/lib/${a}/lua/5.4/socket/unix.so`)];
+  if (!existsSync(missing[0]!)) return `${missing[0]} (dovecot-auth-lua) not installed`;
+  if (!missing.slice(1).some((f) => existsSync(f))) return 'luasocket for Lua 5.4 (lua-socket) not installed';
+  return dovecotMissing();
+}
+
 export interface MailUser {
   readonly name: string;
   readonly uid: number;
