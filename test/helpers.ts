@@ -171,7 +171,7 @@ export async function serve(t: Test, configFile: string, listenerCount: number, 
 }
 
 import { sleep as sleepMs } from './peers/net.js';
-export { freePort, sleep } from './peers/net.js';
+export { freePort, freePorts, sleep } from './peers/net.js';
 
 /** Polls fn every 50 ms until it gives something other than undefined; throws after ms. */
 export async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms = 15_000): Promise<T> {

@@ -12,7 +12,7 @@ import { startTestServer } from '../core/testing/index.js';
 import { startDnsServer } from './peers/dns.js';
 import { startSink } from './peers/sink.js';
 import { BIRTH, inject, maildir, rig, send } from './queue-rig.js';
-import { freePort, tempDir } from './helpers.js';
+import { freePort, freePorts, tempDir } from './helpers.js';
 import { selfSignedKeyPair } from '../core/tls.js';
 
 t.test('a message to a local address lands in its Maildir (Return-Path, Delivered-To, LF line ends, nothing in tmp)', async (t) => {
@@ -400,7 +400,7 @@ t.test('an MX that is this server is a loop: bounced, never sent to ourselves', 
 });
 
 t.test('two hosts of ours relaying to each other: the hop count stops the loop and the sender gets a bounce', async (t) => {
-  const [portA, portB] = [await freePort(), await freePort()];
+  const [portA, portB] = await freePorts(2);
   const dns = await startDnsServer({ 'pingpong.test': { MX: [{ preference: 10, exchange: 'mx.pingpong.test' }] }, 'mx.pingpong.test': { A: ['127.0.0.1'] } });
   t.teardown(() => dns.close());
   // Each relays pingpong.test (rcpthosts, as a backup MX would) and finds the other as its MX.

@@ -13,7 +13,7 @@ import type { Page } from 'playwright-core';
 import t from 'tap';
 import { openBrowser, needsChromium, saveScreenshot } from './peers/chromium.js';
 import { startSink } from './peers/sink.js';
-import { freePort, needs, run, serve, sleep, tempDir, waitFor, writeFiles, yubin } from './helpers.js';
+import { freePorts, needs, run, serve, sleep, tempDir, waitFor, writeFiles, yubin } from './helpers.js';
 
 const ADMIN = 'root@admin.test';
 const ADMIN_PW = 'root secret 1';
@@ -25,7 +25,7 @@ t.test('webadmin in Chromium: admin, domain admin and user, end to end', { ...ne
   const dir = await tempDir(t, 'yubin-webadmin-');
   const sink = await startSink();
   t.teardown(() => sink.close());
-  const [smtp, submission, pop3, web] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [smtp, submission, pop3, web] = await freePorts(4);
   await writeFiles(dir, {
     'yubin.yaml': `hostname: mail.example.jp
 dataDir: var

@@ -11,7 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { freePort, needs, run, serve, sleep, tempDir, waitFor, writeFiles, yubin } from './helpers.js';
+import { freePort, freePorts, needs, run, serve, sleep, tempDir, waitFor, writeFiles, yubin } from './helpers.js';
 import { startSink } from './peers/sink.js';
 
 t.setTimeout(3 * 60_000);
@@ -25,7 +25,7 @@ t.test('webadmin against yubin serve: refusals, why, the queue, the cookie over 
   t.teardown(() => sink.close());
   // Nothing listens here: mail routed to dead.test stays deferred.
   const closed = await freePort();
-  const [mx, out, web, webs] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [mx, out, web, webs] = await freePorts(4);
   await writeFiles(dir, {
     'relay.tcp': ':allow,RELAYCLIENT=""\n',
     'yubin.yaml': `hostname: mail.example.test

@@ -16,3 +16,21 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * Several ports that were free a moment ago, all different: each is held
+ * until every one is found (freePort called twice may hand out the same
+ * port, which a config of several listeners then refuses).
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  return ports;
+}
