@@ -23,12 +23,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DeliveryMessage } from './hooks.js';
-import { DirSync } from './queue/spool.js';
+import { DirSync, writeAll } from './queue/spool.js';
 import { IN_MEMORY_MAX } from './queue/shared-message.js';
 
 const fsOpen = promisify(fs.open);
-const fsWritev = promisify(fs.writev);
-const fsWrite = promisify(fs.write);
 const fsDatasync = promisify(fs.fdatasync);
 const fsClose = promisify(fs.close);
 
@@ -157,14 +155,7 @@ export async function deliverToMaildir(dir: string, d: MaildirDelivery): Promise
   let batch: Buffer[] = [];
   let batched = 0;
   const flush = async () => {
-    if (batched) {
-      const written = (await fsWritev(fd, batch)).bytesWritten;
-      // A regular file takes the whole writev unless the disk fills; finish a short one byte-exact.
-      if (written < batched) {
-        const rest = Buffer.concat(batch).subarray(written);
-        for (let off = 0; off < rest.length; ) off += (await fsWrite(fd, rest, off, rest.length - off, null)).bytesWritten;
-      }
-    }
+    if (batched) await writeAll(fd, batch, batched);
     batch = [];
     batched = 0;
   };
@@ -265,12 +256,7 @@ async function deliverWhole(dir: string, name: string, tmp: string, d: MaildirDe
   const lines = d.topLines.length + form.lines;
   const fd = await openTmp(dir, tmp);
   try {
-    const written = (await fsWritev(fd, [top, form.lf])).bytesWritten;
-    if (written < size) {
-      // A regular file takes the whole writev unless the disk fills; finish a short one byte-exact.
-      const rest = Buffer.concat([top, form.lf]).subarray(written);
-      for (let off = 0; off < rest.length; ) off += (await fsWrite(fd, rest, off, rest.length - off, null)).bytesWritten;
-    }
+    await writeAll(fd, [top, form.lf], size);
   } catch (err) {
     await discard(fd, tmp);
     throw err;

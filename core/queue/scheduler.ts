@@ -31,6 +31,7 @@ import type { Metrics, QueueDepth } from '../services/metrics.js';
 import { DeliveryContext } from './delivery-context.js';
 import { Notices } from './notice.js';
 import { SharedMessage } from './shared-message.js';
+import { RecentCommits, type Committed } from './recent-commits.js';
 import { DeliverySlots, type DestinationLimits } from './slots.js';
 import { domainKeys } from './domain-keys.js';
 import { ConnectionCache } from './connection-cache.js';
@@ -72,6 +73,8 @@ interface Active {
   readonly id: string;
   readonly envelope: Envelope;
   readonly state: QueueState;
+  /** The stored message from the commit, for the first attempt (RecentCommits). */
+  readonly stored?: Buffer;
   jobs: number;
   /** Writes of this message's state, one after the other. */
   writing: Promise<void>;
@@ -121,6 +124,8 @@ export class Scheduler {
   private readonly bounceNow = new Set<string>();
   /** Just committed: no state file yet, so none is read. */
   private readonly fresh = new Set<string>();
+  /** Envelopes and small messages from this process's commits, so their first attempt reads nothing back. */
+  private readonly recent = new RecentCommits();
   /** Taken off the index and being read: in neither the index nor `active` for the moment. */
   private readonly loading = new Set<string>();
   /** Jobs waiting for a delivery slot, and the slots taken. */
@@ -184,7 +189,7 @@ export class Scheduler {
    * socket opens, so nothing committed during start-up is missed.
    */
   attach(): void {
-    this.deps.spool.onCommit = (id) => this.add(id);
+    this.deps.spool.onCommit = (id, committed) => this.add(id, committed);
   }
 
   /** Recovers the spool: every committed message is due now (its state says which recipients really are). */
@@ -228,10 +233,11 @@ export class Scheduler {
     void this.rescan().catch(() => undefined);
   }
 
-  /** A message was just committed (SMTP, bounce, sendmail). */
-  add(id: string): void {
+  /** A message was just committed (SMTP, bounce, sendmail); by this process when `committed` comes with it. */
+  add(id: string, committed?: Committed): void {
     if (this.active.has(id) || this.timetable.has(id)) return;
     this.fresh.add(id);
+    if (committed) this.recent.put(id, committed);
     this.schedule(id, this.deps.clock.now());
     this.pump();
   }
@@ -326,6 +332,7 @@ export class Scheduler {
   private unindex(id: string): void {
     this.timetable.delete(id);
     this.fresh.delete(id);
+    this.recent.take(id);
     this.held.delete(id);
     this.forced.delete(id);
   }
@@ -400,15 +407,16 @@ export class Scheduler {
 
   private async load(id: string): Promise<void> {
     const { spool, clock } = this.deps;
+    const committed = this.recent.take(id);
     let envelope: Envelope;
     try {
-      envelope = await spool.readEnvelope(id);
+      envelope = committed?.envelope ?? (await spool.readEnvelope(id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted meanwhile
       throw err;
     }
     const state = (this.fresh.delete(id) ? undefined : await spool.readState(id)) ?? initialState(envelope);
-    const msg: Active = { id, envelope, state, jobs: 0, writing: Promise.resolve(), writeQueued: false };
+    const msg: Active = { id, envelope, state, stored: committed?.message, jobs: 0, writing: Promise.resolve(), writeQueued: false };
     const now = clock.now();
     if (this.bounceNow.delete(id) || state.bounceRequested) {
       state.bounceRequested = false;
@@ -500,7 +508,7 @@ export class Scheduler {
    * message is finished and removed.
    */
   private async runLocal(job: Extract<Job, { channel: 'local' }>): Promise<void> {
-    const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope);
+    const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope, job.msg.stored);
     const width = this.slots.width(job);
     let next = 0;
     let unwritten = 0;
@@ -534,7 +542,7 @@ export class Scheduler {
 
   private async runRemote(job: Extract<Job, { channel: 'remote' }>): Promise<void> {
     const viaSmtp: RecipientState[] = [];
-    const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope);
+    const body = new SharedMessage(this.deps.spool, job.msg.id, job.msg.envelope, job.msg.stored);
     for (const r of job.rcpts) {
       const outcome = await this.delivering.viaPlugins(job.msg, r, false, body);
       if (outcome) this.record(job, r, outcome);
@@ -556,7 +564,8 @@ export class Scheduler {
         sender: env.sender,
         recipients: viaSmtp.map((r) => r.address),
         size: Buffer.byteLength(env.prependHeaders) + env.size,
-        message: () => spool.openMessage(job.msg.id, env),
+        // Still in memory from the commit (a small message's first attempt), or read from the spool.
+        message: async () => (job.msg.stored ? body.stream() : spool.openMessage(job.msg.id, env)),
         dsn: hasDsn(env) ? { ...senderDsnOf(env.senderParams), recipient: (a) => recipientDsnOf(this.paramsOf(env, a)) } : undefined,
         requireTls: env.senderParams.REQUIRETLS === true,
         binary: typeof env.senderParams.BODY === 'string' && env.senderParams.BODY.toUpperCase() === 'BINARYMIME',

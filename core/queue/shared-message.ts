@@ -5,18 +5,15 @@
  * over it. Ten local recipients cost one open and one read of the spool file,
  * not ten streams.
  *
+ * A message this process has just committed may come with its stored form
+ * (RecentCommits): then nothing is read from the spool at all.
+ *
  * A message larger than IN_MEMORY_MAX is streamed from disk to whoever asks
  * for a stream (as before); only a plugin that asks for the whole Buffer
  * (read()) makes it load.
  */
-import * as fs from 'node:fs';
-import { promisify } from 'node:util';
 import { Readable } from 'node:stream';
 import type { Envelope, Spool } from './spool.js';
-
-const fsOpen = promisify(fs.open);
-const fsRead = promisify(fs.read);
-const fsClose = promisify(fs.close);
 
 /** Above this, stream() reads from disk rather than hold the message in memory for the job. */
 export const IN_MEMORY_MAX = 16 * 1024 * 1024;
@@ -28,6 +25,8 @@ export class SharedMessage {
     private readonly spool: Spool,
     private readonly id: string,
     private readonly envelope: Envelope,
+    /** The spool file's message part, when still in memory from the commit. */
+    private readonly stored?: Buffer,
   ) {}
 
   /** Size as delivered: prepended headers and the stored message (CRLF). */
@@ -65,16 +64,8 @@ export class SharedMessage {
     const buf = Buffer.allocUnsafe(head + env.size);
     buf.write(env.prependHeaders, 0, 'utf8');
     if (env.size === 0) return buf;
-    const fd = await fsOpen(this.spool.messagePath(this.id), 'r');
-    try {
-      for (let off = 0; off < env.size; ) {
-        const { bytesRead } = await fsRead(fd, buf, head + off, env.size - off, off);
-        if (bytesRead === 0) throw new Error(`queue file ${this.id} is shorter than its envelope says`);
-        off += bytesRead;
-      }
-    } finally {
-      await fsClose(fd);
-    }
+    if (this.stored?.length === env.size) this.stored.copy(buf, head);
+    else await this.spool.readStored(this.id, buf.subarray(head));
     return buf;
   }
 }

@@ -26,6 +26,7 @@ import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/pr
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import type { Committed } from './recent-commits.js';
 
 export interface EnvelopeAddress {
   readonly address: string;
@@ -159,6 +160,8 @@ export class DirSync {
 // The callback API on plain descriptors: a third of FileHandle's cost per call on the hot path.
 const fsOpen = promisify(fs.open);
 const fsWrite = promisify(fs.write);
+const fsWritev = promisify(fs.writev);
+const fsRead = promisify(fs.read);
 const fsDatasync = promisify(fs.fdatasync);
 const fsFsync = promisify(fs.fsync);
 const fsClose = promisify(fs.close);
@@ -187,8 +190,11 @@ export class Spool {
   readonly stateDir: string;
   readonly messSync: DirSync;
   readonly stateSync: DirSync;
-  /** Called after each commit (the scheduler takes the message from here). */
-  onCommit: ((id: string) => void) | undefined;
+  /**
+   * Called after each commit (the scheduler takes the message from here), with
+   * the envelope and, for a message that arrived in memory, its stored form.
+   */
+  onCommit: ((id: string, committed: Committed) => void) | undefined;
   private seq = 0;
 
   constructor(readonly dir: string) {
@@ -310,6 +316,20 @@ export class Spool {
     await unlink(path.join(this.stateDir, `${id}.json`)).catch(() => undefined);
   }
 
+  /** Reads the stored message (without the envelope trailer) into `into`, whose length is the envelope's size. */
+  async readStored(id: string, into: Buffer): Promise<void> {
+    const fd = await fsOpen(this.messagePath(id), 'r');
+    try {
+      for (let off = 0; off < into.length; ) {
+        const { bytesRead } = await fsRead(fd, into, off, into.length - off, off);
+        if (bytesRead === 0) throw new Error(`queue file ${id} is shorter than its envelope says`);
+        off += bytesRead;
+      }
+    } finally {
+      await fsClose(fd);
+    }
+  }
+
   messagePath(id: string): string {
     return path.join(this.messDir, id);
   }
@@ -362,8 +382,11 @@ export class SpoolFile {
   }
 
   async commit(envelope: Omit<Envelope, 'id' | 'size'>): Promise<void> {
-    const json = Buffer.from(JSON.stringify({ id: this.id, size: this.size, ...envelope }));
+    const text = JSON.stringify({ id: this.id, size: this.size, ...envelope });
+    const json = Buffer.from(text);
     const footer = Buffer.from(`\n#yubin-envelope:${String(json.length).padStart(10, '0')}\n`, 'latin1');
+    // A small message is all still here: written in one go, and handed to the scheduler with the commit.
+    const message = this.fd === undefined ? this.heldMessage() : undefined;
     this.held.push(json, footer);
     this.heldBytes += json.length + footer.length;
     await this.flush();
@@ -372,7 +395,8 @@ export class SpoolFile {
     // the data is synced a failing close cannot lose it, so only the rename decides the commit.
     await Promise.all([this.close().catch(() => undefined), rename(this.tmpPath, this.spool.messagePath(this.id))]);
     await this.spool.messSync.sync();
-    this.spool.onCommit?.(this.id);
+    // The envelope as a restart reads it back, not the object it was made from.
+    this.spool.onCommit?.(this.id, { envelope: JSON.parse(text) as Envelope, message });
   }
 
   async abort(): Promise<void> {
@@ -386,15 +410,23 @@ export class SpoolFile {
     await unlink(this.tmpPath).catch(() => undefined);
   }
 
+  /** The whole of a message held in memory, as one Buffer of its own (not a view into a larger read). */
+  private heldMessage(): Buffer {
+    const only = this.held.length === 1 ? this.held[0]! : undefined;
+    const message = only && only.byteLength === only.buffer.byteLength ? only : Buffer.concat(this.held, this.heldBytes);
+    this.held = [message];
+    return message;
+  }
+
   /** Writes what is held, opening the file first if this is the first write. */
   private async flush(): Promise<void> {
     if (this.closed) throw new Error(`queue file ${this.id} is already closed`);
     this.fd ??= await this.opening;
-    const data = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held, this.heldBytes);
+    const parts = this.held;
+    const total = this.heldBytes;
     this.held = [];
     this.heldBytes = 0;
-    let off = 0;
-    while (off < data.length) off += (await fsWrite(this.fd, data, off, data.length - off, null)).bytesWritten;
+    await writeAll(this.fd, parts, total);
   }
 
   private async close(): Promise<void> {
@@ -402,6 +434,14 @@ export class SpoolFile {
     this.closed = true;
     await fsClose(this.fd);
   }
+}
+
+/** Writes every part at the file's position: one writev, finished byte-exact if it fell short (a full disk). */
+export async function writeAll(fd: number, parts: readonly Buffer[], total: number): Promise<void> {
+  const written = parts.length === 1 ? (await fsWrite(fd, parts[0]!, 0, total, null)).bytesWritten : (await fsWritev(fd, parts)).bytesWritten;
+  if (written >= total) return;
+  const rest = Buffer.concat(parts, total).subarray(written);
+  for (let off = 0; off < rest.length; ) off += (await fsWrite(fd, rest, off, rest.length - off, null)).bytesWritten;
 }
 
 /** One stream reading several in turn. */
