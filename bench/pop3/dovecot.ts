@@ -77,7 +77,7 @@ export const DOVECOT_SETTINGS = [
   'auth_mechanisms = plain',
   'passdb/userdb: passwd-file, one line per user: {PLAIN} password, uid/gid, userdb_mail=maildir:<copy>',
   'pop3_uidl_format = %f (the file name up to ":", as qmail-pop3d shows it; Dovecot\'s default is %08Xu%08Xv)',
-  'pop3_no_flag_updates = yes (qmail-pop3d does not mark RETRieved mail \\Seen either; Dovecot\'s default "no" would rename every retrieved file at QUIT)',
+  'pop3_no_flag_updates = no, Dovecot\'s default: like yubin, it marks what was RETRieved \\Seen at QUIT (renames the file to :2,S), so both do the same work',
   'everything else default (pop3-login and pop3 processes: one per connection, service_count = 1)',
 ];
 
@@ -97,7 +97,7 @@ default_login_user = ${id.loginUser}
 default_internal_user = ${id.internalUser}
 first_valid_uid = ${id.firstValidUid}
 pop3_uidl_format = %f
-pop3_no_flag_updates = yes
+pop3_no_flag_updates = no
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u ${passwdFile}

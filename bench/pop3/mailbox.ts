@@ -31,6 +31,8 @@ export interface MessageFile {
 
 export interface Mailbox {
   readonly dir: string;
+  /** The generated original, which no server touches: what every copy's messages are checked against. */
+  readonly master: string;
   readonly messages: readonly MessageFile[];
   readonly totalStored: number;
   readonly totalCrlf: number;
@@ -176,7 +178,7 @@ export function generateMaildir(dir: string, o: GenerateOptions): Mailbox {
     totalCrlf += crlf;
     if (dotLines) withDotLines++;
   }
-  return { dir, messages, totalStored, totalCrlf, withDotLines };
+  return { dir, master: dir, messages, totalStored, totalCrlf, withDotLines };
 }
 
 /** A copy of a Maildir (names, contents and mtimes kept), by `cp -a` in a child so a signal is handled meanwhile. */
@@ -185,16 +187,20 @@ export async function copyMaildir(src: Mailbox, dst: string, hardLinks = false):
   return { ...src, dir: dst };
 }
 
-/** The message files of a Maildir (new/ and cur/, as `sub/name`), sorted. */
+/**
+ * The messages of a Maildir (new/ and cur/) by base name, the part before
+ * `:2,`, sorted: a server that marks what it sent as seen (yubin, Dovecot
+ * with its default flag updates) renames files, but never loses or adds one.
+ */
 export function listMessages(dir: string): string[] {
   const out: string[] = [];
   for (const sub of ['new', 'cur']) {
-    for (const name of readdirSync(path.join(dir, sub))) out.push(`${sub}/${name}`);
+    for (const name of readdirSync(path.join(dir, sub))) out.push(name.replace(/:2,.*$/, ''));
   }
   return out.sort();
 }
 
-/** A message as a POP3 server must send it (before dot-stuffing): LF turned into CRLF. */
+/** A message as a POP3 server must send it (before dot-stuffing): LF turned into CRLF, from the untouched original. */
 export function wireForm(m: Mailbox, msg: MessageFile): Buffer {
-  return Buffer.from(readFileSync(path.join(m.dir, 'cur', msg.file)).toString('latin1').replace(/\n/g, '\r\n'), 'latin1');
+  return Buffer.from(readFileSync(path.join(m.master, 'cur', msg.file)).toString('latin1').replace(/\n/g, '\r\n'), 'latin1');
 }

@@ -65,7 +65,7 @@ interface ServerReport {
   retr: RetrSample[];
   sessions?: SessionsSample;
   uidl?: UidlInfo;
-  mailboxUnchanged?: boolean;
+  mailboxIntact?: boolean;
   logProblemCount?: number;
   logProblems?: string[];
 }
@@ -413,12 +413,12 @@ async function main(): Promise<void> {
   }
   phaseEnd('retr');
 
-  // Nothing may have changed in any copy: same message files under the same names.
+  // No copy may have lost or gained a message; the flags in the names may change (both servers mark RETRieved mail seen).
   for (const n of names) {
     const b = boxes.get(n);
     const r = reports.get(n)!;
     if (!b) continue;
-    r.mailboxUnchanged = [b.main, ...b.cold].every((m) => listMessages(m.dir).join('\n') === masterListing);
+    r.mailboxIntact = [b.main, ...b.cold].every((m) => listMessages(m.dir).join('\n') === masterListing);
     const s = servers.get(n);
     if (s) {
       const problems = s.problems();
@@ -489,7 +489,7 @@ async function main(): Promise<void> {
       ? `NOT RUN: ${r.unavailable}`
       : r.failed
         ? `FAILED in ${r.failed.phase}: ${r.failed.message}`
-        : `ok; UIDL ${r.uidl?.uidlIsFileName ? 'is the file name' : `is not the file name (e.g. ${r.uidl?.example})`}; mailbox copies ${r.mailboxUnchanged ? 'unchanged' : 'CHANGED'}${r.prime ? `; first login on the main copy ${r.prime.ms.toFixed(0)} ms` : ''}`;
+        : `ok; UIDL ${r.uidl?.uidlIsFileName ? 'is the file name' : `is not the file name (e.g. ${r.uidl?.example})`}; mailbox copies ${r.mailboxIntact ? 'keep every message' : 'LOST OR GAINED MESSAGES'}${r.prime ? `; first login on the main copy ${r.prime.ms.toFixed(0)} ms` : ''}`;
     log(`${n}${r.version ? ` ${r.version}` : ''}: ${line}${r.logProblemCount ? `; ${r.logProblemCount} warning/error lines in its log, e.g. ${r.logProblems![0]!.slice(0, 300)}` : ''}\n`);
   }
   log(`other CPU s (anything outside the bench's processes) during cold / warm / RETR: ${otherCpu.cold ?? '-'} / ${otherCpu.warm ?? '-'} / ${otherCpu.retr ?? '-'}; of it softirq (loopback traffic) ${machineCpuByPhase.cold?.softirq ?? '-'} / ${machineCpuByPhase.warm?.softirq ?? '-'} / ${machineCpuByPhase.retr?.softirq ?? '-'}, steal ${machineCpuByPhase.cold?.steal ?? '-'} / ${machineCpuByPhase.warm?.steal ?? '-'} / ${machineCpuByPhase.retr?.steal ?? '-'}\n`);
@@ -539,7 +539,7 @@ async function main(): Promise<void> {
   };
   writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
   log(`\nresults: ${path.relative(process.cwd(), out) || out}\n`);
-  if (names.some((n) => reports.get(n)!.failed || reports.get(n)!.mailboxUnchanged === false)) process.exitCode = 1;
+  if (names.some((n) => reports.get(n)!.failed || reports.get(n)!.mailboxIntact === false)) process.exitCode = 1;
 }
 
 main()
