@@ -12,7 +12,7 @@ import path from 'node:path';
 import t from 'tap';
 import { CLI, needs, yubinAs, run, serve, sleep, tempDir, waitFor } from './helpers.js';
 import { imap, pop } from './peers/mail-clients.js';
-import { asMailUser, dovecotLuaMissing, dovecotMissing, luaAuth, mailUser, startDovecot, type MailUser } from './peers/dovecot.js';
+import { asMailUser, dovecotLuaMissing, dovecotMissing, mailUser, startDovecot, startDovecotOverSocket, type MailUser } from './peers/dovecot.js';
 
 const PASSWORD = 'alice pw';
 
@@ -300,15 +300,7 @@ listeners:
   await y('user', 'add', 'alice@example.test', '--password', PASSWORD, '--quota', '1000000S,100C');
   await y('user', 'add', 'bob@example.test', '--password', 'bob pw');
   const server = await serve(t, config, 1, as([]));
-  const socket = path.join(dir, 'var/auth.sock');
-  await waitFor(async () => (existsSync(socket) ? true : undefined));
-
-  const dovecot = await startDovecot({
-    dir,
-    user,
-    auth: await luaAuth(dir, socket, user),
-    extra: 'auth_failure_delay = 0',
-  });
+  const dovecot = await startDovecotOverSocket({ dir, user, socket: path.join(dir, 'var/auth.sock') });
   t.teardown(dovecot.stop);
 
   const ok = await imap(dovecot.port, 'alice@example.test', PASSWORD, `typ, data = m.select('INBOX')

@@ -12,11 +12,10 @@
  * (the rate limit's documented fail-open).
  */
 import { chmod, chown, readdir, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { needs, yubinAs, run, serve, tempDir, waitFor, type ServeProcess } from './helpers.js';
-import { asMailUser, dovecotLuaMissing, luaAuth, mailUser, startDovecot } from './peers/dovecot.js';
+import { asMailUser, dovecotLuaMissing, mailUser, startDovecotOverSocket } from './peers/dovecot.js';
 import { needsPostgres, startPostgres } from './peers/postgres.js';
 import { imap, popStat } from './peers/mail-clients.js';
 import { startRedis } from './peers/redis.js';
@@ -73,15 +72,7 @@ listeners:
   const y = yubinAs(t, as, configA);
   const a: ServeProcess = await serve(t, configA, 2, as([]));
   const b: ServeProcess = await serve(t, configB, 2, as([]));
-  const socket = path.join(dir, 'var-a/auth.sock');
-  await waitFor(async () => (existsSync(socket) ? true : undefined));
-
-  const dovecot = await startDovecot({
-    dir,
-    user,
-    auth: await luaAuth(dir, socket, user),
-    extra: 'auth_failure_delay = 0',
-  });
+  const dovecot = await startDovecotOverSocket({ dir, user, socket: path.join(dir, 'var-a/auth.sock') });
   t.teardown(dovecot.stop);
 
   // Added on node A while both run; mail for them goes in through node B at once.

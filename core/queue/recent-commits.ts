@@ -23,7 +23,7 @@ export interface Committed {
 const ENTRY_OVERHEAD = 1024;
 
 /** The default bound: a burst of about 5,000 typical (5 KB) messages. */
-export const RECENT_COMMITS_MAX_BYTES = 32 * 1024 * 1024;
+const RECENT_COMMITS_MAX_BYTES = 32 * 1024 * 1024;
 
 export class RecentCommits {
   private readonly entries = new Map<string, Committed>();

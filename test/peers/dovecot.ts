@@ -172,6 +172,18 @@ async function answers(port: number): Promise<boolean> {
 }
 
 /**
+ * Dovecot logging in through a running yubin: waits for the login socket the
+ * vpopmail plugin makes (`authSocket`), then starts with the Lua passdb and
+ * userdb (luaAuth) asking it. Failed logins are answered at once
+ * (auth_failure_delay = 0): yubin's own throttle is what tests look at.
+ */
+export async function startDovecotOverSocket(o: { readonly dir: string; readonly user: MailUser; readonly socket: string }): Promise<DovecotPeer> {
+  for (let i = 0; i < 300 && !existsSync(o.socket); i++) await sleep(50);
+  if (!existsSync(o.socket)) throw new Error(`yubin's login socket ${o.socket} did not appear within 15 s`);
+  return startDovecot({ dir: o.dir, user: o.user, auth: await luaAuth(o.dir, o.socket, o.user), extra: 'auth_failure_delay = 0' });
+}
+
+/**
  * The passdb/userdb blocks for config/examples/dovecot-yubin.lua, written to
  * `dir` as an admin installs it, pointed at a yubin login socket; the auth
  * worker that runs it is the mail user, who can reach the socket.
